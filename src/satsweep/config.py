@@ -1,0 +1,124 @@
+"""Compose configs with Hydra and validate them once, at the edge.
+
+Hydra's compose API (rather than ``@hydra.main``) lets one process compose many
+configs: the CLI composes one, a sweep composes one per trial, and ``reproduce``
+composes on top of a logged config. Every composition error and validation error
+becomes a one-line :class:`~satsweep.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from pydantic import ValidationError
+
+from satsweep.errors import UserError
+from satsweep.schema import RunConfig
+
+PRIMARY_CONFIG = "config"
+_TAGGED_UNIONS = ("model", "optimizer")
+
+
+def project_root() -> Path:
+    """The folder holding ``conf/``: ``$SATSWEEP_HOME``, else the nearest one above the cwd.
+
+    Falls back to the source checkout this package was installed from (editable install).
+    """
+    if home := os.environ.get("SATSWEEP_HOME"):
+        return Path(home).resolve()
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "conf" / f"{PRIMARY_CONFIG}.yaml").is_file():
+            return folder
+    return Path(__file__).resolve().parents[2]
+
+
+def config_dir() -> Path:
+    folder = project_root() / "conf"
+    if not (folder / f"{PRIMARY_CONFIG}.yaml").is_file():
+        raise UserError(
+            f"no satsweep config found at {folder}: run satsweep from the project folder "
+            "or set SATSWEEP_HOME to it"
+        )
+    return folder
+
+
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra command-line overrides."""
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name=PRIMARY_CONFIG, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise UserError(f"bad override: {_one_line(error)}") from error
+    _absolutise_paths(cfg)
+    return cfg
+
+
+def _absolutise_paths(cfg: DictConfig) -> None:
+    """Anchor relative output and data paths at the cwd, so logged configs are unambiguous."""
+    for key in ("outputs", "data_dir"):
+        value = cfg.paths.get(key)
+        if isinstance(value, str) and "${" not in value:
+            cfg.paths[key] = str(Path(value).expanduser().resolve())
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Resolve interpolations; a missing mandatory value or a bad reference is a user error."""
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as error:
+        key = error.full_key
+        raise UserError(f"config key {key} is required: set it with {key}=VALUE") from error
+    except OmegaConfBaseException as error:
+        raise UserError(f"cannot resolve the config: {_one_line(error)}") from error
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
+
+
+def validate(container: dict[str, Any]) -> RunConfig:
+    """Check types, ranges and names of a resolved config, giving a typed :class:`RunConfig`."""
+    body = {k: v for k, v in container.items() if k != "sweep"}
+    try:
+        return RunConfig.model_validate(body)
+    except ValidationError as error:
+        raise UserError(_describe_validation_error(error)) from error
+
+
+def load_run_config(overrides: Sequence[str]) -> RunConfig:
+    """Compose, resolve and validate: the one way a training config is made."""
+    return validate(to_container(compose_config(overrides)))
+
+
+def _describe_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    if len(loc) > 2 and loc[0] in _TAGGED_UNIONS:
+        del loc[1]  # pydantic puts the union's tag (e.g. 'sgd') into the path
+    key = ".".join(loc) or "config"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"unknown config key {key}: check the spelling, or see --cfg job for valid keys"
+    if first["type"] == "missing":
+        return f"config key {key} is missing: add it to the YAML or pass +{key}=VALUE"
+    if first["type"] == "union_tag_invalid":
+        context = first.get("ctx", {})
+        return (
+            f"unknown {key} name {context.get('tag')!r}: "
+            f"choose one of {context.get('expected_tags')}"
+        )
+    if first["type"] == "value_error":
+        return f"invalid {key or 'config'}: {message.removeprefix('Value error, ')}"
+    value = first.get("input")
+    return f"invalid value {key}={value!r}: {message}; fix it with {key}=VALUE"
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines).split(" Config search path:")[0]
+    return text.replace("Available options in", "available options in")

@@ -1,0 +1,15 @@
+"""User-facing errors.
+
+A :class:`UserError` is a mistake the user can fix (a bad override, a missing
+dataset, an unknown run id). The CLI prints its message as one line and exits
+with code 2; every other exception is a bug or an outage and exits with 1.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem in the user's input, reported as one line without a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
