@@ -1,0 +1,41 @@
+# satsweep: every target that needs the virtualenv creates it first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export SATSWEEP_DATA_DIR ?= $(CURDIR)/data
+HOST ?= 127.0.0.1
+PORT ?= 5000
+OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
+
+.PHONY: setup train sweep ui test lint clean
+
+setup: $(STAMP)
+
+# Reinstalls only when pyproject.toml changes, so `make setup` is fast when nothing did.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)  ## one run: make train ARGS="model=mlp optimizer.lr=0.01"
+	$(BIN)/satsweep train $(ARGS)
+
+sweep: $(STAMP)  ## the main job: the quick sweep on AID
+	$(BIN)/satsweep sweep sweep=quick $(ARGS)
+
+ui: $(STAMP)  ## MLflow UI over the same store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUTPUTS))/mlflow.db \
+		--host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(OUTPUTS) .pytest_cache .ruff_cache build src/*.egg-info

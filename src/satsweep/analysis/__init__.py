@@ -1,0 +1,1 @@
+"""Reports that explain results: confusion matrices, error analysis, EDA."""

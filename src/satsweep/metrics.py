@@ -1,0 +1,77 @@
+"""Final evaluation metrics from predicted probabilities.
+
+Multi-class tasks report accuracy and macro precision/recall/F1 (the notebooks'
+score); binary tasks add precision, recall, F1, ROC-AUC and PR-AUC for the
+positive class (index 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one split, with what they were computed from."""
+
+    metrics: dict[str, float]
+    confusion: np.ndarray
+    per_class: pd.DataFrame
+
+
+def evaluate_predictions(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]
+) -> Evaluation:
+    predicted = probabilities.argmax(axis=1)
+    classes = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0
+    )
+    metrics = {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "f1_macro": float(f1_score(labels, predicted, labels=classes, average="macro",
+                                   zero_division=0)),
+        "precision_macro": float(np.mean(precision)),
+        "recall_macro": float(np.mean(recall)),
+    }
+    if len(class_names) == 2:
+        metrics.update(_binary_metrics(labels, probabilities[:, 1], predicted))
+    per_class = pd.DataFrame(
+        {"class": class_names, "precision": precision, "recall": recall, "f1": f1,
+         "support": support}
+    )
+    return Evaluation(
+        metrics, confusion_matrix(labels, predicted, labels=classes), per_class
+    )
+
+
+def _binary_metrics(
+    labels: np.ndarray, positive_scores: np.ndarray, predicted: np.ndarray
+) -> dict[str, float]:
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predicted, average="binary", pos_label=1, zero_division=0
+    )
+    both_present = len(np.unique(labels)) == 2
+    return {
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "roc_auc": float(roc_auc_score(labels, positive_scores)) if both_present else float("nan"),
+        "pr_auc": float(average_precision_score(labels, positive_scores))
+        if both_present else float("nan"),
+    }
+
+
+def prefixed(metrics: dict[str, float], split: str) -> dict[str, float]:
+    return {f"{split}_{name}": value for name, value in metrics.items()}

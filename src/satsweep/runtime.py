@@ -1,0 +1,35 @@
+"""TensorFlow process settings: threads and determinism.
+
+Thread pools can be sized only before TensorFlow starts its runtime, so workers
+call :func:`configure_threads` once, first thing; determinism is set per run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import tensorflow as tf
+
+LOG = logging.getLogger(__name__)
+
+
+def configure_threads(threads: int) -> None:
+    """Use ``threads`` intra-op threads (0 = TensorFlow's default: every core)."""
+    if threads <= 0:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:
+        LOG.debug("TensorFlow already started; keeping its thread settings")
+
+
+def prepare_run(seed: int, deterministic: bool) -> None:
+    """Fresh Keras state, seeded; with ``deterministic``, TF ops are made deterministic too."""
+    keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf.config.experimental.disable_op_determinism()

@@ -1,0 +1,230 @@
+"""One training run: fit, evaluate and log. Knows nothing of Optuna.
+
+``satsweep train``, every sweep trial and ``reproduce`` all go through
+:func:`fit_and_log`, so a trial's numbers are exactly what a single run gives.
+Callers add behaviour through Keras callbacks (a sweep adds its pruning callback).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from satsweep.analysis.confusion import confusion_figure, confusion_table
+from satsweep.data import Dataset, load_dataset
+from satsweep.metrics import Evaluation, evaluate_predictions, prefixed
+from satsweep.models import build_model
+from satsweep.optim import build_optimizer, schedule_callbacks
+from satsweep.pipeline import evaluation_dataset, training_dataset
+from satsweep.provenance import git_state, package_versions
+from satsweep.runtime import prepare_run
+from satsweep.schema import RunConfig, as_plain
+from satsweep.tracking import Tracker, flatten
+
+LOG = logging.getLogger(__name__)
+TAG_PREFIX = "satsweep."
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    metrics: dict[str, float]
+    history: dict[str, list[float]]
+    epochs_run: int
+    test: Evaluation
+    class_names: tuple[str, ...]
+    seconds: float
+    images_per_second: float = field(default=0.0)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs Keras' per-epoch metrics (and the learning rate) to the run as they happen."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        metrics = dict(logs or {})
+        metrics["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """Keras' TerminateOnNaN, remembering that it fired so the run can be failed."""
+
+    fired = False
+
+    def on_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.fired = True
+        super().on_batch_end(batch, logs)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the run diverged (often: learning rate too high)."""
+
+
+def run_tags(cfg: RunConfig, dataset: Dataset) -> dict[str, str]:
+    """Provenance tags every run carries."""
+    commit, dirty = git_state(Path.cwd())
+    tags = {
+        f"{TAG_PREFIX}seed": str(cfg.seed),
+        f"{TAG_PREFIX}data_digest": dataset.digest,
+        f"{TAG_PREFIX}data": dataset.name,
+        f"{TAG_PREFIX}deterministic": str(cfg.trainer.deterministic).lower(),
+        f"{TAG_PREFIX}git_commit": commit,
+        f"{TAG_PREFIX}git_dirty": str(dirty).lower(),
+        "mlflow.source.git.commit": commit,
+    }
+    tags.update({f"{TAG_PREFIX}version.{k}": v for k, v in package_versions().items()})
+    return tags
+
+
+def log_run_inputs(tracker: Tracker, run_id: str, cfg: RunConfig, dataset: Dataset) -> None:
+    """What defines the run, logged before training so that the UI shows it at once."""
+    plain = as_plain(cfg)
+    tracker.log_params(run_id, flatten(plain))
+    tracker.log_yaml(run_id, plain, "config.yaml")
+    tracker.set_tags(run_id, run_tags(cfg, dataset))
+    tracker.log_dataset(run_id, dataset.name, dataset.digest, str(cfg.data.path))
+
+
+def fit_and_log(
+    cfg: RunConfig,
+    dataset: Dataset,
+    tracker: Tracker,
+    run_id: str,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainResult:
+    """Train ``cfg`` on ``dataset`` inside the existing MLflow run ``run_id``.
+
+    Exceptions raised by callbacks (an Optuna prune, say) propagate after the
+    epochs so far have been logged.
+    """
+    started = time.perf_counter()
+    log_run_inputs(tracker, run_id, cfg, dataset)
+    prepare_run(cfg.seed, cfg.trainer.deterministic)
+    trainer = cfg.trainer
+    model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
+    steps = max(1, math.ceil(len(dataset.train) / trainer.batch_size))
+    model.compile(
+        optimizer=build_optimizer(cfg.optimizer, steps, trainer.epochs),
+        loss="categorical_crossentropy",
+        metrics=["accuracy", keras.metrics.F1Score(average="macro", name="f1_macro")],
+    )
+    nan_guard = StopOnNonFiniteLoss()
+    callbacks = [EpochLogger(tracker, run_id), nan_guard, *_stopping(cfg),
+                 *schedule_callbacks(cfg.optimizer), *extra_callbacks]
+    fit_started = time.perf_counter()
+    history = model.fit(
+        training_dataset(dataset.train, dataset.num_classes, trainer.batch_size,
+                         trainer.augment, cfg.seed),
+        validation_data=evaluation_dataset(dataset.val, dataset.num_classes, trainer.batch_size),
+        epochs=trainer.epochs,
+        class_weight=_class_weights(dataset) if trainer.class_weights else None,
+        callbacks=callbacks,
+        verbose=trainer.verbose,
+        shuffle=False,  # the tf.data pipeline shuffles, reproducibly
+    )
+    fit_seconds = time.perf_counter() - fit_started
+    epochs_run = len(history.history.get("loss", []))
+    if nan_guard.fired:
+        raise NonFiniteLossError(
+            f"loss became NaN or infinite in epoch {epochs_run}: lower optimizer.lr "
+            f"(now {cfg.optimizer.lr:g})"
+        )
+    result = _evaluate_and_log(model, cfg, dataset, tracker, run_id, epochs_run)
+    return TrainResult(
+        run_id=run_id,
+        metrics=result[0],
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        epochs_run=epochs_run,
+        test=result[1],
+        class_names=dataset.class_names,
+        seconds=time.perf_counter() - started,
+        images_per_second=len(dataset.train) * epochs_run / max(fit_seconds, 1e-9),
+    )
+
+
+def _stopping(cfg: RunConfig) -> list[keras.callbacks.Callback]:
+    if cfg.trainer.early_stopping_patience <= 0:
+        return []
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=cfg.trainer.monitor, patience=cfg.trainer.early_stopping_patience,
+            restore_best_weights=True,
+        )
+    ]
+
+
+def _class_weights(dataset: Dataset) -> dict[int, float]:
+    """Inverse-frequency weights that average 1 over the training set."""
+    counts = np.bincount(dataset.train.labels, minlength=dataset.num_classes)
+    total = counts.sum()
+    return {i: float(total / (len(counts) * c)) for i, c in enumerate(counts) if c > 0}
+
+
+def _evaluate_and_log(
+    model: keras.Model, cfg: RunConfig, dataset: Dataset, tracker: Tracker, run_id: str,
+    epochs_run: int,
+) -> tuple[dict[str, float], Evaluation]:
+    """Final val/test metrics, confusion matrix, per-class report and the model."""
+    batch = cfg.trainer.batch_size
+    evaluations = {
+        name: evaluate_predictions(
+            split.labels, model.predict(split.images, batch_size=batch, verbose=0),
+            dataset.class_names,
+        )
+        for name, split in (("val", dataset.val), ("test", dataset.test))
+    }
+    metrics = {
+        **prefixed(evaluations["val"].metrics, "val"),
+        **prefixed(evaluations["test"].metrics, "test"),
+        "epochs_run": float(epochs_run),
+    }
+    tracker.log_metrics(run_id, metrics, step=epochs_run)
+    test = evaluations["test"]
+    tracker.log_text(
+        run_id, confusion_table(test.confusion, dataset.class_names).to_csv(),
+        "confusion_matrix.csv",
+    )
+    tracker.log_figure(
+        run_id, confusion_figure(test.confusion, dataset.class_names), "confusion_matrix.png"
+    )
+    tracker.log_text(run_id, test.per_class.to_csv(index=False), "per_class_report.csv")
+    if cfg.tracking.log_model:
+        tracker.log_keras_model(run_id, model)
+    return metrics, test
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    return load_dataset(cfg.data, Path(cfg.paths.cache))
+
+
+def train(
+    cfg: RunConfig, extra_tags: dict[str, str] | None = None, run_name: str | None = None
+) -> TrainResult:
+    """A top-level MLflow run of ``cfg``, closed as FINISHED or FAILED whatever happens."""
+    dataset = load_data(cfg)
+    tracker = Tracker(cfg.tracking)
+    experiment_id = tracker.experiment_id(cfg.tracking.experiment)
+    name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"
+    run_id = tracker.create_run(experiment_id, name, tags=extra_tags or {})
+    tracker.set_tags(run_id, {f"{TAG_PREFIX}reproduce_command": f"satsweep reproduce {run_id}"})
+    try:
+        result = fit_and_log(cfg, dataset, tracker, run_id)
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    tracker.end_run(run_id, "FINISHED")
+    return result
