@@ -1,0 +1,86 @@
+"""Shared fixtures: real AID images, a real MLflow store and Optuna storage per test.
+
+Tests train on small subsets of the real AID images in ``$SATSWEEP_DATA_DIR``
+(CI sets it to ``../shared/data``). A missing dataset fails the suite: a skipped
+test would count as missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiny, fast runs: a few classes, few images, 16 px, 1-2 epochs.
+TINY = [
+    "data.image_size=16",
+    "data.max_per_class=12",
+    "data.classes=[Beach,Forest,Port,Desert]",
+    "trainer=quick",
+    "trainer.epochs=2",
+    "trainer.batch_size=16",
+    "model.blocks=2",
+    "model.filters=8",
+    "model.dense_units=16",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    folder = Path(os.environ.get("SATSWEEP_DATA_DIR", REPO / "data")).resolve()
+    if not (folder / "aid").is_dir():
+        pytest.fail(f"AID not found in {folder}: set SATSWEEP_DATA_DIR (CI uses ../shared/data)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One decode cache for the session: tests share decoded arrays, not stores."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path, shared_cache: Path
+) -> Path:
+    """A fresh outputs folder (MLflow store, Optuna journal) for this test."""
+    folder = tmp_path / "outputs"
+    monkeypatch.setenv("SATSWEEP_OUTPUTS", str(folder))
+    monkeypatch.setenv("SATSWEEP_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(REPO)
+    return folder
+
+
+@pytest.fixture
+def tiny(shared_cache: Path) -> list[str]:
+    return [*TINY, f"paths.cache={shared_cache}"]
+
+
+def run_satsweep(*args: str, env: dict[str, str] | None = None,
+                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process: exit codes, stderr, no shared state."""
+    return subprocess.run(
+        [sys.executable, "-m", "satsweep", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def aid_subset(tmp_path: Path, data_dir: Path) -> Iterator[Path]:
+    """A writable copy of 12 images from each of 3 AID classes."""
+    root = tmp_path / "subset"
+    for name in ("Beach", "Forest", "Port"):
+        (root / name).mkdir(parents=True)
+        for image in sorted((data_dir / "aid" / name).glob("*.jpg"))[:12]:
+            shutil.copy(image, root / name / image.name)
+    yield root

@@ -1,0 +1,137 @@
+"""Data loading on real AID images and on files the tests write."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from satsweep.config import load_run_config
+from satsweep.data import load_dataset
+from satsweep.data.download import ensure_dataset
+from satsweep.data.images import decode
+from satsweep.errors import UserError
+from satsweep.schema import DownloadConfig
+
+
+def _load(overrides: list[str], cache: Path):
+    cfg = load_run_config(overrides)
+    return load_dataset(cfg.data, cache)
+
+
+def test_aid_subset_is_split_stratified(outputs, tmp_path) -> None:
+    data = _load(["data.image_size=16", "data.max_per_class=20",
+                  "data.classes=[Beach,Forest,Port]"], tmp_path)
+    assert data.class_names == ("Beach", "Forest", "Port")
+    assert len(data.train) + len(data.val) + len(data.test) == 60
+    assert data.train.images.shape[1:] == (16, 16, 3) and data.train.images.dtype == np.uint8
+    for split in data.splits().values():
+        assert set(split.labels.tolist()) == {0, 1, 2}
+    assert not set(data.train.sources) & set(data.test.sources)
+
+
+def test_binary_task_keeps_negative_ratio(outputs, tmp_path) -> None:
+    data = _load(["+experiment=aid_port_binary", "data.image_size=16"], tmp_path)
+    labels = np.concatenate([s.labels for s in data.splits().values()])
+    assert data.class_names == ("other", "Port")
+    assert (labels == 1).sum() == 380  # every Port image
+    assert (labels == 0).sum() == 3 * 380
+
+
+def test_second_load_reads_the_cache_not_the_images(outputs, tmp_path, caplog) -> None:
+    overrides = ["data.image_size=16", "data.max_per_class=10", "data.classes=[Beach,Port]"]
+    caplog.set_level(logging.INFO, logger="satsweep")
+    first = _load(overrides, tmp_path)
+    second = _load(overrides, tmp_path)
+    assert not first.from_cache and second.from_cache
+    assert "decoded 20 images" in caplog.text and "loaded 20 images from cache" in caplog.text
+    np.testing.assert_array_equal(first.train.images, second.train.images)
+    assert first.digest == second.digest
+
+
+def test_digest_changes_when_one_image_changes(outputs, aid_subset, tmp_path) -> None:
+    overrides = ["data=folder", f"data.path={aid_subset}", "data.image_size=16"]
+    before = _load(overrides, tmp_path).digest
+    victim = next((aid_subset / "Port").glob("*.jpg"))
+    Image.open(victim).rotate(90).save(victim)
+    after = _load(overrides, tmp_path)
+    assert after.digest != before and not after.from_cache
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "1"])
+def test_any_image_mode_becomes_rgb_uint8(tmp_path, mode) -> None:
+    source = Image.new("RGB", (40, 30), (200, 100, 50))
+    image = source.convert(mode) if mode != "I;16" else Image.fromarray(
+        (np.arange(1200).reshape(30, 40) * 50).astype(np.uint16)
+    )
+    path = tmp_path / f"image_{mode.replace(';', '')}.png"
+    image.save(path)
+    array = decode(path, 24)
+    assert array.shape == (24, 24, 3) and array.dtype == np.uint8
+    if mode == "I;16":
+        assert array.min() <= 5 and array.max() >= 250  # rescaled, not clipped at 255
+
+
+def test_missing_dataset_names_the_folder(outputs, tmp_path) -> None:
+    with pytest.raises(UserError, match="looked in /nowhere/aid"):
+        _load(["data.path=/nowhere/aid"], tmp_path)
+
+
+def test_unknown_class_lists_the_real_ones(outputs, tmp_path) -> None:
+    with pytest.raises(UserError, match="unknown class 'Harbour'.*Port"):
+        _load(["data.classes=[Beach,Harbour]"], tmp_path)
+
+
+def test_shipsnet_json_loader(outputs, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    chips = rng.integers(0, 256, size=(30, 3 * 20 * 20), dtype=np.uint8)
+    chips[:, : 20 * 20] = 255  # red plane saturated: checks the channel-first layout
+    labels = [i % 2 for i in range(30)]
+    path = tmp_path / "planesnet.json"
+    path.write_text(json.dumps({"data": chips.tolist(), "labels": labels}))
+    data = _load(["data=shipsnet", f"data.path={path}", "data.chip_size=20",
+                  "data.image_size=20"], tmp_path)
+    assert data.class_names == ("negative", "positive")
+    assert (data.train.images[..., 0] == 255).all()
+    assert len(data.train) + len(data.val) + len(data.test) == 30
+
+
+def _zip_of_classes(tmp_path: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for name, colour in (("Forest", (0, 120, 0)), ("SeaLake", (0, 0, 200))):
+            for i in range(4):
+                image = io.BytesIO()
+                Image.new("RGB", (64, 64), colour).save(image, format="PNG")
+                bundle.writestr(f"2750/{name}/{name}_{i}.png", image.getvalue())
+    return buffer.getvalue()
+
+
+def test_download_verifies_checksum_and_unpacks(tmp_path) -> None:
+    archive = tmp_path / "served" / "EuroSAT.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(_zip_of_classes(tmp_path))
+    digest = hashlib.md5(archive.read_bytes()).hexdigest()
+    cfg = DownloadConfig(enabled=True, url=archive.as_uri(), checksum=f"md5:{digest}",
+                         filename="EuroSAT.zip", subdir="2750")
+    target = tmp_path / "data" / "eurosat" / "2750"
+    ensure_dataset(cfg, target)
+    assert sorted(p.name for p in target.iterdir()) == ["Forest", "SeaLake"]
+
+
+def test_download_with_wrong_checksum_is_refused(tmp_path) -> None:
+    archive = tmp_path / "EuroSAT.zip"
+    archive.write_bytes(_zip_of_classes(tmp_path))
+    cfg = DownloadConfig(enabled=True, url=archive.as_uri(), checksum="md5:" + "0" * 32,
+                         filename="EuroSAT.zip", subdir="2750")
+    target = tmp_path / "data" / "2750"
+    with pytest.raises(UserError, match="did not match checksum"):
+        ensure_dataset(cfg, target)
+    assert not target.exists() and not list((tmp_path / "data").glob("*.zip"))

@@ -1,0 +1,92 @@
+"""One training run end to end, asserted on what the real MLflow store holds."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from satsweep.cli import run
+
+
+def _only_run(outputs):
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("satsweep").experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def _artifact_text(client: MlflowClient, run_id: str, path: str, tmp_path) -> str:
+    return open(client.download_artifacts(run_id, path, str(tmp_path))).read()
+
+
+def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
+    assert run(["train", *tiny]) == 0
+    client, logged = _only_run(outputs)
+    run_id = logged.info.run_id
+    assert logged.info.status == "FINISHED"
+
+    params = logged.data.params
+    assert params["data.image_size"] == "16" and params["model.name"] == "cnn"
+    assert params["optimizer.lr"] == "0.001" and params["trainer.epochs"] == "2"
+
+    for key in ("val_f1_macro", "val_accuracy"):  # two epochs, then the final evaluation
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1, 2], key
+    for key in ("loss", "accuracy", "val_loss", "f1_macro", "lr"):
+        assert len(client.get_metric_history(run_id, key)) == 2, key
+    metrics = logged.data.metrics
+    for key in ("test_accuracy", "test_f1_macro", "val_f1_macro", "test_recall_macro"):
+        assert 0.0 <= metrics[key] <= 1.0
+
+    confusion = pd.read_csv(io.StringIO(_artifact_text(client, run_id, "confusion_matrix.csv",
+                                                       tmp_path)), index_col=0)
+    report = pd.read_csv(io.StringIO(_artifact_text(client, run_id, "per_class_report.csv",
+                                                    tmp_path)))
+    assert list(confusion.index) == ["Beach", "Forest", "Port", "Desert"]
+    assert confusion.to_numpy().sum() == report["support"].sum() == 8  # 4 classes x 2 test
+
+    config = yaml.safe_load(_artifact_text(client, run_id, "config.yaml", tmp_path))
+    assert config["data"]["image_size"] == 16 and config["model"]["filters"] == 8
+
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"confusion_matrix.png", "confusion_matrix.csv", "per_class_report.csv",
+            "config.yaml"} <= artifacts
+    models = client.search_logged_models([logged.info.experiment_id])
+    assert len(models) == 1 and models[0].source_run_id == run_id
+
+    tags = logged.data.tags
+    assert tags["satsweep.seed"] == "42" and len(tags["satsweep.data_digest"]) == 64
+    assert tags["satsweep.git_dirty"] in ("true", "false")
+    for package in ("python", "keras", "optuna", "mlflow"):
+        assert tags[f"satsweep.version.{package}"]
+    assert tags["satsweep.version.tensorflow-cpu"].startswith("2.21")
+    assert logged.inputs.dataset_inputs[0].dataset.digest == tags["satsweep.data_digest"][:36]
+
+
+def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:
+    overrides = [o for o in tiny if not o.startswith("data.classes")]
+    overrides += ["+experiment=aid_port_binary", "data.classes=[Beach,Port,Forest]",
+                  "data.max_per_class=12", "trainer.epochs=1"]
+    assert run(["train", *overrides]) == 0
+    _, logged = _only_run(outputs)
+    metrics = logged.data.metrics
+    for key in ("test_precision", "test_recall", "test_f1", "test_roc_auc", "test_pr_auc"):
+        assert key in metrics, key
+        assert np.isnan(metrics[key]) or 0.0 <= metrics[key] <= 1.0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])
+def test_every_optimizer_and_schedule_trains(outputs, tiny, optimizer) -> None:
+    schedule = {"sgd": "cosine", "rmsprop": "step", "adamw": "plateau"}[optimizer]
+    assert run(["train", *tiny, f"optimizer={optimizer}", f"optimizer.schedule.name={schedule}",
+                "trainer.epochs=1", "tracking.log_model=false"]) == 0
+
+
+def test_mlp_baseline_trains(outputs, tiny) -> None:
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    assert run(["train", *data_and_trainer, "model=mlp", "model.hidden_units=[32]",
+                "trainer.epochs=1", "tracking.log_model=false"]) == 0
