@@ -59,6 +59,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from satsweep.sweep.job import prepare_job
+
+    job = prepare_job(args.overrides)  # every sweep error surfaces before a worker starts
+    from satsweep.report import print_sweep_summary
+    from satsweep.sweep.launcher import launch
+
+    workers = args.workers or job.settings.workers
+    code, table = launch(job, args.overrides, workers)
+    print_sweep_summary(job, table)
+    return code
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from satsweep.sweep.job import prepare_job
+
+    job = prepare_job(args.overrides)
+    from satsweep.sweep.worker import run_worker
+
+    ran = run_worker(job, args.threads)
+    LOG.info("worker done: ran %d trial(s)", ran)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from satsweep.sweep.compare import compare
+
+    compare(args.study, args.overrides, args.csv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="satsweep",
@@ -76,6 +107,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     train.add_argument("--cfg", choices=["job"], help="print the composed config and exit")
     train.set_defaults(handler=cmd_train)
+
+    sweep = commands.add_parser(
+        "sweep", help="run an Optuna sweep: sweep=NAME picks a file in sweeps/",
+        description="Run a hyper-parameter sweep. OVERRIDES use Hydra's grammar: "
+        "sweep=quick sweep.n_trials=20 data.image_size=48 'model.blocks=choice(2,3)'.",
+    )
+    sweep.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    sweep.add_argument("--workers", type=int, default=0,
+                       help="worker processes on this machine (default: sweep.workers)")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    worker = commands.add_parser(
+        "worker", help="join a sweep's study and run trials until it is done",
+        description="Join the study of sweep=NAME (same storage) from any terminal or machine.",
+    )
+    worker.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    worker.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow threads for this worker (0: all cores)")
+    worker.set_defaults(handler=cmd_worker)
+
+    compare = commands.add_parser(
+        "compare", help="leaderboard of a sweep's trials",
+        description="Print the trials of study STUDY sorted by the objective.",
+    )
+    compare.add_argument("study", help="the study name (sweep.study_name)")
+    compare.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                         help="e.g. storage=postgres tracking=server")
+    compare.add_argument("--csv", help="also write the leaderboard to this CSV file")
+    compare.set_defaults(handler=cmd_compare)
     return parser
 
 

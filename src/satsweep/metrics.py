@@ -16,6 +16,7 @@ from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
     f1_score,
+    log_loss,
     precision_recall_fscore_support,
     roc_auc_score,
 )
@@ -44,6 +45,7 @@ def evaluate_predictions(
                                    zero_division=0)),
         "precision_macro": float(np.mean(precision)),
         "recall_macro": float(np.mean(recall)),
+        "loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1.0), labels=classes)),
     }
     if len(class_names) == 2:
         metrics.update(_binary_metrics(labels, probabilities[:, 1], predicted))

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
 from satsweep.train import TrainResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from satsweep.sweep.job import SweepJob
+
+LEADERBOARD_ROWS = 15
+HIDDEN_IN_TERMINAL = ("mlflow_run_id", "val_accuracy", "test_accuracy")
+WIDE_CONSOLE = 200  # leaderboards are wide; CI logs have no terminal width to respect
+
+
+def wide_console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=WIDE_CONSOLE)
 
 
 def print_train_summary(result: TrainResult, console: Console | None = None) -> None:
@@ -19,3 +35,41 @@ def print_train_summary(result: TrainResult, console: Console | None = None) -> 
             table.add_row(name, f"{value:.4f}")
     console.print(table)
     console.print(f"MLflow run id: {result.run_id}")
+
+
+def leaderboard_table(table: pd.DataFrame, title: str, rows: int = LEADERBOARD_ROWS) -> Table:
+    shown = Table(title=title)
+    columns = [c for c in table.columns if c not in HIDDEN_IN_TERMINAL]
+    for column in columns:
+        shown.add_column(str(column), justify="left" if column == "state" else "right",
+                         overflow="fold", min_width=5)
+    for _, row in table.head(rows).iterrows():
+        shown.add_row(*(_cell(row[c]) for c in columns))
+    return shown
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | None = None
+                        ) -> None:
+    console = console or wide_console()
+    if table.empty:
+        console.print("no trials ran")
+        return
+    console.print(leaderboard_table(table, f"sweep {job.settings.study_name}"))
+    complete = table[table["state"] == "complete"]
+    if complete.empty:
+        console.print("no trial completed")
+        return
+    best = complete.iloc[0]
+    objective = job.settings.objectives[0]
+    console.print(
+        f"best trial: {int(best['trial'])} with {objective}={best[objective]:.4f} "
+        f"(MLflow run {best['mlflow_run_id']})"
+    )

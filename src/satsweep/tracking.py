@@ -7,6 +7,7 @@ trial's child run at once, in any process.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from importlib.metadata import version
 from collections.abc import Mapping
@@ -49,6 +50,7 @@ class Tracker:
         self.cfg = cfg
         # The fluent API (used only to log models) reads the process-wide URI.
         mlflow.set_tracking_uri(cfg.uri)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets it on import
         self.client = MlflowClient(tracking_uri=cfg.uri)
 
     def experiment_id(self, name: str) -> str:

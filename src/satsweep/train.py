@@ -143,15 +143,20 @@ def fit_and_log(
             f"loss became NaN or infinite in epoch {epochs_run}: lower optimizer.lr "
             f"(now {cfg.optimizer.lr:g})"
         )
-    result = _evaluate_and_log(model, cfg, dataset, tracker, run_id, epochs_run)
+    metrics, test = _evaluate_and_log(model, cfg, dataset, tracker, run_id, epochs_run)
+    seconds = time.perf_counter() - started
+    metrics.update(params_count=float(model.count_params()), seconds=seconds)
+    tracker.log_metrics(
+        run_id, {k: metrics[k] for k in ("params_count", "seconds")}, step=epochs_run
+    )
     return TrainResult(
         run_id=run_id,
-        metrics=result[0],
+        metrics=metrics,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         epochs_run=epochs_run,
-        test=result[1],
+        test=test,
         class_names=dataset.class_names,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         images_per_second=len(dataset.train) * epochs_run / max(fit_seconds, 1e-9),
     )
 

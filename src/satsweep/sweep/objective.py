@@ -1,0 +1,100 @@
+"""The Optuna objective: one trial is one training run, logged as a child run.
+
+The trial composes its config through Hydra (the trial's overrides on top of the
+user's) and trains through :func:`satsweep.train.fit_and_log`, exactly like
+``satsweep train``; Optuna sees it only through the pruning callback and the
+returned objective values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import optuna
+from optuna_integration import KerasPruningCallback
+
+from satsweep.data import Dataset
+from satsweep.schema import DataConfig
+from satsweep.sweep.job import SweepJob
+from satsweep.sweep.runs import RUN_ATTR, close_trial_run, create_trial_run
+from satsweep.sweep.storage import WORKER_ATTR, worker_identity
+from satsweep.tracking import Tracker
+from satsweep.train import fit_and_log, load_data
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetMemo:
+    """The last dataset a worker loaded: trials of one sweep usually share it."""
+
+    key: DataConfig | None = None
+    dataset: Dataset | None = None
+
+    def get(self, cfg: DataConfig, load: Callable[[], Dataset]) -> Dataset:
+        if self.dataset is None or self.key != cfg:
+            self.dataset, self.key = load(), cfg
+        return self.dataset
+
+
+@dataclass
+class TrialObjective:
+    """Callable objective for ``study.optimize``; remembers how its last trial ended."""
+
+    job: SweepJob
+    tracker: Tracker
+    parent_run_id: str
+    on_start: Callable[[], None] = lambda: None  # releases the budget lock
+    memo: DatasetMemo = field(default_factory=DatasetMemo)
+    last_state: str = ""
+    last_error: str = ""
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        self.on_start()
+        self.last_state, self.last_error = "failed", ""
+        trial.set_user_attr(WORKER_ATTR, worker_identity())
+        overrides = self.job.space.suggest(trial)
+        run_id = create_trial_run(self.job, self.tracker, self.parent_run_id, trial.number,
+                                  overrides)
+        trial.set_user_attr(RUN_ATTR, run_id)
+        try:
+            values = self._train(trial, overrides, run_id)
+        except optuna.TrialPruned:
+            self.last_state = "pruned"
+            close_trial_run(self.tracker, run_id, "pruned")
+            raise
+        except BaseException as error:
+            self._record_failure(run_id, error)
+            raise
+        self.last_state = "complete"
+        close_trial_run(self.tracker, run_id, "complete")
+        return values[0] if len(values) == 1 else values
+
+    def _train(self, trial: optuna.Trial, overrides: list[str], run_id: str) -> list[float]:
+        cfg = self.job.trial_config(overrides)
+        dataset = self.memo.get(cfg.data, lambda: load_data(cfg))
+        settings = self.job.settings
+        callbacks = []
+        if settings.pruner.name != "none":
+            callbacks.append(KerasPruningCallback(trial, monitor=settings.objectives[0]))
+        result = fit_and_log(cfg, dataset, self.tracker, run_id, callbacks)
+        values = [result.metrics[name] for name in settings.objectives]
+        bad = [n for n, v in zip(settings.objectives, values, strict=True) if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"objective {bad[0]} is not finite")
+        LOG.info("trial %d complete: %s", trial.number,
+                 ", ".join(f"{n}={v:.4f}" for n, v in zip(settings.objectives, values,
+                                                         strict=True)))
+        return values
+
+    def _record_failure(self, run_id: str, error: BaseException) -> None:
+        self.last_error = f"{type(error).__name__}: {error}"
+        interrupted = isinstance(error, KeyboardInterrupt)
+        self.tracker.set_tags(run_id, {"satsweep.failure": self.last_error[:5000]})
+        if not interrupted:
+            self.tracker.log_text(run_id, traceback.format_exc(), "failure/traceback.txt")
+        close_trial_run(self.tracker, run_id, "failed")

@@ -1,0 +1,133 @@
+"""What a sweep leaves behind: the leaderboard, Optuna's plots, and the best trial.
+
+The leaderboard joins Optuna's record (state, objective values, parameters) with
+the metrics MLflow holds for each trial's run, so ``satsweep compare`` and the
+parent run's ``leaderboard.csv`` show the same table.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from satsweep.schema import as_plain
+from satsweep.sweep.job import SweepJob
+from satsweep.sweep.runs import PARENT_ATTR, RUN_ATTR
+from satsweep.tracking import Tracker
+
+LOG = logging.getLogger(__name__)
+KEY_METRICS = ("val_f1_macro", "val_accuracy", "test_f1_macro", "test_accuracy", "epochs_run")
+
+
+def leaderboard(study: optuna.Study, objectives: list[str], tracker: Tracker | None
+                ) -> pd.DataFrame:
+    """One row per trial, best first by the first objective."""
+    runs = _trial_metrics(study, tracker) if tracker else {}
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower()}
+        values = trial.values or [None] * len(objectives)
+        row.update(dict(zip(objectives, values, strict=True)))
+        for key in KEY_METRICS:
+            if key not in objectives:
+                row[key] = runs.get(trial.number, {}).get(key)
+        row["seconds"] = trial.duration.total_seconds() if trial.duration else None
+        row.update(trial.params)
+        row["mlflow_run_id"] = trial.user_attrs.get(RUN_ATTR, "")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    ascending = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+    return table.sort_values(objectives[0], ascending=ascending, na_position="last",
+                             kind="stable").reset_index(drop=True)
+
+
+def _trial_metrics(study: optuna.Study, tracker: Tracker) -> dict[int, dict[str, float]]:
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if not parent:
+        return {}
+    experiment_id = tracker.client.get_run(str(parent)).info.experiment_id
+    runs = tracker.client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=50_000
+    )
+    return {int(r.data.tags["satsweep.trial"]): r.data.metrics for r in runs
+            if "satsweep.trial" in r.data.tags}
+
+
+def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+
+
+def finalize(job: SweepJob, study: optuna.Study, tracker: Tracker, parent_run_id: str,
+             status: str) -> pd.DataFrame:
+    """Log the sweep's record to its parent run and close it with ``status``."""
+    objectives = job.settings.objectives
+    table = leaderboard(study, objectives, tracker)
+    tracker.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
+    tracker.log_yaml(parent_run_id, job.sweep_node, "sweep.yaml")
+    tracker.log_yaml(parent_run_id, as_plain(job.base), "base_config.yaml")
+    best = best_trials(study)
+    if best:
+        top = best[0]
+        tracker.set_tags(parent_run_id, {
+            "satsweep.best_trial": top.number,
+            "satsweep.best_run_id": top.user_attrs.get(RUN_ATTR, ""),
+            **{f"best.{key}": value for key, value in top.params.items()},
+        })
+        finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+        tracker.log_metrics(
+            parent_run_id,
+            {f"best_{name}": value for name, value in zip(objectives, top.values, strict=True)},
+            step=finished,
+        )
+    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    tracker.set_tags(parent_run_id, {f"satsweep.trials_{k}": v for k, v in counts.items()})
+    _log_plots(study, objectives, tracker, parent_run_id)
+    tracker.end_run(parent_run_id, status)
+    return table
+
+
+def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run_id: str
+               ) -> None:
+    """Optuna's plots as interactive HTML and static PNG; skipped when there is too little data."""
+    from optuna import visualization as html_plots
+    from optuna.visualization import matplotlib as png_plots
+
+    single = len(objectives) == 1
+    target = None if single else (lambda t: t.values[0])
+    plots = {
+        "optimization_history": {"target_name": objectives[0], "target": target},
+        "param_importances": {"target_name": objectives[0], "target": target},
+        "parallel_coordinate": {"target_name": objectives[0], "target": target},
+        "intermediate_values": {},
+    }
+    if not single:
+        plots["pareto_front"] = {"target_names": objectives}
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, options in plots.items():
+            try:
+                html = getattr(html_plots, f"plot_{name}")(study, **options)
+                html.write_html(Path(folder) / f"{name}.html", include_plotlyjs=True)
+                axes = getattr(png_plots, f"plot_{name}")(study, **options)
+                figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+                figure.savefig(Path(folder) / f"{name}.png", dpi=100, bbox_inches="tight")
+                plt.close(figure)
+            except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as error:
+                LOG.info("plot %s skipped: %s", name, error)
+        tracker.client.log_artifacts(run_id, folder, "plots")

@@ -1,0 +1,70 @@
+"""How a sweep appears in MLflow: one experiment, a parent run, one child per trial.
+
+Tags are what the MLflow UI filters and groups on, so every run of a sweep
+carries ``satsweep.sweep``, ``satsweep.backend`` and (for trials)
+``satsweep.trial`` and ``satsweep.trial_state``.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from satsweep.sweep.job import SweepJob
+from satsweep.tracking import Tracker
+
+PARENT_ATTR = "mlflow_parent_run_id"
+RUN_ATTR = "mlflow_run_id"
+STATE_TAG = "satsweep.trial_state"
+RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+def sweep_tags(job: SweepJob) -> dict[str, str]:
+    return {
+        "satsweep.sweep": job.settings.study_name,
+        "satsweep.backend": job.settings.backend,
+        "satsweep.sweep_file": job.file,
+    }
+
+
+def ensure_parent_run(job: SweepJob, study: optuna.Study, tracker: Tracker) -> str:
+    """The sweep's parent run: created by the first worker, reused by the rest and on resume.
+
+    Callers hold the study's budget lock, so two workers never both create one.
+    """
+    existing = study.user_attrs.get(PARENT_ATTR)
+    if existing:
+        tracker.client.update_run(str(existing), status="RUNNING")
+        return str(existing)
+    experiment_id = tracker.experiment_id(job.settings.study_name)
+    run_id = tracker.create_run(
+        experiment_id, f"{job.settings.study_name}-sweep",
+        tags={**sweep_tags(job), "satsweep.role": "sweep"},
+    )
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
+
+
+def create_trial_run(
+    job: SweepJob, tracker: Tracker, parent_run_id: str, trial_number: int,
+    overrides: list[str],
+) -> str:
+    experiment_id = tracker.experiment_id(job.settings.study_name)
+    run_id = tracker.create_run(
+        experiment_id,
+        f"{job.settings.study_name}-trial-{trial_number:03d}",
+        tags={
+            **sweep_tags(job),
+            "satsweep.role": "trial",
+            "satsweep.trial": str(trial_number),
+            "satsweep.trial_overrides": " ".join(overrides),
+            STATE_TAG: "running",
+        },
+        parent_run_id=parent_run_id,
+    )
+    tracker.set_tags(run_id, {"satsweep.reproduce_command": f"satsweep reproduce {run_id}"})
+    return run_id
+
+
+def close_trial_run(tracker: Tracker, run_id: str, state: str) -> None:
+    tracker.set_tags(run_id, {STATE_TAG: state})
+    tracker.end_run(run_id, RUN_STATUS[state])

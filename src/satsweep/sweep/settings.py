@@ -1,0 +1,87 @@
+"""The typed ``sweep`` node of a sweep file (``sweeps/NAME.yaml``).
+
+A sweep file is a Hydra config with ``# @package _global_``: its top-level keys
+fix the base experiment (data, trainer, ...) and its ``sweep`` node holds the
+study settings and the search space, written in Hydra's override grammar.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from satsweep.schema import Strict
+
+Direction = Literal["maximize", "minimize"]
+
+# Metrics every run logs (see satsweep.metrics and satsweep.train).
+SPLIT_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
+BINARY_METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc")
+RUN_METRICS = ("params_count", "epochs_run", "seconds")
+# Keras reports these after every epoch, so a pruner can watch them.
+EPOCH_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
+
+
+def known_objectives(binary: bool) -> tuple[str, ...]:
+    per_split = SPLIT_METRICS + (BINARY_METRICS if binary else ())
+    return tuple(f"{s}_{m}" for s in ("val", "test") for m in per_split) + RUN_METRICS
+
+
+class SamplerSettings(Strict):
+    name: Literal["tpe", "random", "grid", "cmaes", "qmc", "nsga2"]
+    seed: int | None
+    options: dict[str, Any]  # passed to the Optuna sampler's constructor
+
+
+class PrunerSettings(Strict):
+    name: Literal["median", "percentile", "successive_halving", "hyperband", "none"]
+    options: dict[str, Any]  # passed to the Optuna pruner's constructor
+
+
+class KerasTunerSettings(Strict):
+    tuner: Literal["random", "bayesian", "hyperband"]
+    max_epochs: Annotated[int, Field(gt=0)]
+    factor: Annotated[int, Field(ge=2)]
+
+
+class SweepSettings(Strict):
+    study_name: str
+    objectives: Annotated[list[str], Field(min_length=1, max_length=3)]
+    directions: Annotated[list[Direction], Field(min_length=1, max_length=3)]
+    n_trials: Annotated[int, Field(gt=0)] | None
+    timeout: Annotated[float, Field(gt=0)] | None
+    workers: Annotated[int, Field(gt=0, le=64)]
+    max_failures: Annotated[int, Field(gt=0)]
+    backend: Literal["optuna", "kerastuner"]
+    sampler: SamplerSettings
+    pruner: PrunerSettings
+    kerastuner: KerasTunerSettings
+    params: dict[str, str]
+    conditional: dict[str, dict[str, str]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSettings:
+        if len(self.objectives) != len(self.directions):
+            raise ValueError(
+                f"{len(self.objectives)} objective(s) but {len(self.directions)} direction(s): "
+                "give one direction (maximize or minimize) per objective"
+            )
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("set sweep.n_trials or sweep.timeout, or the sweep never ends")
+        if len(self.objectives) > 1 and self.pruner.name != "none":
+            raise ValueError(
+                "Optuna prunes single-objective studies only: set sweep.pruner.name=none"
+            )
+        if self.pruner.name != "none" and self.objectives[0] not in EPOCH_METRICS:
+            raise ValueError(
+                f"the pruner needs a per-epoch objective ({', '.join(EPOCH_METRICS)}), "
+                f"not {self.objectives[0]}: change sweep.objectives or set sweep.pruner.name=none"
+            )
+        if self.sampler.name == "nsga2" and len(self.objectives) < 2:
+            raise ValueError("sweep.sampler.name=nsga2 is for 2 or more objectives: use tpe")
+        return self
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return len(self.objectives) > 1

@@ -1,0 +1,110 @@
+"""Optuna study storage: a journal file locally, any RDB URL (PostgreSQL) to scale out.
+
+Also the *budget lock*: workers hold it while they count finished trials and ask
+for a new one, so that parallel workers never run more than ``n_trials``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from satsweep.schema import StorageConfig
+
+WORKER_ATTR = "satsweep_worker"  # "host:pid" of the process running a trial
+
+
+def is_journal(url: str) -> bool:
+    return "://" not in url
+
+
+def open_storage(cfg: StorageConfig) -> BaseStorage:
+    if is_journal(cfg.url):
+        path = Path(cfg.url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    return RDBStorage(
+        cfg.url,
+        heartbeat_interval=cfg.heartbeat_interval,
+        grace_period=cfg.grace_period,
+        failed_trial_callback=RetryFailedTrialCallback(max_retry=cfg.failed_trial_max_retry),
+        engine_kwargs={"pool_pre_ping": True},
+    )
+
+
+@contextmanager
+def budget_lock(cfg: StorageConfig, study_name: str) -> Iterator[None]:
+    """An exclusive lock per study, across processes (and hosts, on PostgreSQL)."""
+    if cfg.url.startswith("postgresql"):
+        with _postgres_advisory_lock(cfg.url, study_name):
+            yield
+        return
+    folder = Path(cfg.url).parent if is_journal(cfg.url) else Path(".")
+    lock_path = folder / f".{study_name}.budget.lock"
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _postgres_advisory_lock(url: str, study_name: str) -> Iterator[None]:
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_orphaned_trials(study: optuna.Study, storage: BaseStorage) -> list[optuna.trial.FrozenTrial]:
+    """Fail, and queue again, RUNNING trials whose worker on this host is gone.
+
+    RDB storage does this itself through heartbeats and RetryFailedTrialCallback; a
+    journal file has no heartbeat, so a SIGKILLed worker's trial would stay RUNNING
+    forever. Returns the trials that were failed.
+    """
+    host = socket.gethostname()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    orphaned = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            orphaned.append(trial)
+    return orphaned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

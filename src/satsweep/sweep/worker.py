@@ -1,0 +1,117 @@
+"""A sweep worker: pulls trials from the shared study until the budget is spent.
+
+``satsweep sweep`` starts N of these as child processes; ``satsweep worker`` runs
+one from any terminal or machine that reaches the same storage. TensorFlow stays
+loaded across trials: each trial only clears the Keras session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+from satsweep.errors import UserError
+from satsweep.runtime import configure_threads
+from satsweep.sweep.compare import OBJECTIVES_ATTR
+from satsweep.sweep.job import SweepJob
+from satsweep.sweep.objective import TrialObjective
+from satsweep.sweep.runs import ensure_parent_run
+from satsweep.sweep.storage import budget_lock, fail_orphaned_trials, is_journal, open_storage
+from satsweep.sweep.study import open_study
+from satsweep.tracking import Tracker
+
+LOG = logging.getLogger(__name__)
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many finished (complete or pruned) trials the study still needs."""
+
+    n_trials: int | None
+    deadline: float | None
+
+    def remaining(self, study: optuna.Study) -> tuple[int, int]:
+        """(trials still to finish, trials running now); unbounded counts as a large number."""
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED_STATES for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        left = (self.n_trials - finished) if self.n_trials is not None else 1 << 30
+        return left, running
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A process's handles on a sweep: its study, storage, MLflow store and parent run."""
+
+    study: optuna.Study
+    storage: BaseStorage
+    tracker: Tracker
+    parent_run_id: str
+
+
+def attach(job: SweepJob) -> Attached:
+    """Open (or create) the study and the parent MLflow run, under the budget lock."""
+    storage = open_storage(job.base.storage)
+    study = open_study(job.settings, job.space, storage)
+    tracker = Tracker(job.base.tracking)
+    with budget_lock(job.base.storage, job.settings.study_name):
+        reap_dead_trials(job, study, storage)
+        parent_run_id = ensure_parent_run(job, study, tracker)
+        study.set_user_attr(OBJECTIVES_ATTR, job.settings.objectives)
+    return Attached(study, storage, tracker, parent_run_id)
+
+
+def reap_dead_trials(job: SweepJob, study: optuna.Study, storage: BaseStorage) -> None:
+    """Fail the trials of workers that died (SIGKILL, lost node), so they are run again."""
+    if is_journal(job.base.storage.url):
+        for trial in fail_orphaned_trials(study, storage):
+            LOG.warning("trial %d was left running by a dead worker: failed, queued again",
+                        trial.number)
+    elif job.base.storage.heartbeat_interval:
+        optuna.storages.fail_stale_trials(study)
+
+
+def run_worker(job: SweepJob, threads: int) -> int:
+    """Run trials until the study has ``n_trials`` finished ones; returns trials this worker ran."""
+    configure_threads(threads)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    attached = attach(job)
+    study = attached.study
+    settings = job.settings
+    budget = Budget(settings.n_trials,
+                    time.monotonic() + settings.timeout if settings.timeout else None)
+    objective = TrialObjective(job, attached.tracker, attached.parent_run_id)
+    ran = failures_in_a_row = 0
+    while not budget.expired():
+        with contextlib.ExitStack() as held:
+            held.enter_context(budget_lock(job.base.storage, settings.study_name))
+            reap_dead_trials(job, study, attached.storage)
+            left, running = budget.remaining(study)
+            if left <= 0:
+                break
+            if left <= running:  # the rest is running elsewhere; wait in case one fails
+                held.close()
+                time.sleep(POLL_SECONDS)
+                continue
+            objective.on_start = held.close  # the trial is asked: others may count it now
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        ran += 1
+        failures_in_a_row = failures_in_a_row + 1 if objective.last_state == "failed" else 0
+        if failures_in_a_row >= settings.max_failures:
+            raise UserError(
+                f"{failures_in_a_row} trials failed in a row (last: {objective.last_error}): "
+                f"the sweep looks broken; fix it, or raise sweep.max_failures"
+            )
+    return ran
