@@ -49,6 +49,8 @@ def build_sampler(settings: SweepSettings, space: SearchSpace) -> BaseSampler:
 
 
 def build_pruner(settings: SweepSettings) -> BasePruner:
+    if settings.pruner.name == "none":  # options of the pruner it replaces do not apply
+        return NopPruner()
     return _construct(PRUNERS[settings.pruner.name], "sweep.pruner", **settings.pruner.options)
 
 

@@ -1,0 +1,178 @@
+"""Real small sweeps: Optuna journal storage, worker processes, a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from tests.conftest import REPO, run_satsweep
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture
+def sweep_args(tiny) -> list[str]:
+    """The quick sweep, shrunk: 4 tiny trials of 3 epochs, models not logged."""
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    return ["sweep=quick", *data_and_trainer, "trainer.epochs=3", "sweep.n_trials=4",
+            "tracking.log_model=false"]
+
+
+def _study(outputs: Path, name: str = "quick") -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
+    )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _runs(outputs: Path, experiment: str = "quick"):
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parents = [r for r in runs if r.data.tags.get("satsweep.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("satsweep.role") == "trial"]
+    return client, parents, children
+
+
+def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp_path) -> None:
+    result = run_satsweep("sweep", *sweep_args, "--workers", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "best trial:" in result.stdout
+
+    study = _study(outputs)
+    numbers = [t.number for t in study.trials if t.state in FINISHED]
+    assert sorted(numbers) == [0, 1, 2, 3]
+    workers = {t.user_attrs["satsweep_worker"] for t in study.trials}
+    assert len(workers) == 2  # both processes ran trials
+
+    client, parents, children = _runs(outputs)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    child_numbers = sorted(int(r.data.tags["satsweep.trial"]) for r in children)
+    assert child_numbers == [0, 1, 2, 3]  # each trial once in MLflow too
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent
+        assert child.data.tags["satsweep.backend"] == "optuna"
+        assert child.info.run_name == f"quick-trial-{int(child.data.tags['satsweep.trial']):03d}"
+    # the same param keys on every trial of one optimizer, so the UI compares them
+    by_optimizer: dict[str, set[frozenset[str]]] = {}
+    for child in children:
+        by_optimizer.setdefault(child.data.params["optimizer.name"], set()).add(
+            frozenset(child.data.params))
+    assert all(len(keys) == 1 for keys in by_optimizer.values())
+
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"leaderboard.csv", "sweep.yaml", "base_config.yaml", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent, "plots")}
+    assert {"plots/optimization_history.html", "plots/optimization_history.png",
+            "plots/intermediate_values.png"} <= plots
+    assert parents[0].data.tags["satsweep.best_run_id"] in {c.info.run_id for c in children}
+
+    csv = tmp_path / "board.csv"
+    compared = run_satsweep("compare", "quick", "--csv", str(csv))
+    assert compared.returncode == 0, compared.stderr
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("trial,state,val_f1_macro") and len(lines) == 5
+
+
+def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -> None:
+    result = run_satsweep("sweep", *sweep_args, "sweep.n_trials=5", "sweep.sampler.seed=3")
+    assert result.returncode == 0, result.stderr
+    study = _study(outputs)
+    _, _, children = _runs(outputs)
+    params = {int(r.data.tags["satsweep.trial"]): r.data.params for r in children}
+    chosen = {t.params["optimizer"] for t in study.trials}
+    assert chosen == {"adam", "sgd"}  # the seed gives both choices
+    for trial in study.trials:
+        logged = params[trial.number]
+        if trial.params["optimizer"] == "adam":
+            assert "optimizer.momentum" not in trial.params
+            assert "optimizer.momentum" not in logged and "optimizer.nesterov" not in logged
+        else:
+            assert logged["optimizer.momentum"] == str(trial.params["optimizer.momentum"])
+
+
+def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
+    result = run_satsweep(
+        "sweep", *sweep_args, "trainer.epochs=4", "sweep.objectives=[val_loss]",
+        "sweep.directions=[minimize]", "sweep.pruner.name=percentile",
+        "+sweep.pruner.options.percentile=10.0", "sweep.pruner.options.n_startup_trials=1",
+        "sweep.pruner.options.n_warmup_steps=0",
+    )
+    assert result.returncode == 0, result.stderr
+    pruned = [t for t in _study(outputs).trials if t.state == TrialState.PRUNED]
+    assert pruned, "a 10th-percentile pruner keeps only trials that lead at every epoch"
+    client, _, children = _runs(outputs)
+    by_number = {int(r.data.tags["satsweep.trial"]): r for r in children}
+    for trial in pruned:
+        run = by_number[trial.number]
+        assert run.data.tags["satsweep.trial_state"] == "pruned"
+        assert run.info.status == "KILLED"
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 4
+
+
+def _start_sweep(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "satsweep", "sweep", *args], cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ),
+    )
+
+
+def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> None:
+    args = [*sweep_args, "sweep.pruner.name=none"]
+    process = _start_sweep(args)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(1)
+        try:
+            states = [t.state for t in _study(outputs).trials]
+        except (KeyError, FileNotFoundError):  # the study is not created yet
+            continue
+        if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+            break
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 130, output
+    interrupted = _study(outputs).trials
+    assert sum(t.state in FINISHED for t in interrupted) < 4
+    assert any(t.state == TrialState.FAIL for t in interrupted)  # the trial it stopped
+
+    resumed = run_satsweep("sweep", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _study(outputs).trials
+    assert sum(t.state in FINISHED for t in trials) == 4
+    _, parents, children = _runs(outputs)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert all(r.info.status != "RUNNING" for r in children)
+    assert sum(r.data.tags["satsweep.trial_state"] == "complete" for r in children) == 4
+
+
+@pytest.mark.parametrize(
+    ("sweep_file", "named"),
+    [
+        ("sweep:\n  params:\n    optimizer.lrr: interval(0.001, 0.01)\n", "optimizer.lrr"),
+        ("sweep:\n  params:\n    optimizer.lr: interval(0.001, 0.01\n", "optimizer.lr"),
+        ("sweep:\n  sampler:\n    name: annealing\n", "annealing"),
+        ("sweep:\n  objectives: [val_magic]\n  pruner:\n    name: none\n", "val_magic"),
+        ("sweep:\n  n_trials: 0\n", "n_trials"),
+    ],
+)
+def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, named) -> None:
+    folder = tmp_path / "extra"
+    (folder / "sweep").mkdir(parents=True)
+    header = "# @package _global_\ndefaults:\n  - quick\n  - _self_\n"
+    (folder / "sweep" / "broken.yaml").write_text(header + sweep_file)
+    result = run_satsweep("sweep", "sweep=broken", f"hydra.searchpath=[file://{folder}]")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "sweeps/broken.yaml" in lines[0] and named in lines[0], lines
+    assert not (outputs / "optuna.journal").exists()
