@@ -65,12 +65,16 @@ def tiny(shared_cache: Path) -> list[str]:
     return [*TINY, f"paths.cache={shared_cache}"]
 
 
-def run_satsweep(*args: str, env: dict[str, str] | None = None,
-                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_satsweep(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """The real CLI in a child process: exit codes, stderr, no shared state."""
     return subprocess.run(
         [sys.executable, "-m", "satsweep", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 

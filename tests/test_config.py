@@ -19,8 +19,7 @@ def test_defaults_compose_to_typed_objects(outputs) -> None:
 
 
 def test_group_choices_and_values_override(outputs) -> None:
-    cfg = load_run_config(["model=mlp", "optimizer=sgd", "optimizer.lr=0.05",
-                           "data.image_size=48"])
+    cfg = load_run_config(["model=mlp", "optimizer=sgd", "optimizer.lr=0.05", "data.image_size=48"])
     assert isinstance(cfg.model, MLPConfig)
     assert isinstance(cfg.optimizer, SGDConfig) and cfg.optimizer.lr == 0.05
     assert cfg.data.image_size == 48

@@ -27,8 +27,10 @@ def _load(overrides: list[str], cache: Path):
 
 
 def test_aid_subset_is_split_stratified(outputs, tmp_path) -> None:
-    data = _load(["data.image_size=16", "data.max_per_class=20",
-                  "data.classes=[Beach,Forest,Port]"], tmp_path)
+    data = _load(
+        ["data.image_size=16", "data.max_per_class=20", "data.classes=[Beach,Forest,Port]"],
+        tmp_path,
+    )
     assert data.class_names == ("Beach", "Forest", "Port")
     assert len(data.train) + len(data.val) + len(data.test) == 60
     assert data.train.images.shape[1:] == (16, 16, 3) and data.train.images.dtype == np.uint8
@@ -68,8 +70,10 @@ def test_digest_changes_when_one_image_changes(outputs, aid_subset, tmp_path) ->
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "1"])
 def test_any_image_mode_becomes_rgb_uint8(tmp_path, mode) -> None:
     source = Image.new("RGB", (40, 30), (200, 100, 50))
-    image = source.convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.arange(1200).reshape(30, 40) * 50).astype(np.uint16)
+    image = (
+        source.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray((np.arange(1200).reshape(30, 40) * 50).astype(np.uint16))
     )
     path = tmp_path / f"image_{mode.replace(';', '')}.png"
     image.save(path)
@@ -85,7 +89,7 @@ def test_missing_dataset_names_the_folder(outputs, tmp_path) -> None:
 
 
 def test_unknown_class_lists_the_real_ones(outputs, tmp_path) -> None:
-    with pytest.raises(UserError, match="unknown class 'Harbour'.*Port"):
+    with pytest.raises(UserError, match=r"unknown class 'Harbour'.*Port"):
         _load(["data.classes=[Beach,Harbour]"], tmp_path)
 
 
@@ -96,8 +100,9 @@ def test_shipsnet_json_loader(outputs, tmp_path) -> None:
     labels = [i % 2 for i in range(30)]
     path = tmp_path / "planesnet.json"
     path.write_text(json.dumps({"data": chips.tolist(), "labels": labels}))
-    data = _load(["data=shipsnet", f"data.path={path}", "data.chip_size=20",
-                  "data.image_size=20"], tmp_path)
+    data = _load(
+        ["data=shipsnet", f"data.path={path}", "data.chip_size=20", "data.image_size=20"], tmp_path
+    )
     assert data.class_names == ("negative", "positive")
     assert (data.train.images[..., 0] == 255).all()
     assert len(data.train) + len(data.val) + len(data.test) == 30
@@ -119,8 +124,13 @@ def test_download_verifies_checksum_and_unpacks(tmp_path) -> None:
     archive.parent.mkdir()
     archive.write_bytes(_zip_of_classes(tmp_path))
     digest = hashlib.md5(archive.read_bytes()).hexdigest()
-    cfg = DownloadConfig(enabled=True, url=archive.as_uri(), checksum=f"md5:{digest}",
-                         filename="EuroSAT.zip", subdir="2750")
+    cfg = DownloadConfig(
+        enabled=True,
+        url=archive.as_uri(),
+        checksum=f"md5:{digest}",
+        filename="EuroSAT.zip",
+        subdir="2750",
+    )
     target = tmp_path / "data" / "eurosat" / "2750"
     ensure_dataset(cfg, target)
     assert sorted(p.name for p in target.iterdir()) == ["Forest", "SeaLake"]
@@ -129,8 +139,13 @@ def test_download_verifies_checksum_and_unpacks(tmp_path) -> None:
 def test_download_with_wrong_checksum_is_refused(tmp_path) -> None:
     archive = tmp_path / "EuroSAT.zip"
     archive.write_bytes(_zip_of_classes(tmp_path))
-    cfg = DownloadConfig(enabled=True, url=archive.as_uri(), checksum="md5:" + "0" * 32,
-                         filename="EuroSAT.zip", subdir="2750")
+    cfg = DownloadConfig(
+        enabled=True,
+        url=archive.as_uri(),
+        checksum="md5:" + "0" * 32,
+        filename="EuroSAT.zip",
+        subdir="2750",
+    )
     target = tmp_path / "data" / "2750"
     with pytest.raises(UserError, match="did not match checksum"):
         ensure_dataset(cfg, target)

@@ -23,8 +23,13 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 def sweep_args(tiny) -> list[str]:
     """The quick sweep, shrunk: 4 tiny trials of 3 epochs, models not logged."""
     data_and_trainer = [o for o in tiny if not o.startswith("model.")]
-    return ["sweep=quick", *data_and_trainer, "trainer.epochs=3", "sweep.n_trials=4",
-            "tracking.log_model=false"]
+    return [
+        "sweep=quick",
+        *data_and_trainer,
+        "trainer.epochs=3",
+        "sweep.n_trials=4",
+        "tracking.log_model=false",
+    ]
 
 
 def _study(outputs: Path, name: str = "quick") -> optuna.Study:
@@ -66,14 +71,18 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     by_optimizer: dict[str, set[frozenset[str]]] = {}
     for child in children:
         by_optimizer.setdefault(child.data.params["optimizer.name"], set()).add(
-            frozenset(child.data.params))
+            frozenset(child.data.params)
+        )
     assert all(len(keys) == 1 for keys in by_optimizer.values())
 
     artifacts = {a.path for a in client.list_artifacts(parent)}
     assert {"leaderboard.csv", "sweep.yaml", "base_config.yaml", "plots"} <= artifacts
     plots = {a.path for a in client.list_artifacts(parent, "plots")}
-    assert {"plots/optimization_history.html", "plots/optimization_history.png",
-            "plots/intermediate_values.png"} <= plots
+    assert {
+        "plots/optimization_history.html",
+        "plots/optimization_history.png",
+        "plots/intermediate_values.png",
+    } <= plots
     assert parents[0].data.tags["satsweep.best_run_id"] in {c.info.run_id for c in children}
 
     csv = tmp_path / "board.csv"
@@ -102,9 +111,14 @@ def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -
 
 def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
     result = run_satsweep(
-        "sweep", *sweep_args, "trainer.epochs=4", "sweep.objectives=[val_loss]",
-        "sweep.directions=[minimize]", "sweep.pruner.name=percentile",
-        "+sweep.pruner.options.percentile=10.0", "sweep.pruner.options.n_startup_trials=1",
+        "sweep",
+        *sweep_args,
+        "trainer.epochs=4",
+        "sweep.objectives=[val_loss]",
+        "sweep.directions=[minimize]",
+        "sweep.pruner.name=percentile",
+        "+sweep.pruner.options.percentile=10.0",
+        "sweep.pruner.options.n_startup_trials=1",
         "sweep.pruner.options.n_warmup_steps=0",
     )
     assert result.returncode == 0, result.stderr
@@ -121,8 +135,12 @@ def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
 
 def _start_sweep(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "satsweep", "sweep", *args], cwd=REPO, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ),
+        [sys.executable, "-m", "satsweep", "sweep", *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
     )
 
 

@@ -9,18 +9,26 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from satsweep.errors import UserError
 from satsweep.sweep.space import parse_space
 
-CONDITIONAL = {"optimizer=sgd": {"optimizer.momentum": "interval(0.5, 0.95)",
-                                 "optimizer.nesterov": "choice(true, false)"}}
+CONDITIONAL = {
+    "optimizer=sgd": {
+        "optimizer.momentum": "interval(0.5, 0.95)",
+        "optimizer.nesterov": "choice(true, false)",
+    }
+}
 
 
 def test_grammar_maps_to_distributions() -> None:
-    space = parse_space({
-        "optimizer": "choice(adam, sgd)",
-        "optimizer.lr": "tag(log, interval(1e-4, 1e-1))",
-        "model.blocks": "range(2, 5)",
-        "model.dense_units": "tag(int, interval(16, 256))",
-        "model.dropout": "range(0.0, 0.5, 0.1)",
-    }, {}, "sweeps/t.yaml")
+    space = parse_space(
+        {
+            "optimizer": "choice(adam, sgd)",
+            "optimizer.lr": "tag(log, interval(1e-4, 1e-1))",
+            "model.blocks": "range(2, 5)",
+            "model.dense_units": "tag(int, interval(16, 256))",
+            "model.dropout": "range(0.0, 0.5, 0.1)",
+        },
+        {},
+        "sweeps/t.yaml",
+    )
     by_key = {d.key: d.distribution for d in space.dimensions}
     assert by_key["optimizer"] == CategoricalDistribution(["adam", "sgd"])
     assert by_key["optimizer.lr"] == FloatDistribution(1e-4, 1e-1, log=True)
@@ -43,15 +51,17 @@ def test_conditional_parameters_follow_their_group_choice() -> None:
             assert keys == {"optimizer"} and "optimizer.momentum" not in trial.params
         else:
             assert keys == {"optimizer", "optimizer.momentum", "optimizer.nesterov"}
-            assert any(o in overrides for o in ("optimizer.nesterov=true",
-                                                "optimizer.nesterov=false"))
+            assert any(
+                o in overrides for o in ("optimizer.nesterov=true", "optimizer.nesterov=false")
+            )
         study.tell(trial, 0.0)
     assert seen == {"adam", "sgd"}
 
 
 def test_grid_needs_discrete_dimensions() -> None:
-    space = parse_space({"model.blocks": "range(1, 3)", "optimizer": "choice(adam, sgd)"}, {},
-                        "sweeps/t.yaml")
+    space = parse_space(
+        {"model.blocks": "range(1, 3)", "optimizer": "choice(adam, sgd)"}, {}, "sweeps/t.yaml"
+    )
     assert space.grid() == {"model.blocks": [1, 2], "optimizer": ["adam", "sgd"]}
     with pytest.raises(UserError, match="grid sampler needs choice"):
         parse_space({"optimizer.lr": "interval(0.1, 0.2)"}, {}, "sweeps/t.yaml").grid()

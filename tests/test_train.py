@@ -34,18 +34,20 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
     assert params["data.image_size"] == "16" and params["model.name"] == "cnn"
     assert params["optimizer.lr"] == "0.001" and params["trainer.epochs"] == "2"
 
-    for key in ("val_f1_macro", "val_accuracy"):  # two epochs, then the final evaluation
+    for key in ("val_f1_macro", "val_accuracy", "val_loss"):  # 2 epochs, then the final one
         assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1, 2], key
-    for key in ("loss", "accuracy", "val_loss", "f1_macro", "lr"):
+    for key in ("loss", "accuracy", "f1_macro", "lr"):
         assert len(client.get_metric_history(run_id, key)) == 2, key
     metrics = logged.data.metrics
     for key in ("test_accuracy", "test_f1_macro", "val_f1_macro", "test_recall_macro"):
         assert 0.0 <= metrics[key] <= 1.0
 
-    confusion = pd.read_csv(io.StringIO(_artifact_text(client, run_id, "confusion_matrix.csv",
-                                                       tmp_path)), index_col=0)
-    report = pd.read_csv(io.StringIO(_artifact_text(client, run_id, "per_class_report.csv",
-                                                    tmp_path)))
+    confusion = pd.read_csv(
+        io.StringIO(_artifact_text(client, run_id, "confusion_matrix.csv", tmp_path)), index_col=0
+    )
+    report = pd.read_csv(
+        io.StringIO(_artifact_text(client, run_id, "per_class_report.csv", tmp_path))
+    )
     assert list(confusion.index) == ["Beach", "Forest", "Port", "Desert"]
     assert confusion.to_numpy().sum() == report["support"].sum() == 8  # 4 classes x 2 test
 
@@ -53,8 +55,12 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
     assert config["data"]["image_size"] == 16 and config["model"]["filters"] == 8
 
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"confusion_matrix.png", "confusion_matrix.csv", "per_class_report.csv",
-            "config.yaml"} <= artifacts
+    assert {
+        "confusion_matrix.png",
+        "confusion_matrix.csv",
+        "per_class_report.csv",
+        "config.yaml",
+    } <= artifacts
     models = client.search_logged_models([logged.info.experiment_id])
     assert len(models) == 1 and models[0].source_run_id == run_id
 
@@ -69,8 +75,12 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
 
 def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:
     overrides = [o for o in tiny if not o.startswith("data.classes")]
-    overrides += ["+experiment=aid_port_binary", "data.classes=[Beach,Port,Forest]",
-                  "data.max_per_class=12", "trainer.epochs=1"]
+    overrides += [
+        "+experiment=aid_port_binary",
+        "data.classes=[Beach,Port,Forest]",
+        "data.max_per_class=12",
+        "trainer.epochs=1",
+    ]
     assert run(["train", *overrides]) == 0
     _, logged = _only_run(outputs)
     metrics = logged.data.metrics
@@ -82,11 +92,33 @@ def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])
 def test_every_optimizer_and_schedule_trains(outputs, tiny, optimizer) -> None:
     schedule = {"sgd": "cosine", "rmsprop": "step", "adamw": "plateau"}[optimizer]
-    assert run(["train", *tiny, f"optimizer={optimizer}", f"optimizer.schedule.name={schedule}",
-                "trainer.epochs=1", "tracking.log_model=false"]) == 0
+    assert (
+        run(
+            [
+                "train",
+                *tiny,
+                f"optimizer={optimizer}",
+                f"optimizer.schedule.name={schedule}",
+                "trainer.epochs=1",
+                "tracking.log_model=false",
+            ]
+        )
+        == 0
+    )
 
 
 def test_mlp_baseline_trains(outputs, tiny) -> None:
     data_and_trainer = [o for o in tiny if not o.startswith("model.")]
-    assert run(["train", *data_and_trainer, "model=mlp", "model.hidden_units=[32]",
-                "trainer.epochs=1", "tracking.log_model=false"]) == 0
+    assert (
+        run(
+            [
+                "train",
+                *data_and_trainer,
+                "model=mlp",
+                "model.hidden_units=[32]",
+                "trainer.epochs=1",
+                "tracking.log_model=false",
+            ]
+        )
+        == 0
+    )

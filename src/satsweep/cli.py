@@ -22,6 +22,7 @@ LOG = logging.getLogger("satsweep")
 def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("absl", "alembic", "mlflow", "optuna", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # We log models without a signature on purpose: inputs are raw uint8 chips.
@@ -52,11 +53,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args.overrides)  # validated before anything heavy is imported
     from satsweep.report import print_train_summary
-    from satsweep.train import train
 
-    result = train(cfg)
+    if args.from_run:
+        from satsweep.reproduce import train_from_run
+
+        result = train_from_run(args.from_run, args.overrides)
+    else:
+        from satsweep.train import train
+
+        result = train(cfg)
     print_train_summary(result)
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.run_id and "=" in args.run_id:  # an override, with --study and no RUN_ID
+        args.overrides.insert(0, args.run_id)
+        args.run_id = None
+    if bool(args.run_id) == bool(args.study):
+        raise UserError("give a RUN_ID, or --study NAME with --best or --trial N")
+    if args.study and (args.trial is None) != args.best:
+        raise UserError("with --study, give exactly one of --best or --trial N")
+    from satsweep.reproduce import reproduce, run_of_study
+
+    run_id = args.run_id or run_of_study(args.study, args.trial, args.overrides)
+    return reproduce(run_id, args.overrides, args.allow_data_change, args.tolerance)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -100,40 +121,77 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train one model and log it to MLflow",
+        "train",
+        help="train one model and log it to MLflow",
         description="Train one model. OVERRIDES use Hydra's grammar, e.g. model=mlp "
         "optimizer.lr=0.01 +experiment=aid_port_binary.",
     )
     train.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     train.add_argument("--cfg", choices=["job"], help="print the composed config and exit")
+    train.add_argument(
+        "--from-run", metavar="RUN_ID", help="start from this run's logged config, OVERRIDES on top"
+    )
     train.set_defaults(handler=cmd_train)
 
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="re-run a logged run and compare its metrics",
+        description="Re-run RUN_ID from its logged config.yaml and compare every final metric "
+        "and the confusion matrix. OVERRIDES may only say where to log (tracking=..., paths...).",
+    )
+    reproduce.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    reproduce.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    reproduce.add_argument("--study", help="a sweep's study name, with --best or --trial")
+    reproduce.add_argument("--best", action="store_true", help="the study's best trial")
+    reproduce.add_argument("--trial", type=int, help="the study's trial number N")
+    reproduce.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="run even if the data digest differs from the logged one",
+    )
+    reproduce.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest accepted |difference| per metric (default 0)",
+    )
+    reproduce.set_defaults(handler=cmd_reproduce)
+
     sweep = commands.add_parser(
-        "sweep", help="run an Optuna sweep: sweep=NAME picks a file in sweeps/",
+        "sweep",
+        help="run an Optuna sweep: sweep=NAME picks a file in sweeps/",
         description="Run a hyper-parameter sweep. OVERRIDES use Hydra's grammar: "
         "sweep=quick sweep.n_trials=20 data.image_size=48 'model.blocks=choice(2,3)'.",
     )
     sweep.add_argument("overrides", nargs="*", metavar="OVERRIDE")
-    sweep.add_argument("--workers", type=int, default=0,
-                       help="worker processes on this machine (default: sweep.workers)")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes on this machine (default: sweep.workers)",
+    )
     sweep.set_defaults(handler=cmd_sweep)
 
     worker = commands.add_parser(
-        "worker", help="join a sweep's study and run trials until it is done",
+        "worker",
+        help="join a sweep's study and run trials until it is done",
         description="Join the study of sweep=NAME (same storage) from any terminal or machine.",
     )
     worker.add_argument("overrides", nargs="*", metavar="OVERRIDE")
-    worker.add_argument("--threads", type=int, default=0,
-                        help="TensorFlow threads for this worker (0: all cores)")
+    worker.add_argument(
+        "--threads", type=int, default=0, help="TensorFlow threads for this worker (0: all cores)"
+    )
     worker.set_defaults(handler=cmd_worker)
 
     compare = commands.add_parser(
-        "compare", help="leaderboard of a sweep's trials",
+        "compare",
+        help="leaderboard of a sweep's trials",
         description="Print the trials of study STUDY sorted by the objective.",
     )
     compare.add_argument("study", help="the study name (sweep.study_name)")
-    compare.add_argument("overrides", nargs="*", metavar="OVERRIDE",
-                         help="e.g. storage=postgres tracking=server")
+    compare.add_argument(
+        "overrides", nargs="*", metavar="OVERRIDE", help="e.g. storage=postgres tracking=server"
+    )
     compare.add_argument("--csv", help="also write the leaderboard to this CSV file")
     compare.set_defaults(handler=cmd_compare)
     return parser

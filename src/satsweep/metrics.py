@@ -41,8 +41,9 @@ def evaluate_predictions(
     )
     metrics = {
         "accuracy": float(accuracy_score(labels, predicted)),
-        "f1_macro": float(f1_score(labels, predicted, labels=classes, average="macro",
-                                   zero_division=0)),
+        "f1_macro": float(
+            f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)
+        ),
         "precision_macro": float(np.mean(precision)),
         "recall_macro": float(np.mean(recall)),
         "loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1.0), labels=classes)),
@@ -50,12 +51,15 @@ def evaluate_predictions(
     if len(class_names) == 2:
         metrics.update(_binary_metrics(labels, probabilities[:, 1], predicted))
     per_class = pd.DataFrame(
-        {"class": class_names, "precision": precision, "recall": recall, "f1": f1,
-         "support": support}
+        {
+            "class": class_names,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+        }
     )
-    return Evaluation(
-        metrics, confusion_matrix(labels, predicted, labels=classes), per_class
-    )
+    return Evaluation(metrics, confusion_matrix(labels, predicted, labels=classes), per_class)
 
 
 def _binary_metrics(
@@ -71,7 +75,8 @@ def _binary_metrics(
         "f1": float(f1),
         "roc_auc": float(roc_auc_score(labels, positive_scores)) if both_present else float("nan"),
         "pr_auc": float(average_precision_score(labels, positive_scores))
-        if both_present else float("nan"),
+        if both_present
+        else float("nan"),
     }
 
 

@@ -22,7 +22,7 @@ def _cnn_features(cfg: ModelConfig, x: keras.KerasTensor) -> keras.KerasTensor:
     for _ in range(cfg.blocks):
         for _ in range(cfg.convs_per_block):
             x = layers.Conv2D(
-                int(round(filters)), cfg.kernel_size, padding="same", use_bias=not cfg.batch_norm
+                round(filters), cfg.kernel_size, padding="same", use_bias=not cfg.batch_norm
             )(x)
             if cfg.batch_norm:
                 x = layers.BatchNormalization()(x)

@@ -29,7 +29,9 @@ def learning_rate(
         )
     if cfg.name == "step":
         return keras.optimizers.schedules.ExponentialDecay(
-            lr, decay_steps=steps_per_epoch * cfg.step_epochs, decay_rate=cfg.gamma,
+            lr,
+            decay_steps=steps_per_epoch * cfg.step_epochs,
+            decay_rate=cfg.gamma,
             staircase=True,
         )
     return lr
@@ -57,7 +59,9 @@ def schedule_callbacks(cfg: OptimizerConfig) -> list[keras.callbacks.Callback]:
         return []
     return [
         keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=cfg.schedule.gamma, patience=cfg.schedule.patience,
+            monitor="val_loss",
+            factor=cfg.schedule.gamma,
+            patience=cfg.schedule.patience,
             min_lr=cfg.lr * cfg.schedule.min_lr_ratio,
         )
     ]

@@ -26,8 +26,10 @@ def wide_console() -> Console:
 
 def print_train_summary(result: TrainResult, console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"{len(result.class_names)} classes, {result.epochs_run} epochs, "
-                        f"{result.seconds:.1f}s")
+    table = Table(
+        title=f"{len(result.class_names)} classes, {result.epochs_run} epochs, "
+        f"{result.seconds:.1f}s"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(result.metrics.items()):
@@ -41,8 +43,12 @@ def leaderboard_table(table: pd.DataFrame, title: str, rows: int = LEADERBOARD_R
     shown = Table(title=title)
     columns = [c for c in table.columns if c not in HIDDEN_IN_TERMINAL]
     for column in columns:
-        shown.add_column(str(column), justify="left" if column == "state" else "right",
-                         overflow="fold", min_width=5)
+        shown.add_column(
+            str(column),
+            justify="left" if column == "state" else "right",
+            overflow="fold",
+            min_width=5,
+        )
     for _, row in table.head(rows).iterrows():
         shown.add_row(*(_cell(row[c]) for c in columns))
     return shown
@@ -56,8 +62,7 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | None = None
-                        ) -> None:
+def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | None = None) -> None:
     console = console or wide_console()
     if table.empty:
         console.print("no trials ran")

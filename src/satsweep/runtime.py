@@ -33,3 +33,8 @@ def prepare_run(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
     else:
         tf.config.experimental.disable_op_determinism()
+
+
+def accelerator() -> str:
+    """ "gpu" when TensorFlow sees one (results may then differ in the last digits), else "cpu"."""
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from importlib.metadata import version
 from collections.abc import Mapping
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import yaml
-from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
@@ -57,9 +57,11 @@ class Tracker:
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
             return existing.experiment_id
-        location = f"{Path(self.cfg.artifact_root).resolve().as_uri()}/{name}" if (
-            self.cfg.artifact_root
-        ) else None
+        location = (
+            f"{Path(self.cfg.artifact_root).resolve().as_uri()}/{name}"
+            if (self.cfg.artifact_root)
+            else None
+        )
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:
@@ -70,7 +72,10 @@ class Tracker:
             return found.experiment_id
 
     def create_run(
-        self, experiment_id: str, name: str, tags: Mapping[str, str],
+        self,
+        experiment_id: str,
+        name: str,
+        tags: Mapping[str, str],
         parent_run_id: str | None = None,
     ) -> str:
         all_tags = dict(tags)
@@ -111,7 +116,9 @@ class Tracker:
             plt.close(figure)
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
-        dataset = MetaDataset(source=LocalArtifactDatasetSource(source), name=name, digest=digest[:36])
+        dataset = MetaDataset(
+            source=LocalArtifactDatasetSource(source), name=name, digest=digest[:36]
+        )
         entity = dataset._to_mlflow_entity()
         context = InputTag(key="mlflow.data.context", value="training")
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context])])
@@ -119,7 +126,9 @@ class Tracker:
     def log_keras_model(self, run_id: str, model: keras.Model) -> None:
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             mlflow.keras.log_model(
-                model, name="model", pip_requirements=_model_requirements(),
+                model,
+                name="model",
+                pip_requirements=_model_requirements(),
             )
 
     def download_text(self, run_id: str, artifact_path: str) -> str:

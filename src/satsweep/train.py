@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from satsweep.models import build_model
 from satsweep.optim import build_optimizer, schedule_callbacks
 from satsweep.pipeline import evaluation_dataset, training_dataset
 from satsweep.provenance import git_state, package_versions
-from satsweep.runtime import prepare_run
+from satsweep.runtime import accelerator, prepare_run
 from satsweep.schema import RunConfig, as_plain
 from satsweep.tracking import Tracker, flatten
 
@@ -84,6 +85,8 @@ def run_tags(cfg: RunConfig, dataset: Dataset) -> dict[str, str]:
         f"{TAG_PREFIX}deterministic": str(cfg.trainer.deterministic).lower(),
         f"{TAG_PREFIX}git_commit": commit,
         f"{TAG_PREFIX}git_dirty": str(dirty).lower(),
+        f"{TAG_PREFIX}cpu_count": str(os.cpu_count()),
+        f"{TAG_PREFIX}device": accelerator(),
         "mlflow.source.git.commit": commit,
     }
     tags.update({f"{TAG_PREFIX}version.{k}": v for k, v in package_versions().items()})
@@ -123,12 +126,18 @@ def fit_and_log(
         metrics=["accuracy", keras.metrics.F1Score(average="macro", name="f1_macro")],
     )
     nan_guard = StopOnNonFiniteLoss()
-    callbacks = [EpochLogger(tracker, run_id), nan_guard, *_stopping(cfg),
-                 *schedule_callbacks(cfg.optimizer), *extra_callbacks]
+    callbacks = [
+        EpochLogger(tracker, run_id),
+        nan_guard,
+        *_stopping(cfg),
+        *schedule_callbacks(cfg.optimizer),
+        *extra_callbacks,
+    ]
     fit_started = time.perf_counter()
     history = model.fit(
-        training_dataset(dataset.train, dataset.num_classes, trainer.batch_size,
-                         trainer.augment, cfg.seed),
+        training_dataset(
+            dataset.train, dataset.num_classes, trainer.batch_size, trainer.augment, cfg.seed
+        ),
         validation_data=evaluation_dataset(dataset.val, dataset.num_classes, trainer.batch_size),
         epochs=trainer.epochs,
         class_weight=_class_weights(dataset) if trainer.class_weights else None,
@@ -166,7 +175,8 @@ def _stopping(cfg: RunConfig) -> list[keras.callbacks.Callback]:
         return []
     return [
         keras.callbacks.EarlyStopping(
-            monitor=cfg.trainer.monitor, patience=cfg.trainer.early_stopping_patience,
+            monitor=cfg.trainer.monitor,
+            patience=cfg.trainer.early_stopping_patience,
             restore_best_weights=True,
         )
     ]
@@ -180,14 +190,19 @@ def _class_weights(dataset: Dataset) -> dict[int, float]:
 
 
 def _evaluate_and_log(
-    model: keras.Model, cfg: RunConfig, dataset: Dataset, tracker: Tracker, run_id: str,
+    model: keras.Model,
+    cfg: RunConfig,
+    dataset: Dataset,
+    tracker: Tracker,
+    run_id: str,
     epochs_run: int,
 ) -> tuple[dict[str, float], Evaluation]:
     """Final val/test metrics, confusion matrix, per-class report and the model."""
     batch = cfg.trainer.batch_size
     evaluations = {
         name: evaluate_predictions(
-            split.labels, model.predict(split.images, batch_size=batch, verbose=0),
+            split.labels,
+            model.predict(split.images, batch_size=batch, verbose=0),
             dataset.class_names,
         )
         for name, split in (("val", dataset.val), ("test", dataset.test))
@@ -200,7 +215,8 @@ def _evaluate_and_log(
     tracker.log_metrics(run_id, metrics, step=epochs_run)
     test = evaluations["test"]
     tracker.log_text(
-        run_id, confusion_table(test.confusion, dataset.class_names).to_csv(),
+        run_id,
+        confusion_table(test.confusion, dataset.class_names).to_csv(),
         "confusion_matrix.csv",
     )
     tracker.log_figure(
@@ -217,14 +233,23 @@ def load_data(cfg: RunConfig) -> Dataset:
 
 
 def train(
-    cfg: RunConfig, extra_tags: dict[str, str] | None = None, run_name: str | None = None
+    cfg: RunConfig,
+    *,
+    dataset: Dataset | None = None,
+    experiment_id: str | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> TrainResult:
-    """A top-level MLflow run of ``cfg``, closed as FINISHED or FAILED whatever happens."""
-    dataset = load_data(cfg)
+    """A top-level MLflow run of ``cfg``, closed as FINISHED or FAILED whatever happens.
+
+    By default it goes to ``tracking.experiment``; ``reproduce`` and ``--from-run``
+    place it next to the run they start from.
+    """
+    dataset = dataset or load_data(cfg)
     tracker = Tracker(cfg.tracking)
-    experiment_id = tracker.experiment_id(cfg.tracking.experiment)
+    experiment_id = experiment_id or tracker.experiment_id(cfg.tracking.experiment)
     name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"
-    run_id = tracker.create_run(experiment_id, name, tags=extra_tags or {})
+    run_id = tracker.create_run(experiment_id, name, tags=tags or {})
     tracker.set_tags(run_id, {f"{TAG_PREFIX}reproduce_command": f"satsweep reproduce {run_id}"})
     try:
         result = fit_and_log(cfg, dataset, tracker, run_id)

@@ -26,12 +26,12 @@ SWEEP_GROUP = "sweep"
 
 @dataclass(frozen=True)
 class SweepJob:
-    file: str                          # e.g. "sweeps/quick.yaml", for messages
+    file: str  # e.g. "sweeps/quick.yaml", for messages
     settings: SweepSettings
     space: SearchSpace
-    base_overrides: tuple[str, ...]    # the user's fixed overrides, sweep=NAME included
-    base: RunConfig                    # the base experiment, before any trial's overrides
-    sweep_node: dict[str, Any]         # the resolved ``sweep`` node, for the record
+    base_overrides: tuple[str, ...]  # the user's fixed overrides, sweep=NAME included
+    base: RunConfig  # the base experiment, before any trial's overrides
+    sweep_node: dict[str, Any]  # the resolved ``sweep`` node, for the record
 
     def trial_config(self, trial_overrides: Sequence[str]) -> RunConfig:
         """The config of one trial: the trial's overrides on top of the user's."""
@@ -94,7 +94,9 @@ def _check_objectives(settings: SweepSettings, base: RunConfig, file: str) -> No
 
 def _check_dimension(job: SweepJob, dimension: Dimension) -> None:
     """Compose the config at both edges of the dimension: bad paths and ranges fail now."""
-    condition = [f"{dimension.condition[0]}={dimension.condition[1]}"] if dimension.condition else []
+    condition = (
+        [f"{dimension.condition[0]}={dimension.condition[1]}"] if dimension.condition else []
+    )
     for value in dimension.extremes():
         try:
             job.trial_config([*condition, dimension.override(value)])

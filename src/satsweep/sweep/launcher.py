@@ -35,8 +35,9 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _start_workers(job: SweepJob, overrides: Sequence[str], workers: int, logs: Path
-                   ) -> list[tuple[subprocess.Popen[bytes], Path]]:
+def _start_workers(
+    job: SweepJob, overrides: Sequence[str], workers: int, logs: Path
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
     logs.mkdir(parents=True, exist_ok=True)
     threads = job.base.trainer.threads or threads_per_worker(workers)
     started = []
@@ -44,9 +45,9 @@ def _start_workers(job: SweepJob, overrides: Sequence[str], workers: int, logs: 
         log_path = logs / f"worker-{index}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "satsweep", "worker", *overrides,
-                 "--threads", str(threads)],
-                stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "satsweep", "worker", *overrides, "--threads", str(threads)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches this process, which stops them once
             )
         started.append((process, log_path))
@@ -65,19 +66,24 @@ def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, 
     try:
         with Progress(f"sweep {job.settings.study_name}") as progress:
             while any(p.poll() is None for p, _ in processes):
-                progress.update(snapshot(attached.study, job.settings.n_trials,
-                                         job.settings.objectives[0], started))
+                progress.update(
+                    snapshot(
+                        attached.study, job.settings.n_trials, job.settings.objectives[0], started
+                    )
+                )
                 time.sleep(POLL_SECONDS)
-            progress.update(snapshot(attached.study, job.settings.n_trials,
-                                     job.settings.objectives[0], started))
+            progress.update(
+                snapshot(attached.study, job.settings.n_trials, job.settings.objectives[0], started)
+            )
     except KeyboardInterrupt:
         interrupted = True
         _stop(processes)
     failed_workers = [(p, log) for p, log in processes if p.returncode not in (0, None)]
     for process, log in failed_workers:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
-        LOG.error("worker %d exited with %d: %s (log: %s)", process.pid, process.returncode,
-                  tail[0], log)
+        LOG.error(
+            "worker %d exited with %d: %s (log: %s)", process.pid, process.returncode, tail[0], log
+        )
     done = Budget(job.settings.n_trials, None).remaining(attached.study)[0] <= 0
     status = "KILLED" if interrupted else ("FINISHED" if done or not failed_workers else "FAILED")
     table = finalize(job, attached.study, attached.tracker, attached.parent_run_id, status)
@@ -88,8 +94,9 @@ def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, 
 
 def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
     """Ask workers to stop (their running trial is failed and closed), then wait."""
-    LOG.warning("stopping workers: the running trials are marked failed; "
-                "run the same command to resume")
+    LOG.warning(
+        "stopping workers: the running trials are marked failed; run the same command to resume"
+    )
     for process, _ in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)

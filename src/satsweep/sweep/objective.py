@@ -58,8 +58,9 @@ class TrialObjective:
         self.last_state, self.last_error = "failed", ""
         trial.set_user_attr(WORKER_ATTR, worker_identity())
         overrides = self.job.space.suggest(trial)
-        run_id = create_trial_run(self.job, self.tracker, self.parent_run_id, trial.number,
-                                  overrides)
+        run_id = create_trial_run(
+            self.job, self.tracker, self.parent_run_id, trial.number, overrides
+        )
         trial.set_user_attr(RUN_ATTR, run_id)
         try:
             values = self._train(trial, overrides, run_id)
@@ -86,9 +87,11 @@ class TrialObjective:
         bad = [n for n, v in zip(settings.objectives, values, strict=True) if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(f"objective {bad[0]} is not finite")
-        LOG.info("trial %d complete: %s", trial.number,
-                 ", ".join(f"{n}={v:.4f}" for n, v in zip(settings.objectives, values,
-                                                         strict=True)))
+        LOG.info(
+            "trial %d complete: %s",
+            trial.number,
+            ", ".join(f"{n}={v:.4f}" for n, v in zip(settings.objectives, values, strict=True)),
+        )
         return values
 
     def _record_failure(self, run_id: str, error: BaseException) -> None:

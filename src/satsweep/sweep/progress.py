@@ -30,13 +30,14 @@ class Snapshot:
 
     def line(self) -> str:
         total = self.total if self.total is not None else "?"
-        return (f"trials {self.done}/{total} done, {self.running} running, {self.pruned} pruned, "
-                f"{self.failed} failed | best {self.best} | {self.elapsed:.0f}s elapsed, "
-                f"~{self.eta()} left")
+        return (
+            f"trials {self.done}/{total} done, {self.running} running, {self.pruned} pruned, "
+            f"{self.failed} failed | best {self.best} | {self.elapsed:.0f}s elapsed, "
+            f"~{self.eta()} left"
+        )
 
 
-def snapshot(study: optuna.Study, total: int | None, objective: str, started: float
-             ) -> Snapshot:
+def snapshot(study: optuna.Study, total: int | None, objective: str, started: float) -> Snapshot:
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -62,9 +63,13 @@ def _panel(snap: Snapshot, title: str) -> Table:
     table.add_column()
     total = snap.total if snap.total is not None else "?"
     for label, value in (
-        ("trials done", f"{snap.done}/{total}"), ("running", snap.running),
-        ("pruned", snap.pruned), ("failed", snap.failed), ("best", snap.best),
-        ("elapsed", f"{snap.elapsed:.0f}s"), ("remaining", f"~{snap.eta()}"),
+        ("trials done", f"{snap.done}/{total}"),
+        ("running", snap.running),
+        ("pruned", snap.pruned),
+        ("failed", snap.failed),
+        ("best", snap.best),
+        ("elapsed", f"{snap.elapsed:.0f}s"),
+        ("remaining", f"~{snap.eta()}"),
     ):
         table.add_row(label, str(value))
     return table

@@ -31,8 +31,9 @@ LOG = logging.getLogger(__name__)
 KEY_METRICS = ("val_f1_macro", "val_accuracy", "test_f1_macro", "test_accuracy", "epochs_run")
 
 
-def leaderboard(study: optuna.Study, objectives: list[str], tracker: Tracker | None
-                ) -> pd.DataFrame:
+def leaderboard(
+    study: optuna.Study, objectives: list[str], tracker: Tracker | None
+) -> pd.DataFrame:
     """One row per trial, best first by the first objective."""
     runs = _trial_metrics(study, tracker) if tracker else {}
     rows = []
@@ -51,8 +52,9 @@ def leaderboard(study: optuna.Study, objectives: list[str], tracker: Tracker | N
     if table.empty:
         return table
     ascending = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
-    return table.sort_values(objectives[0], ascending=ascending, na_position="last",
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        objectives[0], ascending=ascending, na_position="last", kind="stable"
+    ).reset_index(drop=True)
 
 
 def _trial_metrics(study: optuna.Study, tracker: Tracker) -> dict[int, dict[str, float]]:
@@ -63,8 +65,11 @@ def _trial_metrics(study: optuna.Study, tracker: Tracker) -> dict[int, dict[str,
     runs = tracker.client.search_runs(
         [experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=50_000
     )
-    return {int(r.data.tags["satsweep.trial"]): r.data.metrics for r in runs
-            if "satsweep.trial" in r.data.tags}
+    return {
+        int(r.data.tags["satsweep.trial"]): r.data.metrics
+        for r in runs
+        if "satsweep.trial" in r.data.tags
+    }
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -73,8 +78,9 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.best_trials if len(study.directions) > 1 else [study.best_trial]
 
 
-def finalize(job: SweepJob, study: optuna.Study, tracker: Tracker, parent_run_id: str,
-             status: str) -> pd.DataFrame:
+def finalize(
+    job: SweepJob, study: optuna.Study, tracker: Tracker, parent_run_id: str, status: str
+) -> pd.DataFrame:
     """Log the sweep's record to its parent run and close it with ``status``."""
     objectives = job.settings.objectives
     table = leaderboard(study, objectives, tracker)
@@ -84,11 +90,14 @@ def finalize(job: SweepJob, study: optuna.Study, tracker: Tracker, parent_run_id
     best = best_trials(study)
     if best:
         top = best[0]
-        tracker.set_tags(parent_run_id, {
-            "satsweep.best_trial": top.number,
-            "satsweep.best_run_id": top.user_attrs.get(RUN_ATTR, ""),
-            **{f"best.{key}": value for key, value in top.params.items()},
-        })
+        tracker.set_tags(
+            parent_run_id,
+            {
+                "satsweep.best_trial": top.number,
+                "satsweep.best_run_id": top.user_attrs.get(RUN_ATTR, ""),
+                **{f"best.{key}": value for key, value in top.params.items()},
+            },
+        )
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
         tracker.log_metrics(
             parent_run_id,
@@ -102,8 +111,7 @@ def finalize(job: SweepJob, study: optuna.Study, tracker: Tracker, parent_run_id
     return table
 
 
-def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run_id: str
-               ) -> None:
+def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run_id: str) -> None:
     """Optuna's plots as interactive HTML and static PNG; skipped when there is too little data."""
     from optuna import visualization as html_plots
     from optuna.visualization import matplotlib as png_plots

@@ -37,7 +37,8 @@ def ensure_parent_run(job: SweepJob, study: optuna.Study, tracker: Tracker) -> s
         return str(existing)
     experiment_id = tracker.experiment_id(job.settings.study_name)
     run_id = tracker.create_run(
-        experiment_id, f"{job.settings.study_name}-sweep",
+        experiment_id,
+        f"{job.settings.study_name}-sweep",
         tags={**sweep_tags(job), "satsweep.role": "sweep"},
     )
     study.set_user_attr(PARENT_ATTR, run_id)
@@ -45,7 +46,10 @@ def ensure_parent_run(job: SweepJob, study: optuna.Study, tracker: Tracker) -> s
 
 
 def create_trial_run(
-    job: SweepJob, tracker: Tracker, parent_run_id: str, trial_number: int,
+    job: SweepJob,
+    tracker: Tracker,
+    parent_run_id: str,
+    trial_number: int,
     overrides: list[str],
 ) -> str:
     experiment_id = tracker.experiment_id(job.settings.study_name)

@@ -23,6 +23,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from satsweep.config import spell
 from satsweep.errors import UserError
 
 Primitive = None | bool | int | float | str
@@ -40,7 +41,7 @@ class Dimension:
     def override(self, value: Any) -> str:
         """The Hydra override that sets this dimension to ``value``."""
         spelled = self.spellings.get(value) if isinstance(value, str) else None
-        return f"{self.key}={spelled if spelled is not None else _spell(value)}"
+        return f"{self.key}={spelled if spelled is not None else spell(value)}"
 
     def extremes(self) -> list[Any]:
         """Values at the edges of the distribution, to validate before any training."""
@@ -76,8 +77,9 @@ class SearchSpace:
                 grid[dimension.key] = list(distribution.choices)
             elif distribution.step is not None and not distribution.log:
                 count = round((distribution.high - distribution.low) / distribution.step) + 1
-                grid[dimension.key] = [distribution.low + i * distribution.step
-                                       for i in range(count)]
+                grid[dimension.key] = [
+                    distribution.low + i * distribution.step for i in range(count)
+                ]
             else:
                 raise UserError(
                     f"sweep.params {dimension.key}: the grid sampler needs choice() or range(), "
@@ -93,11 +95,13 @@ def _suggest(trial: optuna.trial.BaseTrial, key: str, distribution: BaseDistribu
     if isinstance(distribution, CategoricalDistribution):
         return trial.suggest_categorical(key, distribution.choices)
     if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(key, distribution.low, distribution.high,
-                                 step=distribution.step, log=distribution.log)
+        return trial.suggest_int(
+            key, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
     assert isinstance(distribution, FloatDistribution)
-    return trial.suggest_float(key, distribution.low, distribution.high,
-                               step=distribution.step, log=distribution.log)
+    return trial.suggest_float(
+        key, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+    )
 
 
 def _spelling(space: SearchSpace, key: str, value: Any) -> str | None:
@@ -136,17 +140,23 @@ def _parse(parser: OverridesParser, text: str, origin: str, where: str) -> Overr
 
 
 def _dimension(
-    parser: OverridesParser, key: str, expression: str, condition: tuple[str, str] | None,
+    parser: OverridesParser,
+    key: str,
+    expression: str,
+    condition: tuple[str, str] | None,
     origin: str,
 ) -> Dimension:
     override = _parse(parser, f"{key}={expression}", origin, "sweep parameter")
     sweep = override.value()
     where = f"{origin}: parameter {key}"
     if isinstance(sweep, ChoiceSweep):
-        spellings = dict(zip(
-            [_primitive(v, where) for v in sweep.list], override.sweep_string_iterator(),
-            strict=True,
-        ))
+        spellings = dict(
+            zip(
+                [_primitive(v, where) for v in sweep.list],
+                override.sweep_string_iterator(),
+                strict=True,
+            )
+        )
         return Dimension(key, CategoricalDistribution(list(spellings)), spellings, condition)
     if isinstance(sweep, RangeSweep):
         return Dimension(key, _range_distribution(sweep, where), {}, condition)
@@ -164,8 +174,9 @@ def _range_distribution(sweep: RangeSweep, where: str) -> BaseDistribution:
         raise UserError(f"{where}: the range is empty: check its start, stop and step")
     log = "log" in sweep.tags
     if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
-        return IntDistribution(int(values[0]), int(values[-1]), log=log,
-                               step=1 if log else int(sweep.step))
+        return IntDistribution(
+            int(values[0]), int(values[-1]), log=log, step=1 if log else int(sweep.step)
+        )
     return FloatDistribution(float(values[0]), float(values[-1]), step=float(sweep.step))
 
 
@@ -187,11 +198,3 @@ def _primitive(value: Any, where: str) -> Primitive:
     if hasattr(value, "text"):  # a quoted string
         return str(value.text)
     raise UserError(f"{where}: choices must be plain values, not {value!r}")
-
-
-def _spell(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return repr(value) if isinstance(value, float) else str(value)

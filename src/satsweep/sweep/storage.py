@@ -80,7 +80,9 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def fail_orphaned_trials(study: optuna.Study, storage: BaseStorage) -> list[optuna.trial.FrozenTrial]:
+def fail_orphaned_trials(
+    study: optuna.Study, storage: BaseStorage
+) -> list[optuna.trial.FrozenTrial]:
     """Fail, and queue again, RUNNING trials whose worker on this host is gone.
 
     RDB storage does this itself through heartbeats and RetryFailedTrialCallback; a

@@ -29,12 +29,17 @@ from satsweep.sweep.settings import SweepSettings
 from satsweep.sweep.space import SearchSpace
 
 SAMPLERS: dict[str, type[BaseSampler]] = {
-    "tpe": TPESampler, "random": RandomSampler, "cmaes": CmaEsSampler,
-    "qmc": QMCSampler, "nsga2": NSGAIISampler,
+    "tpe": TPESampler,
+    "random": RandomSampler,
+    "cmaes": CmaEsSampler,
+    "qmc": QMCSampler,
+    "nsga2": NSGAIISampler,
 }
 PRUNERS: dict[str, type[BasePruner]] = {
-    "median": MedianPruner, "percentile": PercentilePruner,
-    "successive_halving": SuccessiveHalvingPruner, "hyperband": HyperbandPruner,
+    "median": MedianPruner,
+    "percentile": PercentilePruner,
+    "successive_halving": SuccessiveHalvingPruner,
+    "hyperband": HyperbandPruner,
     "none": NopPruner,
 }
 
@@ -42,10 +47,10 @@ PRUNERS: dict[str, type[BasePruner]] = {
 def build_sampler(settings: SweepSettings, space: SearchSpace) -> BaseSampler:
     sampler = settings.sampler
     if sampler.name == "grid":
-        return _construct(GridSampler, "sweep.sampler", space.grid(), seed=sampler.seed,
-                          **sampler.options)
-    return _construct(SAMPLERS[sampler.name], "sweep.sampler", seed=sampler.seed,
-                      **sampler.options)
+        return _construct(
+            GridSampler, "sweep.sampler", space.grid(), seed=sampler.seed, **sampler.options
+        )
+    return _construct(SAMPLERS[sampler.name], "sweep.sampler", seed=sampler.seed, **sampler.options)
 
 
 def build_pruner(settings: SweepSettings) -> BasePruner:

@@ -77,8 +77,9 @@ def reap_dead_trials(job: SweepJob, study: optuna.Study, storage: BaseStorage) -
     """Fail the trials of workers that died (SIGKILL, lost node), so they are run again."""
     if is_journal(job.base.storage.url):
         for trial in fail_orphaned_trials(study, storage):
-            LOG.warning("trial %d was left running by a dead worker: failed, queued again",
-                        trial.number)
+            LOG.warning(
+                "trial %d was left running by a dead worker: failed, queued again", trial.number
+            )
     elif job.base.storage.heartbeat_interval:
         optuna.storages.fail_stale_trials(study)
 
@@ -90,8 +91,9 @@ def run_worker(job: SweepJob, threads: int) -> int:
     attached = attach(job)
     study = attached.study
     settings = job.settings
-    budget = Budget(settings.n_trials,
-                    time.monotonic() + settings.timeout if settings.timeout else None)
+    budget = Budget(
+        settings.n_trials, time.monotonic() + settings.timeout if settings.timeout else None
+    )
     objective = TrialObjective(job, attached.tracker, attached.parent_run_id)
     ran = failures_in_a_row = 0
     while not budget.expired():

@@ -1,0 +1,316 @@
+"""Reproduce a logged run, or start a new one from it with a few changes.
+
+The config comes from the run's ``config.yaml`` artifact, not from today's YAML
+files, which may have changed since. Only where to log (``paths``, ``tracking``,
+``storage``) is taken from the current invocation, so a run's record can never
+make satsweep write outside the current outputs folder.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+from rich.console import Console
+from rich.table import Table
+
+from satsweep.config import config_dir, load_run_config, spell, validate
+from satsweep.errors import UserError
+from satsweep.provenance import git_state, package_versions
+from satsweep.runtime import accelerator
+from satsweep.schema import RunConfig, as_plain, experiment_keys
+from satsweep.tracking import Tracker, flatten
+from satsweep.train import TAG_PREFIX, TrainResult, load_data, train
+
+REPRODUCES_TAG = f"{TAG_PREFIX}reproduces"
+DERIVED_TAG = f"{TAG_PREFIX}derived_from"
+VERDICT_TAG = f"{TAG_PREFIX}reproduce_verdict"
+GROUPS = ("data", "model", "optimizer")
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    run_id: str
+    experiment_id: str
+    name: str
+    config: dict[str, Any]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+def fetch_run(tracker: Tracker, run_id: str) -> LoggedRun:
+    """A satsweep run from the store, with its logged config."""
+    try:
+        run = tracker.client.get_run(run_id)
+    except MlflowException as error:
+        raise UserError(
+            f"no MLflow run {run_id!r} in {tracker.cfg.uri}: copy a run id from the MLflow UI "
+            "or from the output of satsweep train"
+        ) from error
+    tags = dict(run.data.tags)
+    if f"{TAG_PREFIX}data_digest" not in tags:
+        raise UserError(
+            f"run {run_id} was not made by satsweep (it has no {TAG_PREFIX}data_digest tag): "
+            "only satsweep runs can be reproduced"
+        )
+    try:
+        config = yaml.safe_load(tracker.download_text(run_id, "config.yaml"))
+    except (MlflowException, OSError) as error:
+        raise UserError(f"run {run_id} has no config.yaml artifact to reproduce from") from error
+    return LoggedRun(
+        run_id,
+        run.info.experiment_id,
+        run.info.run_name or run_id,
+        config,
+        tags,
+        dict(run.data.metrics),
+    )
+
+
+def restored_config(logged: LoggedRun, environment: RunConfig) -> RunConfig:
+    """The logged experiment, logged where ``environment`` logs."""
+    body = {key: logged.config[key] for key in experiment_keys() if key in logged.config}
+    here = as_plain(environment)
+    return validate(
+        {**body, "paths": here["paths"], "tracking": here["tracking"], "storage": here["storage"]}
+    )
+
+
+def derived_config(logged: LoggedRun, overrides: Sequence[str]) -> RunConfig:
+    """The logged config with the user's Hydra overrides on top (``train --from-run``).
+
+    The logged values become overrides of today's config tree, so group changes
+    (``optimizer=sgd``) work as usual: the logged values of a re-chosen group are dropped.
+    """
+    rechosen = {o.split("=", 1)[0] for o in overrides if "=" in o and "." not in o.split("=")[0]}
+    available = {group: {p.stem for p in (config_dir() / group).glob("*.yaml")} for group in GROUPS}
+    logged_overrides = []
+    for group in GROUPS:
+        name = logged.config[group]["name"]
+        if group not in rechosen:
+            option = name if name in available[group] else "folder"
+            logged_overrides.append(f"{group}={option}")
+    tree = {key: logged.config[key] for key in experiment_keys()}
+    for key, value in flatten(tree).items():
+        if key.split(".", 1)[0] not in rechosen:
+            logged_overrides.append(f"{key}={spell(value)}")
+    return load_run_config([*logged_overrides, *overrides])
+
+
+def changed_keys(before: dict[str, Any], after: RunConfig) -> dict[str, dict[str, Any]]:
+    old = flatten({k: before[k] for k in experiment_keys() if k in before})
+    new = flatten({k: v for k, v in as_plain(after).items() if k in experiment_keys()})
+    return {
+        key: {"from": old.get(key), "to": new.get(key)}
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    }
+
+
+def train_from_run(run_id: str, overrides: Sequence[str]) -> TrainResult:
+    environment = load_run_config(overrides)
+    tracker = Tracker(environment.tracking)
+    logged = fetch_run(tracker, run_id)
+    cfg = derived_config(logged, overrides)
+    changes = changed_keys(logged.config, cfg)
+    result = train(
+        cfg,
+        experiment_id=logged.experiment_id,
+        run_name=f"{logged.name}-derived",
+        tags={
+            DERIVED_TAG: run_id,
+            f"{TAG_PREFIX}changed_keys": ", ".join(changes)[:5000] or "(none)",
+        },
+    )
+    tracker.log_yaml(result.run_id, changes, "changes.yaml")
+    return result
+
+
+@dataclass(frozen=True)
+class Verdict:
+    table: pd.DataFrame  # metric, logged, reproduced, difference
+    confusion_equal: bool
+    tolerance: float
+
+    @property
+    def matches(self) -> bool:
+        return self.confusion_equal and bool(self.table["match"].all())
+
+    @property
+    def max_difference(self) -> float:
+        finite = self.table["difference"].abs().dropna()
+        return float(finite.max()) if len(finite) else 0.0
+
+
+def compare_metrics(
+    logged: dict[str, float], reproduced: dict[str, float], tolerance: float, confusion_equal: bool
+) -> Verdict:
+    rows = []
+    for name in sorted(k for k in logged if k.startswith(("val_", "test_")) or k == "epochs_run"):
+        before, after = logged[name], reproduced.get(name, math.nan)
+        both_nan = math.isnan(before) and math.isnan(after)
+        difference = math.nan if both_nan else after - before
+        rows.append(
+            {
+                "metric": name,
+                "logged": before,
+                "reproduced": after,
+                "difference": difference,
+                "match": both_nan or abs(difference) <= tolerance,
+            }
+        )
+    return Verdict(pd.DataFrame(rows), confusion_equal, tolerance)
+
+
+def drift_warnings(logged: LoggedRun) -> list[str]:
+    """Why the numbers might differ: code, packages, hardware, determinism."""
+    notes = []
+    commit, dirty = git_state(Path.cwd())
+    was = logged.tags.get(f"{TAG_PREFIX}git_commit", "")
+    if commit != was or dirty:
+        notes.append(
+            f"code differs: run at commit {was or '?'}, now {commit or '?'}"
+            + (" with uncommitted changes" if dirty else "")
+        )
+    if logged.tags.get(f"{TAG_PREFIX}deterministic") != "true":
+        notes.append(
+            "the run was not deterministic (trainer.deterministic=false): "
+            "results cannot be bit-identical"
+        )
+    if logged.tags.get(f"{TAG_PREFIX}device", "cpu") != "cpu" or accelerator() != "cpu":
+        notes.append("a GPU was involved: GPU kernels can differ in the last digits")
+    threads = logged.config.get("trainer", {}).get("threads", 0)
+    if threads == 0 and logged.tags.get(f"{TAG_PREFIX}cpu_count") != str(os.cpu_count()):
+        notes.append(
+            f"the run used all of {logged.tags.get(f'{TAG_PREFIX}cpu_count', '?')} "
+            f"cores, this machine has {os.cpu_count()}: results may differ slightly"
+        )
+    return notes
+
+
+def version_differences(logged: LoggedRun) -> list[tuple[str, str, str]]:
+    now = package_versions()
+    return [
+        (package, logged.tags.get(f"{TAG_PREFIX}version.{package}", "?"), version)
+        for package, version in now.items()
+        if logged.tags.get(f"{TAG_PREFIX}version.{package}", version) != version
+    ]
+
+
+def _logged_confusion(tracker: Tracker, run_id: str) -> np.ndarray | None:
+    try:
+        text = tracker.download_text(run_id, "confusion_matrix.csv")
+    except (MlflowException, OSError):
+        return None
+    return pd.read_csv(io.StringIO(text), index_col=0).to_numpy()
+
+
+def reproduce(
+    run_id: str,
+    overrides: Sequence[str],
+    allow_data_change: bool,
+    tolerance: float,
+    console: Console | None = None,
+) -> int:
+    """Re-run ``run_id``; 0 when every final metric and the confusion matrix match."""
+    console = console or Console()
+    environment = load_run_config(overrides)
+    tracker = Tracker(environment.tracking)
+    logged = fetch_run(tracker, run_id)
+    cfg = restored_config(logged, environment)
+    dataset = load_data(cfg)
+    logged_digest = logged.tags[f"{TAG_PREFIX}data_digest"]
+    if dataset.digest != logged_digest and not allow_data_change:
+        raise UserError(
+            f"data digest differs: run {run_id} used {logged_digest[:12]}, {cfg.data.path} now "
+            f"gives {dataset.digest[:12]} (files were added, removed or changed); "
+            "pass --allow-data-change to run anyway"
+        )
+    for note in drift_warnings(logged):
+        console.print(f"[yellow]warning:[/] {note}")
+    if differences := version_differences(logged):
+        console.print(_table("package versions differ", ("package", "logged", "now"), differences))
+    result = train(
+        cfg,
+        dataset=dataset,
+        experiment_id=logged.experiment_id,
+        run_name=f"{logged.name}-reproduced",
+        tags={REPRODUCES_TAG: run_id},
+    )
+    before = _logged_confusion(tracker, run_id)
+    confusion_equal = before is not None and np.array_equal(before, result.test.confusion)
+    verdict = compare_metrics(logged.metrics, result.metrics, tolerance, confusion_equal)
+    tracker.set_tags(result.run_id, {VERDICT_TAG: "match" if verdict.matches else "differ"})
+    tracker.log_metrics(
+        result.run_id,
+        {
+            "reproduce_max_abs_diff": verdict.max_difference,
+            "reproduce_match": float(verdict.matches),
+        },
+        step=result.epochs_run,
+    )
+    _print_verdict(console, verdict, result.run_id)
+    return 0 if verdict.matches else 1
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+def _print_verdict(console: Console, verdict: Verdict, run_id: str) -> None:
+    rows = verdict.table[["metric", "logged", "reproduced", "difference"]].itertuples(index=False)
+    console.print(
+        _table(
+            f"logged vs reproduced (tolerance {verdict.tolerance:g})",
+            ("metric", "logged", "reproduced", "difference"),
+            list(rows),
+        )
+    )
+    console.print(f"confusion matrix: {'identical' if verdict.confusion_equal else 'DIFFERS'}")
+    word = "reproduced" if verdict.matches else "NOT reproduced"
+    console.print(f"{word}: max |difference| {verdict.max_difference:.3g}; new run {run_id}")
+
+
+def run_of_study(study_name: str, trial: int | None, overrides: Sequence[str]) -> str:
+    """The MLflow run id of a sweep's best trial, or of trial number ``trial``."""
+    import optuna
+
+    from satsweep.sweep.runs import RUN_ATTR
+    from satsweep.sweep.storage import open_storage
+
+    cfg = load_run_config(overrides)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(cfg.storage))
+    except KeyError as error:
+        raise UserError(f"no study named {study_name!r} in the Optuna storage") from error
+    if trial is None:
+        try:
+            chosen = study.best_trial
+        except ValueError as error:
+            raise UserError(f"study {study_name!r} has no complete trial yet") from error
+    else:
+        matches = [t for t in study.trials if t.number == trial]
+        if not matches:
+            raise UserError(
+                f"study {study_name!r} has no trial {trial}: "
+                f"it has trials 0 to {len(study.trials) - 1}"
+            )
+        chosen = matches[0]
+    run_id = chosen.user_attrs.get(RUN_ATTR)
+    if not run_id:
+        raise UserError(f"trial {chosen.number} of {study_name!r} has no MLflow run")
+    return str(run_id)

@@ -1,0 +1,140 @@
+"""Reproduce a logged run bit for bit, detect data drift, and tinker from a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from satsweep.cli import run
+from tests.conftest import run_satsweep
+
+
+def _client(outputs: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+
+
+def _runs(outputs: Path, experiment: str = "satsweep"):
+    client = _client(outputs)
+    return client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id],
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def _no_model(tiny: list[str]) -> list[str]:
+    return [*tiny, "tracking.log_model=false"]
+
+
+def test_reproduce_gives_identical_metrics(outputs, tiny, capsys) -> None:
+    assert run(["train", *_no_model(tiny)]) == 0
+    original = _runs(outputs)[0]
+    assert original.data.tags["satsweep.reproduce_command"] == (
+        f"satsweep reproduce {original.info.run_id}"
+    )
+    assert run(["reproduce", original.info.run_id]) == 0
+    output = capsys.readouterr().out
+    assert "confusion matrix: identical" in output and "reproduced: max |difference| 0" in output
+
+    original, again = _runs(outputs)
+    assert again.data.tags["satsweep.reproduces"] == original.info.run_id
+    assert again.data.tags["satsweep.reproduce_verdict"] == "match"
+    finals = [k for k in original.data.metrics if k.startswith(("val_", "test_"))]
+    assert finals and all(again.data.metrics[k] == original.data.metrics[k] for k in finals)
+    assert again.data.metrics["reproduce_max_abs_diff"] == 0.0
+
+
+def test_reproduce_refuses_changed_data(outputs, tiny, aid_subset, capsys) -> None:
+    data = [
+        "data=folder",
+        f"data.path={aid_subset}",
+        "data.classes=null",
+        "data.max_per_class=null",
+    ]
+    assert run(["train", *_no_model(tiny), *data]) == 0
+    run_id = _runs(outputs)[0].info.run_id
+    victim = sorted((aid_subset / "Forest").glob("*.jpg"))[3]
+    Image.open(victim).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(victim)
+
+    refused = run_satsweep("reproduce", run_id)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "data digest differs" in lines[0], refused.stderr
+
+    code = run(["reproduce", run_id, "--allow-data-change"])
+    output = capsys.readouterr().out
+    assert code in (0, 1) and "logged vs reproduced" in output
+    assert len(_runs(outputs)) == 2
+
+
+def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
+    assert run(["train", *_no_model(tiny)]) == 0
+    original = _runs(outputs)[0]
+    same_cache = [o for o in tiny if o.startswith("paths.cache=")]
+    assert (
+        run(
+            [
+                "train",
+                "--from-run",
+                original.info.run_id,
+                "optimizer.lr=0.01",
+                "tracking.log_model=false",
+                *same_cache,
+            ]
+        )
+        == 0
+    )
+    derived = _runs(outputs)[1]
+    assert derived.data.tags["satsweep.derived_from"] == original.info.run_id
+    assert derived.data.tags["satsweep.changed_keys"] == "optimizer.lr"
+    assert derived.data.params["optimizer.lr"] == "0.01"
+    before = {k: v for k, v in original.data.params.items() if k != "optimizer.lr"}
+    after = {k: v for k, v in derived.data.params.items() if k != "optimizer.lr"}
+    assert before == after
+    changes = yaml.safe_load(
+        open(_client(outputs).download_artifacts(derived.info.run_id, "changes.yaml"))
+    )
+    assert changes == {"optimizer.lr": {"from": 0.001, "to": 0.01}}
+
+
+def test_reproduce_best_trial_of_a_sweep(outputs, tiny) -> None:
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    args = [
+        "sweep=quick",
+        *data_and_trainer,
+        "sweep.n_trials=3",
+        "sweep.pruner.name=none",
+        "tracking.log_model=false",
+        "sweep.sampler.seed=3",
+    ]
+    assert run_satsweep("sweep", *args).returncode == 0
+    result = run_satsweep("reproduce", "--study", "quick", "--best")
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = _runs(outputs, "quick")
+    best = next(r for r in runs if r.data.tags.get("satsweep.role") == "sweep").data.tags[
+        "satsweep.best_run_id"
+    ]
+    again = next(r for r in runs if r.data.tags.get("satsweep.reproduces"))
+    assert again.data.tags["satsweep.reproduces"] == best
+    original = next(r for r in runs if r.info.run_id == best)
+    for key in ("optimizer.name", "optimizer.lr", "model.blocks", "model.filters"):
+        assert again.data.params[key] == original.data.params[key]
+    assert ("optimizer.momentum" in again.data.params) == (
+        "optimizer.momentum" in original.data.params
+    )
+
+
+def test_unknown_or_foreign_runs_are_user_errors(outputs, tiny) -> None:
+    unknown = run_satsweep("reproduce", "0123456789abcdef0123456789abcdef")
+    assert unknown.returncode == 2 and "no MLflow run" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    client = _client(outputs)
+    foreign = client.create_run(
+        client.get_experiment_by_name("satsweep").experiment_id
+        if client.get_experiment_by_name("satsweep")
+        else client.create_experiment("satsweep")
+    )
+    result = run_satsweep("reproduce", foreign.info.run_id)
+    assert result.returncode == 2 and "not made by satsweep" in result.stderr
