@@ -93,9 +93,8 @@ def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
     before = {k: v for k, v in original.data.params.items() if k != "optimizer.lr"}
     after = {k: v for k, v in derived.data.params.items() if k != "optimizer.lr"}
     assert before == after
-    changes = yaml.safe_load(
-        open(_client(outputs).download_artifacts(derived.info.run_id, "changes.yaml"))
-    )
+    path = _client(outputs).download_artifacts(derived.info.run_id, "changes.yaml")
+    changes = yaml.safe_load(Path(path).read_text())
     assert changes == {"optimizer.lr": {"from": 0.001, "to": 0.01}}
 
 
