@@ -61,6 +61,19 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
         "per_class_report.csv",
         "config.yaml",
     } <= artifacts
+    analysis = {a.path for a in client.list_artifacts(run_id, "error_analysis")}
+    assert {
+        f"error_analysis/{name}"
+        for name in (
+            "misclassified.png",
+            "confused_pairs.csv",
+            "per_class_scores.png",
+            "calibration.png",
+            "diagnosis.md",
+        )
+    } <= analysis
+    assert 0.0 <= metrics["test_ece"] <= 1.0
+    assert logged.data.tags["satsweep.diagnosis"].startswith("diagnosis: ")
     models = client.search_logged_models([logged.info.experiment_id])
     assert len(models) == 1 and models[0].source_run_id == run_id
 
@@ -82,11 +95,19 @@ def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:
         "trainer.epochs=1",
     ]
     assert run(["train", *overrides]) == 0
-    _, logged = _only_run(outputs)
+    client, logged = _only_run(outputs)
     metrics = logged.data.metrics
     for key in ("test_precision", "test_recall", "test_f1", "test_roc_auc", "test_pr_auc"):
         assert key in metrics, key
         assert np.isnan(metrics[key]) or 0.0 <= metrics[key] <= 1.0
+    analysis = {a.path for a in client.list_artifacts(logged.info.run_id, "error_analysis")}
+    assert {
+        "error_analysis/pr_curve.png",
+        "error_analysis/roc_curve.png",
+        "error_analysis/threshold_sweep.csv",
+    } <= analysis
+    assert 0.05 <= metrics["test_best_threshold"] <= 0.95
+    assert metrics["test_best_threshold_f1"] >= metrics["test_f1_at_0.5"]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])

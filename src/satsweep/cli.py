@@ -111,6 +111,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eda(args: argparse.Namespace) -> int:
+    from satsweep.config import load_run_config
+
+    load_run_config(args.overrides)  # config errors before the heavy imports
+    from satsweep.eda import run_eda
+
+    result = run_eda(args.overrides)
+    metrics = result.report.metrics
+    print(
+        f"{metrics['images']:.0f} images in {metrics['classes']:.0f} classes, imbalance ratio "
+        f"{metrics['imbalance_ratio']:.2f}, {metrics['unreadable_files']:.0f} unreadable, "
+        f"{metrics['duplicate_groups']:.0f} duplicate group(s), "
+        f"{metrics['leaked_images']:.0f} leaked across splits"
+    )
+    print(f"report: {result.html_path}")
+    print(f"MLflow run id: {result.run_id}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="satsweep",
@@ -156,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest accepted |difference| per metric (default 0)",
     )
     reproduce.set_defaults(handler=cmd_reproduce)
+
+    eda = commands.add_parser(
+        "eda",
+        help="the dataset report: balance, samples, channels, duplicates, leakage",
+        description="Report on the data a run would see (same loading and split as train). "
+        "OVERRIDES pick the data: data=folder data.path=/my/images.",
+    )
+    eda.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    eda.set_defaults(handler=cmd_eda)
 
     sweep = commands.add_parser(
         "sweep",

@@ -29,6 +29,7 @@ class Evaluation:
     metrics: dict[str, float]
     confusion: np.ndarray
     per_class: pd.DataFrame
+    probabilities: np.ndarray
 
 
 def evaluate_predictions(
@@ -59,7 +60,9 @@ def evaluate_predictions(
             "support": support,
         }
     )
-    return Evaluation(metrics, confusion_matrix(labels, predicted, labels=classes), per_class)
+    return Evaluation(
+        metrics, confusion_matrix(labels, predicted, labels=classes), per_class, probabilities
+    )
 
 
 def _binary_metrics(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from satsweep.analysis.diagnosis import one_line
 from satsweep.train import TrainResult
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ def print_train_summary(result: TrainResult, console: Console | None = None) -> 
         if name.startswith(("val_", "test_")):
             table.add_row(name, f"{value:.4f}")
     console.print(table)
+    if result.diagnosis:
+        console.print(one_line(result.diagnosis))
     console.print(f"MLflow run id: {result.run_id}")
 
 

@@ -106,6 +106,13 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
+    def log_bytes(self, run_id: str, content: bytes, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(artifact_file).name
+            path.write_bytes(content)
+            parent = Path(artifact_file).parent.as_posix()
+            self.client.log_artifact(run_id, str(path), None if parent == "." else parent)
+
     def log_file(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_dir)
 

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 
 from satsweep.analysis.confusion import confusion_figure, confusion_table
+from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose, one_line
+from satsweep.analysis.errors import analyse_errors
 from satsweep.data import Dataset, load_dataset
 from satsweep.metrics import Evaluation, evaluate_predictions, prefixed
 from satsweep.models import build_model
@@ -31,6 +33,7 @@ from satsweep.tracking import Tracker, flatten
 
 LOG = logging.getLogger(__name__)
 TAG_PREFIX = "satsweep."
+ERROR_ANALYSIS = "error_analysis"
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class TrainResult:
     test: Evaluation
     class_names: tuple[str, ...]
     seconds: float
-    images_per_second: float = field(default=0.0)
+    images_per_second: float = 0.0
+    diagnosis: list[Finding] = field(default_factory=list)
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -153,6 +157,14 @@ def fit_and_log(
             f"(now {cfg.optimizer.lr:g})"
         )
     metrics, test = _evaluate_and_log(model, cfg, dataset, tracker, run_id, epochs_run)
+    history_lists = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    diagnosis = (
+        _analyse_and_log(
+            tracker, run_id, dataset, test, history_lists, metrics, cfg.trainer.class_weights
+        )
+        if cfg.tracking.error_analysis
+        else []
+    )
     seconds = time.perf_counter() - started
     metrics.update(params_count=float(model.count_params()), seconds=seconds)
     tracker.log_metrics(
@@ -161,12 +173,13 @@ def fit_and_log(
     return TrainResult(
         run_id=run_id,
         metrics=metrics,
-        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        history=history_lists,
         epochs_run=epochs_run,
         test=test,
         class_names=dataset.class_names,
         seconds=seconds,
         images_per_second=len(dataset.train) * epochs_run / max(fit_seconds, 1e-9),
+        diagnosis=diagnosis,
     )
 
 
@@ -226,6 +239,46 @@ def _evaluate_and_log(
     if cfg.tracking.log_model:
         tracker.log_keras_model(run_id, model)
     return metrics, test
+
+
+def _analyse_and_log(
+    tracker: Tracker,
+    run_id: str,
+    dataset: Dataset,
+    test: Evaluation,
+    history: dict[str, list[float]],
+    metrics: dict[str, float],
+    class_weights: bool,
+) -> list[Finding]:
+    """Error analysis and "what to try next", logged under ``error_analysis/``."""
+    analysis = analyse_errors(
+        dataset.test.images,
+        dataset.test.labels,
+        test.probabilities,
+        dataset.class_names,
+        test.per_class,
+    )
+    for name, figure in analysis.figures.items():
+        tracker.log_figure(run_id, figure, f"{ERROR_ANALYSIS}/{name}")
+    for name, table in analysis.tables.items():
+        tracker.log_text(run_id, table.to_csv(index=False), f"{ERROR_ANALYSIS}/{name}")
+    extra = prefixed(analysis.metrics, "test")
+    tracker.log_metrics(run_id, extra, step=len(history.get("loss", [])))
+    metrics.update(extra)
+    findings = diagnose(
+        Evidence(
+            history=history,
+            train_counts=np.bincount(dataset.train.labels, minlength=dataset.num_classes).tolist(),
+            test_recall=test.per_class["recall"].tolist(),
+            confusion=test.confusion,
+            error_confidences=analysis.error_confidences.tolist(),
+            class_names=dataset.class_names,
+            class_weights=class_weights,
+        )
+    )
+    tracker.log_text(run_id, as_markdown(findings), f"{ERROR_ANALYSIS}/diagnosis.md")
+    tracker.set_tags(run_id, {f"{TAG_PREFIX}diagnosis": one_line(findings)[:5000]})
+    return findings
 
 
 def load_data(cfg: RunConfig) -> Dataset:

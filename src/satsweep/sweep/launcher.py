@@ -20,10 +20,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from satsweep.eda import log_dataset_report
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.progress import Progress, snapshot
 from satsweep.sweep.report import finalize
-from satsweep.sweep.worker import Budget, attach
+from satsweep.sweep.worker import Attached, Budget, attach
+from satsweep.train import load_data
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -58,6 +60,7 @@ def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, 
     """Run the sweep to its budget; returns (exit code, leaderboard)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
     attached = attach(job)  # creates the study and parent run once, before the workers
+    _log_dataset_report_once(job, attached)
     logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
     processes = _start_workers(job, overrides, workers, logs)
@@ -90,6 +93,14 @@ def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, 
     if interrupted:
         return 130, table
     return (0 if done or not failed_workers else 2), table
+
+
+def _log_dataset_report_once(job: SweepJob, attached: Attached) -> None:
+    """The sweep's dataset report goes to its parent run once, not again on resume."""
+    if attached.tracker.client.list_artifacts(attached.parent_run_id, "eda"):
+        return
+    LOG.info("writing the dataset report to the sweep's parent run")
+    log_dataset_report(attached.tracker, attached.parent_run_id, load_data(job.base))
 
 
 def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:

@@ -26,6 +26,7 @@ from satsweep.schema import as_plain
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.runs import PARENT_ATTR, RUN_ATTR
 from satsweep.tracking import Tracker
+from satsweep.train import ERROR_ANALYSIS
 
 LOG = logging.getLogger(__name__)
 KEY_METRICS = ("val_f1_macro", "val_accuracy", "test_f1_macro", "test_accuracy", "epochs_run")
@@ -98,6 +99,7 @@ def finalize(
                 **{f"best.{key}": value for key, value in top.params.items()},
             },
         )
+        _copy_error_analysis(tracker, str(top.user_attrs.get(RUN_ATTR, "")), parent_run_id)
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
         tracker.log_metrics(
             parent_run_id,
@@ -109,6 +111,15 @@ def finalize(
     _log_plots(study, objectives, tracker, parent_run_id)
     tracker.end_run(parent_run_id, status)
     return table
+
+
+def _copy_error_analysis(tracker: Tracker, trial_run_id: str, parent_run_id: str) -> None:
+    """The best trial's error analysis, repeated in the parent run where users look first."""
+    if not trial_run_id or not tracker.client.list_artifacts(trial_run_id, ERROR_ANALYSIS):
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        local = tracker.client.download_artifacts(trial_run_id, ERROR_ANALYSIS, folder)
+        tracker.client.log_artifacts(parent_run_id, local, f"best_trial/{ERROR_ANALYSIS}")
 
 
 def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run_id: str) -> None:

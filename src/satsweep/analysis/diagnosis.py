@@ -1,0 +1,162 @@
+""" "What to try next": explicit rules over learning curves and test errors.
+
+Each rule looks at one symptom the teaching notebooks taught to read, and names
+the config key to change, so the advice is one override (or one sweep) away.
+The thresholds are module constants: tune them here, test them in
+``tests/test_diagnosis.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+
+OVERFIT_GAP = 0.15  # train accuracy minus val accuracy at the end
+OVERFIT_VAL_LOSS_RISE = 0.10  # val loss this far above its minimum at the end
+UNDERFIT_LOSS_DROP = 0.10  # loss fell by less than this fraction over training
+UNDERFIT_ACCURACY = 0.6  # ... and train accuracy ended below this
+DIVERGE_RISE = 0.10  # final loss this far above the first
+OSCILLATION_SHARE = 0.5  # this share of epochs made the loss worse
+IMBALANCE_RATIO = 3.0  # largest over smallest class in training
+MINORITY_RECALL = 0.5  # smallest class's recall below this share of the mean recall
+CONCENTRATED_ERRORS = 0.5  # the top 3 confused pairs hold this share of errors
+CONFIDENT_ERRORS = 0.7  # mean confidence of wrong predictions
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    message: str
+    config_keys: tuple[str, ...]
+
+    def markdown(self) -> str:
+        keys = ", ".join(f"`{k}`" for k in self.config_keys)
+        return f"- **{self.rule}**: {self.message} (change: {keys})"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the rules look at: per-epoch curves, training class counts, test results."""
+
+    history: dict[str, list[float]]
+    train_counts: Sequence[int]
+    test_recall: Sequence[float]
+    confusion: np.ndarray
+    error_confidences: Sequence[float]
+    class_names: Sequence[str]
+    class_weights: bool  # whether the loss was already weighted by class
+
+
+def _overfitting(e: Evidence) -> Finding | None:
+    train, val = e.history.get("accuracy", []), e.history.get("val_accuracy", [])
+    val_loss = e.history.get("val_loss", [])
+    gap = train[-1] - val[-1] if train and val else 0.0
+    rise = (val_loss[-1] - min(val_loss)) / max(min(val_loss), 1e-9) if len(val_loss) > 2 else 0
+    if gap <= OVERFIT_GAP and rise <= OVERFIT_VAL_LOSS_RISE:
+        return None
+    return Finding(
+        "overfitting",
+        f"train accuracy is {gap:.2f} above validation and val loss ended {rise:.0%} above "
+        "its minimum: add augmentation or dropout, or more data",
+        ("trainer.augment.flip", "trainer.augment.rot90", "model.dropout", "data.max_per_class"),
+    )
+
+
+def _underfitting(e: Evidence) -> Finding | None:
+    loss, accuracy = e.history.get("loss", []), e.history.get("accuracy", [])
+    if len(loss) < 2 or not accuracy:
+        return None
+    drop = (loss[0] - loss[-1]) / max(loss[0], 1e-9)
+    if drop >= UNDERFIT_LOSS_DROP or accuracy[-1] >= UNDERFIT_ACCURACY:
+        return None
+    return Finding(
+        "underfitting",
+        f"training loss fell only {drop:.0%} and train accuracy ended at {accuracy[-1]:.2f}: "
+        "use a bigger model, a higher learning rate or more epochs",
+        ("model.blocks", "model.filters", "optimizer.lr", "trainer.epochs"),
+    )
+
+
+def _learning_rate_too_high(e: Evidence) -> Finding | None:
+    loss = [v for v in e.history.get("loss", []) if np.isfinite(v)]
+    if len(loss) != len(e.history.get("loss", [])) and e.history.get("loss"):
+        return Finding(
+            "learning rate too high", "the loss became NaN or infinite", ("optimizer.lr",)
+        )
+    if len(loss) < 3:
+        return None
+    diverging = loss[-1] > loss[0] * (1 + DIVERGE_RISE)
+    worse = sum(b > a for a, b in pairwise(loss)) / (len(loss) - 1)
+    if not diverging and worse < OSCILLATION_SHARE:
+        return None
+    shape = "diverges" if diverging else f"gets worse in {worse:.0%} of epochs"
+    return Finding(
+        "learning rate too high",
+        f"the training loss {shape}: lower the learning rate or add a schedule",
+        ("optimizer.lr", "optimizer.schedule.name"),
+    )
+
+
+def _imbalance(e: Evidence) -> Finding | None:
+    counts = np.asarray(e.train_counts, dtype=float)
+    recall = np.asarray(e.test_recall, dtype=float)
+    if counts.min() <= 0 or counts.max() / counts.min() < IMBALANCE_RATIO:
+        return None
+    smallest = int(np.argmin(counts))
+    if recall[smallest] >= MINORITY_RECALL * recall.mean():
+        return None
+    binary = len(counts) == 2
+    advice = "resample the classes" if e.class_weights else "weight the loss"
+    keys = ("data.negative_ratio",) if binary else ("data.max_per_class",)
+    if not e.class_weights:
+        keys = ("trainer.class_weights", *keys)
+    return Finding(
+        "class imbalance",
+        f"classes differ {counts.max() / counts.min():.1f}x in size and the smallest, "
+        f"{e.class_names[smallest]}, has recall {recall[smallest]:.2f}: {advice}"
+        + (", or tune the decision threshold (see threshold_sweep.csv)" if binary else ""),
+        keys,
+    )
+
+
+def _concentrated_errors(e: Evidence) -> Finding | None:
+    errors = e.confusion.copy()
+    np.fill_diagonal(errors, 0)
+    total = errors.sum()
+    if total == 0 or len(e.class_names) < 3:
+        return None
+    flat = np.sort(errors, axis=None)[::-1]
+    share = flat[:3].sum() / total
+    confidence = float(np.mean(e.error_confidences)) if len(e.error_confidences) else 0.0
+    if share < CONCENTRATED_ERRORS or confidence < CONFIDENT_ERRORS:
+        return None
+    i, j = np.unravel_index(np.argmax(errors), errors.shape)
+    pair = f"{e.class_names[i]}/{e.class_names[j]}"
+    return Finding(
+        "confident confusions",
+        f"{share:.0%} of errors fall on three class pairs (worst: {pair}) at mean confidence "
+        f"{confidence:.2f}: look at those pairs in misclassified.png, or train on them alone",
+        (f"data.classes=[{e.class_names[i]},{e.class_names[j]}]",),
+    )
+
+
+RULES = (_overfitting, _underfitting, _learning_rate_too_high, _imbalance, _concentrated_errors)
+
+
+def diagnose(evidence: Evidence) -> list[Finding]:
+    return [finding for rule in RULES if (finding := rule(evidence)) is not None]
+
+
+def as_markdown(findings: list[Finding]) -> str:
+    lines = ["# What to try next", ""]
+    lines += [f.markdown() for f in findings] or ["- No problem found by the rules."]
+    return "\n".join(lines) + "\n"
+
+
+def one_line(findings: list[Finding]) -> str:
+    if not findings:
+        return "diagnosis: no problem found"
+    return "diagnosis: " + "; ".join(f"{f.rule} (try {f.config_keys[0]})" for f in findings)

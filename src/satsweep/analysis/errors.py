@@ -1,0 +1,181 @@
+"""Error analysis of a trained model on the test split.
+
+Everything here is computed from one set of test predictions, so it costs
+milliseconds beside training: the worst mistakes as a gallery, the most confused
+class pairs, per-class scores, calibration and, for binary tasks, the curves and
+the threshold that maximises F1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import f1_score, precision_recall_curve, roc_curve
+
+GALLERY_SIZE = 36
+CALIBRATION_BINS = 10
+THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)
+
+
+@dataclass
+class ErrorAnalysis:
+    figures: dict[str, Figure] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    error_confidences: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def analyse_errors(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: tuple[str, ...],
+    per_class: pd.DataFrame,
+) -> ErrorAnalysis:
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")]
+    result = ErrorAnalysis(error_confidences=confidence[wrong])
+    result.figures["misclassified.png"] = _gallery(
+        images[worst[:GALLERY_SIZE]],
+        labels[worst],
+        predicted[worst],
+        confidence[worst],
+        class_names,
+    )
+    result.tables["confused_pairs.csv"] = _confused_pairs(labels, predicted, class_names)
+    result.figures["per_class_scores.png"] = _per_class_chart(per_class)
+    ece, figure = _calibration(labels, probabilities)
+    result.metrics["ece"] = ece
+    result.figures["calibration.png"] = figure
+    if len(class_names) == 2:
+        _binary_curves(result, labels, probabilities[:, 1])
+    return result
+
+
+def _gallery(images, labels, predicted, confidence, class_names) -> Figure:
+    count = max(1, len(images))
+    columns = min(6, count)
+    rows = int(np.ceil(count / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index < len(images):
+            axis.imshow(images[index])
+            axis.set_title(
+                f"{class_names[labels[index]]}\n-> {class_names[predicted[index]]} "
+                f"({confidence[index]:.2f})",
+                fontsize=7,
+            )
+    if not len(images):
+        axes.flat[0].text(0.5, 0.5, "no misclassified test image", ha="center")
+    figure.suptitle("Misclassified test images, most confident first (true -> predicted)")
+    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    return figure
+
+
+def _confused_pairs(labels, predicted, class_names) -> pd.DataFrame:
+    wrong = predicted != labels
+    pairs = pd.DataFrame(
+        {
+            "true": np.asarray(class_names)[labels[wrong]],
+            "predicted": np.asarray(class_names)[predicted[wrong]],
+        }
+    )
+    counts = pairs.value_counts().rename("count").reset_index()
+    counts["share_of_errors"] = counts["count"] / max(1, int(wrong.sum()))
+    return counts
+
+
+def _per_class_chart(per_class: pd.DataFrame) -> Figure:
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.35 * len(per_class) + 2), 4))
+    positions = np.arange(len(per_class))
+    for offset, metric in zip((-0.27, 0.0, 0.27), ("precision", "recall", "f1"), strict=True):
+        axis.bar(positions + offset, per_class[metric], width=0.27, label=metric)
+    axis.set_xticks(positions, per_class["class"], rotation=90, fontsize=7)
+    axis.set_ylim(0, 1)
+    axis.set_title("Per-class precision, recall and F1 on the test split")
+    axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    total = 0.0
+    for b in range(CALIBRATION_BINS):
+        members = bins == b
+        if members.any():
+            total += members.sum() * abs(correct[members].mean() - confidence[members].mean())
+    return float(total / len(labels))
+
+
+def _calibration(labels, probabilities) -> tuple[float, Figure]:
+    ece = expected_calibration_error(labels, probabilities)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
+    bins = np.minimum((confidence * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
+    accuracy = [
+        correct[bins == b].mean() if (bins == b).any() else 0 for b in range(CALIBRATION_BINS)
+    ]
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    axis.bar(
+        edges[:-1],
+        accuracy,
+        width=1 / CALIBRATION_BINS,
+        align="edge",
+        edgecolor="k",
+        label="accuracy",
+    )
+    axis.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    axis.set_xlabel("confidence")
+    axis.set_ylabel("accuracy")
+    axis.set_title(f"Reliability diagram (ECE {ece:.3f})")
+    axis.legend()
+    return ece, figure
+
+
+def _binary_curves(result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray) -> None:
+    if len(np.unique(labels)) < 2:
+        return
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    false_positive, true_positive, _ = roc_curve(labels, scores)
+    for name, (x, y, xlabel, ylabel) in {
+        "pr_curve.png": (recall, precision, "recall", "precision"),
+        "roc_curve.png": (
+            false_positive,
+            true_positive,
+            "false positive rate",
+            "true positive rate",
+        ),
+    }.items():
+        figure, axis = plt.subplots(figsize=(4.5, 4.5))
+        axis.plot(x, y)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
+        axis.set_title(name.removesuffix(".png").replace("_", " "))
+        result.figures[name] = figure
+    sweep = pd.DataFrame(
+        {
+            "threshold": THRESHOLDS,
+            "f1": [f1_score(labels, scores >= t, zero_division=0) for t in THRESHOLDS],
+        }
+    )
+    result.tables["threshold_sweep.csv"] = sweep
+    best = sweep.loc[sweep["f1"].idxmax()]
+    result.metrics["best_threshold"] = float(best["threshold"])
+    result.metrics["best_threshold_f1"] = float(best["f1"])
+    result.metrics["f1_at_0.5"] = float(f1_score(labels, scores >= 0.5, zero_division=0))

@@ -1,0 +1,106 @@
+"""``satsweep eda``: the dataset report, as an HTML file and an MLflow run.
+
+Also logs the same report into a sweep's parent run, once per sweep.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from satsweep.analysis.eda import EdaReport, build_report
+from satsweep.analysis.html import figure_png, image_tag, page, table_tag, text_tag
+from satsweep.config import load_run_config
+from satsweep.data import Dataset
+from satsweep.schema import RunConfig, as_plain
+from satsweep.tracking import Tracker, flatten
+from satsweep.train import TAG_PREFIX, load_data
+
+EDA_EXPERIMENT = "eda"
+SECTIONS = (
+    ("Class balance", ["class_counts.png", "class_counts.csv"]),
+    ("Sample images", ["montage.png"]),
+    ("Channel statistics (0-255)", ["channel_stats.csv", "channel_histograms.png"]),
+    ("Files on disk: sizes, modes, bit depths", ["inventory.csv"]),
+    ("Unreadable or corrupt files", ["unreadable_files.csv"]),
+    ("Exact duplicates (same content hash)", ["duplicates.csv"]),
+    ("Leakage: the same image in two splits", ["leakage.csv"]),
+)
+
+
+@dataclass(frozen=True)
+class EdaResult:
+    report: EdaReport
+    html_path: Path
+    run_id: str
+
+
+def render(report: EdaReport, pngs: dict[str, bytes]) -> str:
+    summary = ", ".join(f"{k.replace('_', ' ')}: {v:g}" for k, v in report.metrics.items())
+    sections: list[tuple[str, list[str]]] = [("Summary", [text_tag(summary)])]
+    for heading, names in SECTIONS:
+        fragments = []
+        for name in names:
+            if name in pngs:
+                fragments.append(image_tag(pngs[name], name))
+            elif name in report.tables:
+                fragments.append(table_tag(report.tables[name]))
+        if fragments:
+            sections.append((heading, fragments))
+    return page(report.title, sections)
+
+
+def log_report(
+    tracker: Tracker,
+    run_id: str,
+    report: EdaReport,
+    html: str,
+    pngs: dict[str, bytes],
+    folder: str = "",
+) -> None:
+    prefix = f"{folder}/" if folder else ""
+    tracker.log_text(run_id, html, f"{prefix}eda_report.html")
+    for name, png in pngs.items():
+        tracker.log_bytes(run_id, png, f"{prefix}{name}")
+    for name, table in report.tables.items():
+        tracker.log_text(run_id, table.to_csv(index=False), f"{prefix}{name}")
+
+
+def report_for(dataset: Dataset) -> tuple[EdaReport, dict[str, bytes], str]:
+    report = build_report(dataset)
+    pngs = {name: figure_png(figure) for name, figure in report.figures.items()}
+    return report, pngs, render(report, pngs)
+
+
+def log_dataset_report(tracker: Tracker, run_id: str, dataset: Dataset) -> None:
+    """The EDA report inside another run (a sweep's parent), under ``eda/``."""
+    report, pngs, html = report_for(dataset)
+    log_report(tracker, run_id, report, html, pngs, folder="eda")
+    tracker.log_metrics(run_id, {f"eda_{k}": v for k, v in report.metrics.items()}, step=0)
+
+
+def run_eda(overrides: Sequence[str]) -> EdaResult:
+    cfg: RunConfig = load_run_config(overrides)
+    dataset = load_data(cfg)
+    report, pngs, html = report_for(dataset)
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset.name)
+    html_path = Path(cfg.paths.outputs) / "eda" / f"{safe_name}-{dataset.digest[:12]}.html"
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(html)
+    tracker = Tracker(cfg.tracking)
+    run_id = tracker.create_run(
+        tracker.experiment_id(EDA_EXPERIMENT),
+        f"eda-{dataset.name}",
+        tags={f"{TAG_PREFIX}data_digest": dataset.digest, f"{TAG_PREFIX}data": dataset.name},
+    )
+    try:
+        tracker.log_params(run_id, flatten({"data": as_plain(cfg.data)}))
+        tracker.log_metrics(run_id, report.metrics, step=0)
+        log_report(tracker, run_id, report, html, pngs)
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    tracker.end_run(run_id)
+    return EdaResult(report, html_path, run_id)
