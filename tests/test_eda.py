@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -31,7 +32,7 @@ def test_eda_on_all_of_aid(outputs, shared_cache, tmp_path) -> None:
     html_path = next(
         line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("report: ")
     )
-    html = open(html_path).read()
+    html = Path(html_path).read_text()
     for heading in (
         "Class balance",
         "Sample images",
@@ -79,7 +80,7 @@ def test_eda_finds_planted_problems_and_training_skips_them(
     assert duplicates.loc[0, "classes"] == "Forest, Port"
     inventory = _table(client, run_id, "inventory.csv", tmp_path)
     assert "L" in set(inventory["mode"]) and "unreadable" in set(inventory["mode"])
-    html = open(client.download_artifacts(run_id, "eda_report.html", str(tmp_path))).read()
+    html = Path(client.download_artifacts(run_id, "eda_report.html", str(tmp_path))).read_text()
     assert "broken.jpg" in html and "copied_from_forest.jpg" in html
 
     caplog.set_level(logging.WARNING, logger="satsweep")

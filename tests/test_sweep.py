@@ -76,8 +76,14 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     assert all(len(keys) == 1 for keys in by_optimizer.values())
 
     artifacts = {a.path for a in client.list_artifacts(parent)}
-    assert {"leaderboard.csv", "sweep.yaml", "base_config.yaml", "plots", "eda",
-            "best_trial"} <= artifacts
+    assert {
+        "leaderboard.csv",
+        "sweep.yaml",
+        "base_config.yaml",
+        "plots",
+        "eda",
+        "best_trial",
+    } <= artifacts
     assert "eda/eda_report.html" in {a.path for a in client.list_artifacts(parent, "eda")}
     best_analysis = {a.path for a in client.list_artifacts(parent, "best_trial/error_analysis")}
     assert "best_trial/error_analysis/misclassified.png" in best_analysis
