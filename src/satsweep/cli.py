@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from satsweep.errors import UserError
+from satsweep.redact import redact
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -23,6 +24,10 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # satsweep retries with its own backoff and then spools; MLflow's own retries
+    # (minutes, by default) would stall training while the server is down.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     for noisy in ("absl", "alembic", "mlflow", "optuna", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # We log models without a signature on purpose: inputs are raw uint8 chips.
@@ -42,7 +47,7 @@ def _print_config(overrides: Sequence[str]) -> int:
 
     from satsweep.config import compose_config
 
-    print(OmegaConf.to_yaml(compose_config(overrides), resolve=False), end="")
+    print(redact(OmegaConf.to_yaml(compose_config(overrides), resolve=False)), end="")
     return 0
 
 
@@ -130,6 +135,17 @@ def cmd_eda(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from satsweep.sync import sync
+
+    report = sync(args.overrides)
+    print(
+        f"synced {report.writes} spooled write(s) from {report.files} file(s): "
+        f"{report.runs_created} run(s) created, {report.trials_relinked} trial(s) re-linked"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="satsweep",
@@ -211,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(handler=cmd_worker)
 
+    sync = commands.add_parser(
+        "sync",
+        help="upload to MLflow what sweeps spooled while it was unreachable",
+        description="Replay outputs/spool into the MLflow store (tracking=... as for the sweep).",
+    )
+    sync.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    sync.set_defaults(handler=cmd_sync)
+
     compare = commands.add_parser(
         "compare",
         help="leaderboard of a sweep's trials",
@@ -235,7 +259,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         if args.debug:
             raise
-        print(f"satsweep: error: {error}", file=sys.stderr)
+        print(f"satsweep: error: {redact(str(error))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("satsweep: interrupted", file=sys.stderr)

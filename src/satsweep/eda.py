@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from satsweep.analysis.eda import EdaReport, build_report
-from satsweep.analysis.html import figure_png, image_tag, page, table_tag, text_tag
+from satsweep.analysis.html import image_tag, page, table_tag, text_tag
 from satsweep.config import load_run_config
 from satsweep.data import Dataset
+from satsweep.figures import figure_png
+from satsweep.redact import redact_tree
 from satsweep.schema import RunConfig, as_plain
 from satsweep.tracking import Tracker, flatten
 from satsweep.train import TAG_PREFIX, load_data
@@ -83,20 +85,21 @@ def log_dataset_report(tracker: Tracker, run_id: str, dataset: Dataset) -> None:
 
 def run_eda(overrides: Sequence[str]) -> EdaResult:
     cfg: RunConfig = load_run_config(overrides)
+    tracker = Tracker(cfg.tracking)
+    tracker.check_reachable()
     dataset = load_data(cfg)
     report, pngs, html = report_for(dataset)
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset.name)
     html_path = Path(cfg.paths.outputs) / "eda" / f"{safe_name}-{dataset.digest[:12]}.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(html)
-    tracker = Tracker(cfg.tracking)
     run_id = tracker.create_run(
         tracker.experiment_id(EDA_EXPERIMENT),
         f"eda-{dataset.name}",
         tags={f"{TAG_PREFIX}data_digest": dataset.digest, f"{TAG_PREFIX}data": dataset.name},
     )
     try:
-        tracker.log_params(run_id, flatten({"data": as_plain(cfg.data)}))
+        tracker.log_params(run_id, flatten({"data": redact_tree(as_plain(cfg.data))}))
         tracker.log_metrics(run_id, report.metrics, step=0)
         log_report(tracker, run_id, report, html, pngs)
     except BaseException:

@@ -26,6 +26,7 @@ from rich.table import Table
 from satsweep.config import config_dir, load_run_config, spell, validate
 from satsweep.errors import UserError
 from satsweep.provenance import git_state, package_versions
+from satsweep.redact import redact
 from satsweep.runtime import accelerator
 from satsweep.schema import RunConfig, as_plain, experiment_keys
 from satsweep.tracking import Tracker, flatten
@@ -49,11 +50,12 @@ class LoggedRun:
 
 def fetch_run(tracker: Tracker, run_id: str) -> LoggedRun:
     """A satsweep run from the store, with its logged config."""
+    tracker.check_reachable()
     try:
         run = tracker.client.get_run(run_id)
     except MlflowException as error:
         raise UserError(
-            f"no MLflow run {run_id!r} in {tracker.cfg.uri}: copy a run id from the MLflow UI "
+            f"no MLflow run {run_id!r} in {redact(tracker.cfg.uri)}: copy a run id from the UI "
             "or from the output of satsweep train"
         ) from error
     tags = dict(run.data.tags)
@@ -289,7 +291,7 @@ def run_of_study(study_name: str, trial: int | None, overrides: Sequence[str]) -
     """The MLflow run id of a sweep's best trial, or of trial number ``trial``."""
     import optuna
 
-    from satsweep.sweep.runs import RUN_ATTR
+    from satsweep.sweep.runs import trial_run_id
     from satsweep.sweep.storage import open_storage
 
     cfg = load_run_config(overrides)
@@ -310,7 +312,7 @@ def run_of_study(study_name: str, trial: int | None, overrides: Sequence[str]) -
                 f"it has trials 0 to {len(study.trials) - 1}"
             )
         chosen = matches[0]
-    run_id = chosen.user_attrs.get(RUN_ATTR)
+    run_id = trial_run_id(study, chosen)
     if not run_id:
         raise UserError(f"trial {chosen.number} of {study_name!r} has no MLflow run")
     return str(run_id)

@@ -9,26 +9,48 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import keras
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import requests
 import yaml
+from matplotlib.figure import Figure
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
+from sqlalchemy.exc import OperationalError
 
+from satsweep.errors import UserError
+from satsweep.figures import figure_png
+from satsweep.redact import redact
 from satsweep.schema import TrackingConfig
+from satsweep.spool import OFFLINE_PREFIX, Spool, Write, new_offline_id
 
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # backoff between attempts on a transient error
+TRANSIENT_MARKERS = (
+    "API request to",
+    "Connection refused",
+    "Max retries",
+    "database is locked",
+    "Failed to establish",
+    "timed out",
+    "Temporary failure",
+    "Bad Gateway",
+    "Service Unavailable",
+)
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -43,28 +65,77 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class Tracker:
-    """One MLflow store, with the operations satsweep needs on it."""
+class TrackingUnavailable(RuntimeError):
+    """The MLflow store could not be reached, even after retries."""
 
-    def __init__(self, cfg: TrackingConfig) -> None:
+
+def is_transient(error: BaseException) -> bool:
+    """A connection problem worth retrying, as opposed to a bad request."""
+    if isinstance(error, requests.exceptions.RequestException | OperationalError | ConnectionError):
+        return True
+    return isinstance(error, MlflowException) and any(m in str(error) for m in TRANSIENT_MARKERS)
+
+
+def with_retries(call: Callable[[], T], delays: Sequence[float] = RETRY_DELAYS) -> T:
+    """``call()``, retried with backoff on transient errors; raises TrackingUnavailable."""
+    for delay in (*delays, None):
+        try:
+            return call()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            if delay is None:
+                raise TrackingUnavailable(redact(f"{type(error).__name__}: {error}")) from error
+            LOG.debug("MLflow call failed (%s); retrying in %.1fs", error, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class Tracker:
+    """One MLflow store, with the operations satsweep needs on it.
+
+    With a ``spool`` folder, writes that fail after retries are kept on disk
+    (see :mod:`satsweep.spool`) so that training goes on; ``satsweep sync``
+    uploads them later. Without one, they raise.
+    """
+
+    def __init__(self, cfg: TrackingConfig, spool: Path | None = None) -> None:
         self.cfg = cfg
         # The fluent API (used only to log models) reads the process-wide URI.
         mlflow.set_tracking_uri(cfg.uri)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets it on import
         self.client = MlflowClient(tracking_uri=cfg.uri)
+        self.spool = Spool(spool) if spool is not None else None
+        self.offline_runs: set[str] = set()
+        self._experiments: dict[str, str] = {}
+
+    def check_reachable(self) -> None:
+        """One line and exit code 2 when the store is down at the start of a command."""
+        try:
+            with_retries(lambda: self.client.search_experiments(max_results=1), delays=(0.5,))
+        except TrackingUnavailable as error:
+            raise UserError(
+                f"cannot reach the MLflow tracking store {redact(self.cfg.uri)} ({error}): "
+                "start it (make server / make ui) or fix tracking.uri"
+            ) from error
 
     def experiment_id(self, name: str) -> str:
+        if name not in self._experiments:
+            self._experiments[name] = with_retries(lambda: self._get_or_create(name))
+        return self._experiments[name]
+
+    def _get_or_create(self, name: str) -> str:
         existing = self.client.get_experiment_by_name(name)
         if existing is not None:
             return existing.experiment_id
         location = (
             f"{Path(self.cfg.artifact_root).resolve().as_uri()}/{name}"
-            if (self.cfg.artifact_root)
+            if self.cfg.artifact_root
             else None
         )
         try:
             return self.client.create_experiment(name, artifact_location=location)
-        except mlflow.exceptions.MlflowException:
+        except MlflowException:
             # Another worker created it between our lookup and our create.
             found = self.client.get_experiment_by_name(name)
             if found is None:
@@ -78,65 +149,89 @@ class Tracker:
         tags: Mapping[str, str],
         parent_run_id: str | None = None,
     ) -> str:
-        all_tags = dict(tags)
-        if parent_run_id:
-            all_tags[PARENT_TAG] = parent_run_id
-        run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
-        return run.info.run_id
+        all_tags = {**tags, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+        write = Write(
+            "create_run", "", {"experiment_id": experiment_id, "name": name, "tags": all_tags}
+        )
+        if parent_run_id in self.offline_runs or (parent_run_id or "").startswith(OFFLINE_PREFIX):
+            return self._go_offline(write, None)
+        try:
+            return with_retries(lambda: apply(self, write) or "")
+        except TrackingUnavailable as error:
+            return self._go_offline(write, error)
+
+    def _write(self, write: Write) -> None:
+        if write.run_id in self.offline_runs:
+            self._spool(write)
+            return
+        try:
+            with_retries(lambda: apply(self, write))
+        except TrackingUnavailable as error:
+            self._go_offline(write, error)
+
+    def _go_offline(self, write: Write, error: TrackingUnavailable | None) -> str:
+        if self.spool is None:
+            raise error or TrackingUnavailable("the parent run is offline")
+        if write.op == "create_run":
+            write.run_id = new_offline_id()
+        if write.run_id not in self.offline_runs:
+            LOG.warning(
+                "MLflow store unreachable%s: keeping run %s in the spool %s; "
+                "run `satsweep sync` once the store is back",
+                f" ({error})" if error else "",
+                write.run_id,
+                self.spool.folder,
+            )
+        self.offline_runs.add(write.run_id)
+        self._spool(write)
+        return write.run_id
+
+    def _spool(self, write: Write) -> None:
+        assert self.spool is not None
+        self.spool.record(write)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(key, _param_value(value)) for key, value in params.items()]
-        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+        values = {key: _param_value(value) for key, value in params.items()}
+        self._write(Write("log_params", run_id, {"params": values}))
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        now = get_current_time_millis()
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
-        if items:
-            self.client.log_batch(run_id, metrics=items)
+        finite = {k: float(v) for k, v in metrics.items() if _finite(v)}
+        if finite:
+            self._write(
+                Write(
+                    "log_metrics",
+                    run_id,
+                    {"metrics": finite, "step": step, "timestamp": get_current_time_millis()},
+                )
+            )
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, str(value))
+        self._write(Write("set_tags", run_id, {"tags": {k: str(v) for k, v in tags.items()}}))
 
     def log_yaml(self, run_id: str, tree: Mapping[str, Any], artifact_file: str) -> None:
-        text = yaml.safe_dump(dict(tree), sort_keys=False)
-        self.client.log_text(run_id, text, artifact_file)
+        self.log_text(run_id, yaml.safe_dump(dict(tree), sort_keys=False), artifact_file)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        self.log_bytes(run_id, text.encode(), artifact_file)
 
     def log_bytes(self, run_id: str, content: bytes, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / Path(artifact_file).name
-            path.write_bytes(content)
-            parent = Path(artifact_file).parent.as_posix()
-            self.client.log_artifact(run_id, str(path), None if parent == "." else parent)
+        self._write(Write("log_artifact", run_id, {"artifact_file": artifact_file}, content))
 
-    def log_file(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_dir)
+    def log_figure(self, run_id: str, figure: Figure, artifact_file: str) -> None:
+        self.log_bytes(run_id, figure_png(figure, dpi=100), artifact_file)
 
-    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
-        try:
-            self.client.log_figure(run_id, figure, artifact_file)
-        finally:
-            plt.close(figure)
+    def log_directory(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder).as_posix()
+            self.log_bytes(run_id, path.read_bytes(), f"{artifact_path}/{relative}")
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
-        dataset = MetaDataset(
-            source=LocalArtifactDatasetSource(source), name=name, digest=digest[:36]
+        self._write(
+            Write("log_dataset", run_id, {"name": name, "digest": digest[:36], "source": source})
         )
-        entity = dataset._to_mlflow_entity()
-        context = InputTag(key="mlflow.data.context", value="training")
-        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context])])
 
     def log_keras_model(self, run_id: str, model: keras.Model) -> None:
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-            mlflow.keras.log_model(
-                model,
-                name="model",
-                pip_requirements=_model_requirements(),
-            )
+        self._write(Write("log_model", run_id, model=model))
 
     def download_text(self, run_id: str, artifact_path: str) -> str:
         with tempfile.TemporaryDirectory() as folder:
@@ -144,7 +239,56 @@ class Tracker:
             return Path(local).read_text()
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.from_string(status)))
+        self._write(Write("end_run", run_id, {"status": status}))
+
+
+def apply(tracker: Tracker, write: Write) -> str | None:
+    """Perform one write against the store; returns the new run id for ``create_run``."""
+    client, args, run_id = tracker.client, write.args, write.run_id
+    if write.op == "create_run":
+        run = client.create_run(args["experiment_id"], run_name=args["name"], tags=args["tags"])
+        return run.info.run_id
+    if write.op == "log_params":
+        items = [Param(k, v) for k, v in args["params"].items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+    elif write.op == "log_metrics":
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(k, v, args["timestamp"], args["step"]) for k, v in args["metrics"].items()
+            ],
+        )
+    elif write.op == "set_tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in args["tags"].items()])
+    elif write.op == "log_artifact":
+        _log_blob(client, run_id, write.blob or b"", args["artifact_file"])
+    elif write.op == "log_dataset":
+        dataset = MetaDataset(
+            LocalArtifactDatasetSource(args["source"]), name=args["name"], digest=args["digest"]
+        )
+        context = InputTag(key="mlflow.data.context", value="training")
+        client.log_inputs(
+            run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
+        )
+    elif write.op == "log_model":
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            mlflow.keras.log_model(
+                write.model, name="model", pip_requirements=_model_requirements()
+            )
+    elif write.op == "end_run":
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.from_string(args["status"])))
+    else:
+        raise ValueError(f"unknown tracking write {write.op!r}")
+    return None
+
+
+def _log_blob(client: MlflowClient, run_id: str, content: bytes, artifact_file: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(artifact_file).name
+        path.write_bytes(content)
+        parent = Path(artifact_file).parent.as_posix()
+        client.log_artifact(run_id, str(path), None if parent == "." else parent)
 
 
 def _param_value(value: Any) -> str:

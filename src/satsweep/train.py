@@ -27,6 +27,7 @@ from satsweep.models import build_model
 from satsweep.optim import build_optimizer, schedule_callbacks
 from satsweep.pipeline import evaluation_dataset, training_dataset
 from satsweep.provenance import git_state, package_versions
+from satsweep.redact import redact_tree
 from satsweep.runtime import accelerator, prepare_run
 from satsweep.schema import RunConfig, as_plain
 from satsweep.tracking import Tracker, flatten
@@ -99,7 +100,7 @@ def run_tags(cfg: RunConfig, dataset: Dataset) -> dict[str, str]:
 
 def log_run_inputs(tracker: Tracker, run_id: str, cfg: RunConfig, dataset: Dataset) -> None:
     """What defines the run, logged before training so that the UI shows it at once."""
-    plain = as_plain(cfg)
+    plain = redact_tree(as_plain(cfg))
     tracker.log_params(run_id, flatten(plain))
     tracker.log_yaml(run_id, plain, "config.yaml")
     tracker.set_tags(run_id, run_tags(cfg, dataset))
@@ -298,8 +299,9 @@ def train(
     By default it goes to ``tracking.experiment``; ``reproduce`` and ``--from-run``
     place it next to the run they start from.
     """
-    dataset = dataset or load_data(cfg)
     tracker = Tracker(cfg.tracking)
+    tracker.check_reachable()
+    dataset = dataset or load_data(cfg)
     experiment_id = experiment_id or tracker.experiment_id(cfg.tracking.experiment)
     name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"
     run_id = tracker.create_run(experiment_id, name, tags=tags or {})

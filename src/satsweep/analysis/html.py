@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
-import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.figure import Figure
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; max-width: 1200px; }
@@ -16,13 +13,6 @@ table { border-collapse: collapse; font-size: 0.85em; }
 td, th { border: 1px solid #ccc; padding: 2px 6px; }
 img { max-width: 100%; }
 """
-
-
-def figure_png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def page(title: str, sections: list[tuple[str, list[str]]]) -> str:

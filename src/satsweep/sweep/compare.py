@@ -9,6 +9,7 @@ import optuna
 
 from satsweep.config import load_run_config
 from satsweep.errors import UserError
+from satsweep.redact import redact
 from satsweep.report import leaderboard_table, wide_console
 from satsweep.sweep.report import leaderboard
 from satsweep.sweep.storage import open_storage
@@ -25,11 +26,13 @@ def compare(study_name: str, overrides: Sequence[str], csv: str | None) -> None:
     except KeyError as error:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         raise UserError(
-            f"no study named {study_name!r} in {cfg.storage.url}: "
+            f"no study named {study_name!r} in {redact(cfg.storage.url)}: "
             f"the studies are {', '.join(names) or '(none)'}"
         ) from error
     objectives = list(study.user_attrs.get(OBJECTIVES_ATTR, ["value"]))
-    table = leaderboard(study, objectives, Tracker(cfg.tracking))
+    tracker = Tracker(cfg.tracking)
+    tracker.check_reachable()
+    table = leaderboard(study, objectives, tracker)
     console = wide_console()
     console.print(leaderboard_table(table, f"study {study_name}", rows=len(table)))
     if csv:

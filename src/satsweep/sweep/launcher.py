@@ -63,6 +63,7 @@ def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, 
     _log_dataset_report_once(job, attached)
     logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     processes = _start_workers(job, overrides, workers, logs)
     started = time.monotonic()
     interrupted = False

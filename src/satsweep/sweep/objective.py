@@ -18,6 +18,7 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from satsweep.data import Dataset
+from satsweep.redact import redact
 from satsweep.schema import DataConfig
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.runs import RUN_ATTR, close_trial_run, create_trial_run
@@ -26,6 +27,7 @@ from satsweep.tracking import Tracker
 from satsweep.train import fit_and_log, load_data
 
 LOG = logging.getLogger(__name__)
+FAILURE_ATTR = "failure"
 
 
 @dataclass
@@ -70,6 +72,7 @@ class TrialObjective:
             raise
         except BaseException as error:
             self._record_failure(run_id, error)
+            trial.set_user_attr(FAILURE_ATTR, redact(self.last_error)[:2000])
             raise
         self.last_state = "complete"
         close_trial_run(self.tracker, run_id, "complete")
@@ -97,7 +100,7 @@ class TrialObjective:
     def _record_failure(self, run_id: str, error: BaseException) -> None:
         self.last_error = f"{type(error).__name__}: {error}"
         interrupted = isinstance(error, KeyboardInterrupt)
-        self.tracker.set_tags(run_id, {"satsweep.failure": self.last_error[:5000]})
+        self.tracker.set_tags(run_id, {"satsweep.failure": redact(self.last_error)[:5000]})
         if not interrupted:
-            self.tracker.log_text(run_id, traceback.format_exc(), "failure/traceback.txt")
+            self.tracker.log_text(run_id, redact(traceback.format_exc()), "failure/traceback.txt")
         close_trial_run(self.tracker, run_id, "failed")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -22,13 +23,15 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from satsweep.redact import redact_tree
 from satsweep.schema import as_plain
 from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import PARENT_ATTR, RUN_ATTR
-from satsweep.tracking import Tracker
+from satsweep.sweep.runs import PARENT_ATTR, trial_run_id
+from satsweep.tracking import Tracker, TrackingUnavailable, with_retries
 from satsweep.train import ERROR_ANALYSIS
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 KEY_METRICS = ("val_f1_macro", "val_accuracy", "test_f1_macro", "test_accuracy", "epochs_run")
 
 
@@ -36,7 +39,7 @@ def leaderboard(
     study: optuna.Study, objectives: list[str], tracker: Tracker | None
 ) -> pd.DataFrame:
     """One row per trial, best first by the first objective."""
-    runs = _trial_metrics(study, tracker) if tracker else {}
+    runs = _readable(lambda: _trial_metrics(study, tracker), {}) if tracker else {}
     rows = []
     for trial in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower()}
@@ -47,7 +50,7 @@ def leaderboard(
                 row[key] = runs.get(trial.number, {}).get(key)
         row["seconds"] = trial.duration.total_seconds() if trial.duration else None
         row.update(trial.params)
-        row["mlflow_run_id"] = trial.user_attrs.get(RUN_ATTR, "")
+        row["mlflow_run_id"] = trial_run_id(study, trial)
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -73,6 +76,15 @@ def _trial_metrics(study: optuna.Study, tracker: Tracker) -> dict[int, dict[str,
     }
 
 
+def _readable(read: Callable[[], T], fallback: T) -> T:
+    """A read from the MLflow store, or ``fallback`` while the store is unreachable."""
+    try:
+        return with_retries(read, delays=(1.0,))
+    except TrackingUnavailable as error:
+        LOG.warning("MLflow store unreachable (%s): the parent run's record is partial", error)
+        return fallback
+
+
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return []
@@ -86,8 +98,8 @@ def finalize(
     objectives = job.settings.objectives
     table = leaderboard(study, objectives, tracker)
     tracker.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
-    tracker.log_yaml(parent_run_id, job.sweep_node, "sweep.yaml")
-    tracker.log_yaml(parent_run_id, as_plain(job.base), "base_config.yaml")
+    tracker.log_yaml(parent_run_id, redact_tree(job.sweep_node), "sweep.yaml")
+    tracker.log_yaml(parent_run_id, redact_tree(as_plain(job.base)), "base_config.yaml")
     best = best_trials(study)
     if best:
         top = best[0]
@@ -95,11 +107,12 @@ def finalize(
             parent_run_id,
             {
                 "satsweep.best_trial": top.number,
-                "satsweep.best_run_id": top.user_attrs.get(RUN_ATTR, ""),
+                "satsweep.best_run_id": trial_run_id(study, top),
                 **{f"best.{key}": value for key, value in top.params.items()},
             },
         )
-        _copy_error_analysis(tracker, str(top.user_attrs.get(RUN_ATTR, "")), parent_run_id)
+        best_run = trial_run_id(study, top)
+        _readable(lambda: _copy_error_analysis(tracker, best_run, parent_run_id), None)
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
         tracker.log_metrics(
             parent_run_id,
@@ -119,7 +132,7 @@ def _copy_error_analysis(tracker: Tracker, trial_run_id: str, parent_run_id: str
         return
     with tempfile.TemporaryDirectory() as folder:
         local = tracker.client.download_artifacts(trial_run_id, ERROR_ANALYSIS, folder)
-        tracker.client.log_artifacts(parent_run_id, local, f"best_trial/{ERROR_ANALYSIS}")
+        tracker.log_directory(parent_run_id, Path(local), f"best_trial/{ERROR_ANALYSIS}")
 
 
 def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run_id: str) -> None:
@@ -133,8 +146,9 @@ def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run
         "optimization_history": {"target_name": objectives[0], "target": target},
         "param_importances": {"target_name": objectives[0], "target": target},
         "parallel_coordinate": {"target_name": objectives[0], "target": target},
-        "intermediate_values": {},
     }
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        plots["intermediate_values"] = {}
     if not single:
         plots["pareto_front"] = {"target_names": objectives}
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
@@ -149,4 +163,4 @@ def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run
                 plt.close(figure)
             except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as error:
                 LOG.info("plot %s skipped: %s", name, error)
-        tracker.client.log_artifacts(run_id, folder, "plots")
+        tracker.log_directory(run_id, Path(folder), "plots")

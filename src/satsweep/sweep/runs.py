@@ -14,6 +14,7 @@ from satsweep.tracking import Tracker
 
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
+RELINKED_ATTR = "mlflow_relinked_runs"  # offline run id -> MLflow run id, set by `sync`
 STATE_TAG = "satsweep.trial_state"
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
@@ -72,3 +73,21 @@ def create_trial_run(
 def close_trial_run(tracker: Tracker, run_id: str, state: str) -> None:
     tracker.set_tags(run_id, {STATE_TAG: state})
     tracker.end_run(run_id, RUN_STATUS[state])
+
+
+def close_orphaned_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
+    """Close the MLflow run of a trial whose worker died while it ran."""
+    run_id = trial.user_attrs.get(RUN_ATTR)
+    if not run_id:
+        return
+    tracker.set_tags(str(run_id), {"satsweep.failure": "the worker running this trial died"})
+    close_trial_run(tracker, str(run_id), "failed")
+
+
+def trial_run_id(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """The MLflow run of a trial, following ``satsweep sync``'s re-links of offline runs.
+
+    Optuna cannot change a finished trial, so re-links live on the study.
+    """
+    run_id = str(trial.user_attrs.get(RUN_ATTR, ""))
+    return str(study.user_attrs.get(RELINKED_ATTR, {}).get(run_id, run_id))

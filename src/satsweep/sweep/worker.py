@@ -12,6 +12,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage
@@ -19,10 +20,11 @@ from optuna.trial import TrialState
 
 from satsweep.errors import UserError
 from satsweep.runtime import configure_threads
+from satsweep.schema import RunConfig
 from satsweep.sweep.compare import OBJECTIVES_ATTR
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.objective import TrialObjective
-from satsweep.sweep.runs import ensure_parent_run
+from satsweep.sweep.runs import close_orphaned_run, ensure_parent_run
 from satsweep.sweep.storage import budget_lock, fail_orphaned_trials, is_journal, open_storage
 from satsweep.sweep.study import open_study
 from satsweep.tracking import Tracker
@@ -65,23 +67,39 @@ def attach(job: SweepJob) -> Attached:
     """Open (or create) the study and the parent MLflow run, under the budget lock."""
     storage = open_storage(job.base.storage)
     study = open_study(job.settings, job.space, storage)
-    tracker = Tracker(job.base.tracking)
+    tracker = Tracker(job.base.tracking, spool=spool_folder(job.base))
+    tracker.check_reachable()
     with budget_lock(job.base.storage, job.settings.study_name):
-        reap_dead_trials(job, study, storage)
+        reap_dead_trials(job, study, storage, tracker)
         parent_run_id = ensure_parent_run(job, study, tracker)
         study.set_user_attr(OBJECTIVES_ATTR, job.settings.objectives)
     return Attached(study, storage, tracker, parent_run_id)
 
 
-def reap_dead_trials(job: SweepJob, study: optuna.Study, storage: BaseStorage) -> None:
-    """Fail the trials of workers that died (SIGKILL, lost node), so they are run again."""
+def spool_folder(cfg: RunConfig) -> Path:
+    """Where a sweep keeps MLflow writes while the tracking store is unreachable."""
+    return Path(cfg.paths.outputs) / "spool"
+
+
+def reap_dead_trials(
+    job: SweepJob, study: optuna.Study, storage: BaseStorage, tracker: Tracker
+) -> None:
+    """Fail the trials of workers that died (SIGKILL, lost node), so they are run again.
+
+    Their MLflow runs are closed as FAILED rather than left RUNNING forever.
+    """
     if is_journal(job.base.storage.url):
         for trial in fail_orphaned_trials(study, storage):
             LOG.warning(
                 "trial %d was left running by a dead worker: failed, queued again", trial.number
             )
+            close_orphaned_run(tracker, trial)
     elif job.base.storage.heartbeat_interval:
+        running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
         optuna.storages.fail_stale_trials(study)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if trial.number in running:
+                close_orphaned_run(tracker, trial)
 
 
 def run_worker(job: SweepJob, threads: int) -> int:
@@ -99,7 +117,7 @@ def run_worker(job: SweepJob, threads: int) -> int:
     while not budget.expired():
         with contextlib.ExitStack() as held:
             held.enter_context(budget_lock(job.base.storage, settings.study_name))
-            reap_dead_trials(job, study, attached.storage)
+            reap_dead_trials(job, study, attached.storage, attached.tracker)
             left, running = budget.remaining(study)
             if left <= 0:
                 break

@@ -1,0 +1,101 @@
+"""Every user error is one line on stderr, exit code 2, and no traceback.
+
+The list below is the contract: configs, overrides, sweep files, data folders
+and run ids, each through the real ``satsweep`` command.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_satsweep
+
+BAD_INPUTS: list[tuple[str, list[str], str]] = [
+    ("unknown model", ["train", "model=resnet"], "model/resnet"),
+    ("unknown data", ["train", "data=imagenet"], "data/imagenet"),
+    ("unknown optimizer", ["train", "optimizer=adagrad"], "optimizer/adagrad"),
+    ("unknown experiment", ["train", "+experiment=nope"], "experiment/nope"),
+    ("unknown key", ["train", "trainer.epoch=3"], "trainer.epoch"),
+    ("unknown appended key", ["train", "+trainer.epoch=3"], "trainer.epoch"),
+    ("wrong type", ["train", "trainer.epochs=many"], "trainer.epochs"),
+    ("zero epochs", ["train", "trainer.epochs=0"], "trainer.epochs"),
+    ("zero batch size", ["train", "trainer.batch_size=0"], "trainer.batch_size"),
+    ("zero image size", ["train", "data.image_size=0"], "data.image_size"),
+    ("zero learning rate", ["train", "optimizer.lr=0"], "optimizer.lr"),
+    ("negative learning rate", ["train", "optimizer.lr=-0.1"], "optimizer.lr"),
+    ("split not summing to 1", ["train", "data.split.train=0.5"], "sum to"),
+    ("negative ratio", ["train", "data.negative_ratio=-1"], "data.negative_ratio"),
+    ("malformed override", ["train", "data.classes=[Beach"], "[Beach"),
+    ("missing required path", ["train", "data=folder"], "data.path"),
+    ("missing dataset", ["train", "data.path=/nonexistent/aid"], "/nonexistent/aid"),
+    ("unknown class", ["train", "data.classes=[Atlantis]"], "Atlantis"),
+    ("no sweep chosen", ["sweep"], "sweep=NAME"),
+    ("unknown sweep", ["sweep", "sweep=nope"], "sweep/nope"),
+    ("unknown sampler", ["sweep", "sweep=quick", "sweep.sampler.name=annealing"], "annealing"),
+    ("unknown pruner", ["sweep", "sweep=quick", "sweep.pruner.name=lazy"], "lazy"),
+    ("zero trials", ["sweep", "sweep=quick", "sweep.n_trials=0"], "n_trials"),
+    (
+        "objective no run makes",
+        ["sweep", "sweep=quick", "sweep.objectives=[val_magic]", "sweep.pruner.name=none"],
+        "val_magic",
+    ),
+    ("misspelled swept path", ["sweep", "sweep=quick", "model.blockz=choice(1,2)"], "model.blockz"),
+    (
+        "malformed sweep grammar",
+        ["sweep", "sweep=quick", "optimizer.lr=interval(0.1,"],
+        "optimizer.lr",
+    ),
+    (
+        "swept range out of bounds",
+        ["sweep", "sweep=quick", "model.dropout=interval(0.5, 2.0)"],
+        "model.dropout",
+    ),
+    ("unknown run id", ["reproduce", "0" * 32], "no MLflow run"),
+    ("unknown run for --from-run", ["train", "--from-run", "f" * 32], "no MLflow run"),
+    ("unknown study", ["compare", "nope"], "no study named 'nope'"),
+    ("unknown study to reproduce", ["reproduce", "--study", "nope", "--best"], "nope"),
+    ("eda on missing data", ["eda", "data.path=/nonexistent/aid"], "/nonexistent/aid"),
+]
+
+
+def _folder(root: Path, source: Path, counts: dict[str, int]) -> Path:
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for image in sorted((source / name).glob("*.jpg"))[:count]:
+            shutil.copy(image, root / name / image.name)
+    return root
+
+
+BAD_FOLDERS = [
+    ("empty class folder", {"Beach": 10, "Forest": 0}, "holds no images"),
+    ("a single class", {"Beach": 10}, "only the class 'Beach'"),
+    ("too few images for the split", {"Beach": 10, "Forest": 2}, "class 'Forest' has 2"),
+]
+
+
+def _assert_one_line_error(result, named: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("satsweep: error: ") and named in lines[0], lines[0]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("case", "args", "named"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_line(outputs, case, args, named) -> None:
+    _assert_one_line_error(run_satsweep(*args), named)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("case", "counts", "named"), BAD_FOLDERS, ids=[c[0] for c in BAD_FOLDERS])
+def test_bad_data_folder_is_one_line(outputs, data_dir, tmp_path, case, counts, named) -> None:
+    folder = _folder(tmp_path / "images", data_dir / "aid", counts)
+    _assert_one_line_error(run_satsweep("train", "data=folder", f"data.path={folder}"), named)
+
+
+def test_the_list_is_long_enough() -> None:
+    assert len(BAD_INPUTS) + len(BAD_FOLDERS) >= 20

@@ -1,0 +1,136 @@
+"""Faults a week-long sweep meets: a tracking server that goes away, NaN losses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from satsweep.sweep.runs import trial_run_id
+from tests.conftest import REPO, run_satsweep
+from tests.servers import MlflowServer
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _study(outputs: Path, name: str) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
+    )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _wait_for_complete_trial(outputs: Path, process: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(1)
+        try:
+            if any(t.state == TrialState.COMPLETE for t in _study(outputs, name).trials):
+                return
+        except (KeyError, FileNotFoundError):
+            continue
+    raise AssertionError("no trial completed")
+
+
+@pytest.mark.faults
+def test_tracking_outage_loses_no_trial(outputs, tiny, tmp_path) -> None:
+    server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "server-artifacts")
+    tracking = ["tracking=server", f"tracking.uri={server.uri}"]
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    args = [
+        "sweep=quick",
+        *data_and_trainer,
+        *tracking,
+        "sweep.n_trials=4",
+        "sweep.pruner.name=none",
+        "trainer.epochs=3",
+    ]
+    server.start()
+    try:
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "satsweep", "sweep", *args],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+        )
+        _wait_for_complete_trial(outputs, sweep, "quick")
+        server.stop()  # the tracking server goes away mid-sweep
+        output, _ = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, output
+        assert list((outputs / "spool").glob("*.jsonl")), "nothing was spooled"
+
+        server.start()  # back, with the same backend store
+        synced = run_satsweep("sync", *tracking)
+        assert synced.returncode == 0, synced.stderr
+        assert not list((outputs / "spool").glob("*.jsonl"))
+
+        client = MlflowClient(server.uri)
+        experiment = client.get_experiment_by_name("quick").experiment_id
+        runs = {r.info.run_id: r for r in client.search_runs([experiment])}
+        parents = [r for r in runs.values() if r.data.tags.get("satsweep.role") == "sweep"]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        study = _study(outputs, "quick")
+        finished = [t for t in study.trials if t.state in FINISHED]
+        assert len(finished) == 4
+        for trial in finished:
+            run = runs[trial_run_id(study, trial)]  # offline ids re-linked to real runs
+            assert run.data.tags["satsweep.trial"] == str(trial.number)
+            assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+            assert run.info.status == "FINISHED" and "test_f1_macro" in run.data.metrics
+            assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 4
+        assert "leaderboard.csv" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    finally:
+        server.stop()
+
+
+@pytest.mark.faults
+def test_tracking_store_down_at_start_is_one_line(outputs, tiny) -> None:
+    result = run_satsweep(
+        "train", *tiny, "tracking=server", "tracking.uri=http://127.0.0.1:9"
+    )  # nothing listens on port 9
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot reach the MLflow tracking store" in lines[0], lines
+
+
+@pytest.mark.faults
+def test_nan_trials_fail_and_the_sweep_goes_on(outputs, tiny, tmp_path) -> None:
+    folder = tmp_path / "extra" / "sweep"
+    folder.mkdir(parents=True)
+    (folder / "diverge.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - _base\n  - override /optimizer: sgd\n  - _self_\n"
+        "sweep:\n  study_name: diverge\n  n_trials: 3\n  pruner: {name: none}\n"
+        "  sampler: {name: random, seed: 0}\n  max_failures: 10\n"
+        "  params:\n    optimizer.lr: choice(0.003, 0.01, 0.03, 1e12)\n"
+    )
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    result = run_satsweep(
+        "sweep",
+        "sweep=diverge",
+        f"hydra.searchpath=[file://{folder.parent}]",
+        *data_and_trainer,
+        "tracking.log_model=false",
+    )
+    assert result.returncode == 0, result.stderr
+    trials = _study(outputs, "diverge").trials
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert failed and all(t.params["optimizer.lr"] == 1e12 for t in failed)
+    assert all("NaN or infinite" in t.user_attrs["failure"] for t in failed)
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("diverge").experiment_id])
+    failed_runs = [r for r in runs if r.data.tags.get("satsweep.trial_state") == "failed"]
+    assert len(failed_runs) == len(failed)
+    for run in failed_runs:
+        assert run.info.status == "FAILED" and "NaN" in run.data.tags["satsweep.failure"]
+        assert "failure" in {a.path for a in client.list_artifacts(run.info.run_id)}
