@@ -88,3 +88,31 @@ def aid_subset(tmp_path: Path, data_dir: Path) -> Iterator[Path]:
         for image in sorted((data_dir / "aid" / name).glob("*.jpg"))[:12]:
             shutil.copy(image, root / name / image.name)
     yield root
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL at 127.0.0.1:5432, dropped afterwards.
+
+    Skips only outside CI: with CI=true an unreachable server fails the test.
+    """
+    import uuid
+
+    import psycopg
+
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        connection = psycopg.connect(admin, connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is unreachable in CI: {error}")
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {error}")
+    name = f"satsweep_test_{uuid.uuid4().hex[:10]}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.close()

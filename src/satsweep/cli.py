@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from satsweep.errors import UserError
@@ -21,6 +22,8 @@ LOG = logging.getLogger("satsweep")
 
 
 def _quiet_libraries() -> None:
+    # Heartbeats and journal storage are marked experimental by Optuna; users cannot act on it.
+    warnings.filterwarnings("ignore", message=".*experimental.*", category=Warning)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

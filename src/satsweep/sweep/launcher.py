@@ -69,7 +69,7 @@ def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, 
     interrupted = False
     try:
         with Progress(f"sweep {job.settings.study_name}") as progress:
-            while any(p.poll() is None for p, _ in processes):
+            while _any_running(processes):
                 progress.update(
                     snapshot(
                         attached.study, job.settings.n_trials, job.settings.objectives[0], started
@@ -94,6 +94,11 @@ def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, 
     if interrupted:
         return 130, table
     return (0 if done or not failed_workers else 2), table
+
+
+def _any_running(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> bool:
+    """Poll every worker (reaping the ones that exited), not just the first alive one."""
+    return any([process.poll() is None for process, _ in processes])
 
 
 def _log_dataset_report_once(job: SweepJob, attached: Attached) -> None:

@@ -15,7 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -37,7 +42,9 @@ def open_storage(cfg: StorageConfig) -> BaseStorage:
         cfg.url,
         heartbeat_interval=cfg.heartbeat_interval,
         grace_period=cfg.grace_period,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=cfg.failed_trial_max_retry),
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+            max_retry=cfg.failed_trial_max_retry
+        ),
         engine_kwargs={"pool_pre_ping": True},
     )
 
@@ -85,7 +92,7 @@ def fail_orphaned_trials(
 ) -> list[optuna.trial.FrozenTrial]:
     """Fail, and queue again, RUNNING trials whose worker on this host is gone.
 
-    RDB storage does this itself through heartbeats and RetryFailedTrialCallback; a
+    RDB storage does this itself through heartbeats and RetryHeartbeatStaleTrialCallback; a
     journal file has no heartbeat, so a SIGKILLed worker's trial would stay RUNNING
     forever. Returns the trials that were failed.
     """
@@ -103,10 +110,12 @@ def fail_orphaned_trials(
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (killed, not yet reaped by its parent) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")
