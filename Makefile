@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
 
-.PHONY: setup train sweep ui test lint clean
+.PHONY: setup train sweep ui server test lint clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ sweep: $(STAMP)  ## the main job: the quick sweep on AID
 ui: $(STAMP)  ## MLflow UI over the same store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUTPUTS))/mlflow.db \
 		--host $(HOST) --port $(PORT)
+
+server: $(STAMP)  ## MLflow tracking server on PostgreSQL for many workers
+	$(BIN)/satsweep server --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

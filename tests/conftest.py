@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -91,8 +91,8 @@ def aid_subset(tmp_path: Path, data_dir: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the real PostgreSQL at 127.0.0.1:5432, dropped afterwards.
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the real PostgreSQL at 127.0.0.1:5432; drops them afterwards.
 
     Skips only outside CI: with CI=true an unreachable server fails the test.
     """
@@ -107,12 +107,22 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is unreachable in CI: {error}")
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {error}")
-    name = f"satsweep_test_{uuid.uuid4().hex[:10]}"
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"satsweep_test_{uuid.uuid4().hex[:10]}"
+        connection.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield make
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in created:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         connection.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_databases: Callable[[], str]) -> str:
+    return postgres_databases()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from satsweep.errors import UserError
 from satsweep.redact import redact
+from satsweep.server import DEFAULT_BACKEND
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -149,6 +150,23 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from satsweep.server import ServerSettings, serve
+
+    outputs = Path(os.environ.get("SATSWEEP_OUTPUTS", "outputs")).resolve()
+    serve(
+        ServerSettings(
+            args.host,
+            args.port,
+            args.backend_store_uri,
+            Path(args.artifacts_destination or outputs / "server-artifacts"),
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="satsweep",
@@ -237,6 +255,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     sync.set_defaults(handler=cmd_sync)
+
+    server = commands.add_parser(
+        "server",
+        help="an MLflow tracking server on PostgreSQL, for many workers",
+        description="Start `mlflow server` with a PostgreSQL backend store; prints the URI.",
+    )
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (default 127.0.0.1; 0.0.0.0 for a cluster)",
+    )
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument(
+        "--backend-store-uri",
+        default=os.environ.get("SATSWEEP_MLFLOW_BACKEND", DEFAULT_BACKEND),
+        help="SQLAlchemy URL of the run store ($SATSWEEP_MLFLOW_BACKEND)",
+    )
+    server.add_argument(
+        "--artifacts-destination",
+        help="folder (or s3://...) for artifacts (default outputs/server-artifacts)",
+    )
+    server.set_defaults(handler=cmd_server)
 
     compare = commands.add_parser(
         "compare",

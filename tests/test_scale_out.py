@@ -1,0 +1,150 @@
+"""Distributed sweeps on the real PostgreSQL and an MLflow server backed by it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from tests.conftest import REPO, run_satsweep
+from tests.servers import MlflowServer
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+pytestmark = pytest.mark.postgres
+
+
+def _start_worker(args: list[str], log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "satsweep", "worker", *args, "--threads", "1"],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
+
+
+def test_three_workers_on_postgres_with_one_killed(
+    outputs, tiny, tmp_path, postgres_databases
+) -> None:
+    optuna_url, mlflow_url = postgres_databases(), postgres_databases()
+    server = MlflowServer(mlflow_url, tmp_path / "artifacts").start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.stop)
+        data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+        args = [
+            "sweep=quick",
+            *data_and_trainer,
+            "sweep.n_trials=9",
+            "sweep.pruner.name=none",
+            "trainer.epochs=3",
+            "tracking.log_model=false",
+            "storage=postgres",
+            f"storage.url={optuna_url}",
+            "storage.heartbeat_interval=1",
+            "storage.grace_period=5",
+            "tracking=server",
+            f"tracking.uri={server.uri}",
+        ]
+        logs = [stack.enter_context(open(tmp_path / f"worker-{i}.log", "w")) for i in range(3)]
+        workers = [_start_worker(args, log) for log in logs]
+        storage = optuna.storages.RDBStorage(optuna_url)
+        victim = None
+        deadline = time.monotonic() + 300
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                trials = optuna.load_study(study_name="quick", storage=storage).trials
+            except KeyError:
+                continue
+            running = [
+                t
+                for t in trials
+                if t.state == TrialState.RUNNING and "satsweep_worker" in t.user_attrs
+            ]
+            if any(t.state == TrialState.COMPLETE for t in trials) and running:
+                victim = int(running[0].user_attrs["satsweep_worker"].rsplit(":", 1)[1])
+        assert victim is not None, "no trial ran"
+        os.kill(victim, signal.SIGKILL)
+        for worker in workers:
+            worker.wait(timeout=600)
+        assert sorted(w.returncode for w in workers) == [-signal.SIGKILL, 0, 0]
+
+        study = optuna.load_study(study_name="quick", storage=storage)
+        finished = sorted(t.number for t in study.trials if t.state in FINISHED)
+        assert len(finished) == 9
+        client = MlflowClient(server.uri)
+        runs = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
+        parents = [r for r in runs if r.data.tags.get("satsweep.role") == "sweep"]
+        assert len(parents) == 1
+        children = [r for r in runs if r.data.tags.get("satsweep.role") == "trial"]
+        complete = sorted(
+            int(r.data.tags["satsweep.trial"])
+            for r in children
+            if r.data.tags["satsweep.trial_state"] == "complete"
+        )
+        assert complete == finished  # each trial once in Optuna and once in MLflow
+        assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+        assert all(r.info.status != "RUNNING" for r in children)
+
+        shown = run_satsweep(
+            "compare",
+            "quick",
+            "storage=postgres",
+            f"storage.url={optuna_url}",
+            "tracking=server",
+            f"tracking.uri={server.uri}",
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert sum(" complete " in line for line in shown.stdout.splitlines()) == 9
+
+
+def test_server_command_prints_the_uri_and_binds_loopback(tmp_path, postgres_databases) -> None:
+    backend = postgres_databases()
+    port = MlflowServer(backend, tmp_path / "a").port
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "satsweep",
+            "server",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(tmp_path / "a"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        first = process.stdout.readline()
+        assert f"tracking.uri=http://127.0.0.1:{port}" in first
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                client.search_experiments()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "server did not answer"
+                time.sleep(1)
+        listening = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True
+        ).stdout
+        local_addresses = {line.split()[3] for line in listening.splitlines()}
+        assert local_addresses == {f"127.0.0.1:{port}"}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
