@@ -11,14 +11,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
+WORKER = "satsweep_worker"  # the trial user attr naming the worker process
 # Tiny, fast runs: a few classes, few images, 16 px, 1-2 epochs.
 TINY = [
     "data.image_size=16",
@@ -65,6 +69,55 @@ def tiny(shared_cache: Path) -> list[str]:
     return [*TINY, f"paths.cache={shared_cache}"]
 
 
+def start_satsweep(*args: str) -> subprocess.Popen[str]:
+    """The real CLI in the background, its output captured (stdout and stderr together)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "satsweep", *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+    )
+
+
+def journal_study(outputs: Path, name: str = "quick") -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
+    )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def wait_for_trials(
+    outputs: Path,
+    process: subprocess.Popen[str],
+    condition: Callable[[list[optuna.trial.FrozenTrial]], bool],
+    name: str = "quick",
+    timeout: float = 300,
+) -> list[optuna.trial.FrozenTrial]:
+    """Poll the journal of a running sweep until ``condition(trials)`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            trials = journal_study(outputs, name).trials
+        except (KeyError, FileNotFoundError):  # the study is not created yet
+            continue
+        if condition(trials):
+            return trials
+    raise AssertionError(f"the sweep never reached the awaited state: {process.poll()=}")
+
+
+def running_after_one_complete(trials: list[optuna.trial.FrozenTrial]) -> bool:
+    return any(t.state == TrialState.COMPLETE for t in trials) and any(
+        t.state == TrialState.RUNNING and WORKER in t.user_attrs for t in trials
+    )
+
+
+def worker_pid(trial: optuna.trial.FrozenTrial) -> int:
+    return int(trial.user_attrs[WORKER].rsplit(":", 1)[1])
+
+
 def run_satsweep(
     *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
@@ -77,6 +130,19 @@ def run_satsweep(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture
+def sweep_args(tiny: list[str]) -> list[str]:
+    """The quick sweep, shrunk: 4 tiny trials of 3 epochs, models not logged."""
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    return [
+        "sweep=quick",
+        *data_and_trainer,
+        "trainer.epochs=3",
+        "sweep.n_trials=4",
+        "tracking.log_model=false",
+    ]
 
 
 @pytest.fixture

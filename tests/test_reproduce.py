@@ -98,16 +98,8 @@ def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
     assert changes == {"optimizer.lr": {"from": 0.001, "to": 0.01}}
 
 
-def test_reproduce_best_trial_of_a_sweep(outputs, tiny) -> None:
-    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
-    args = [
-        "sweep=quick",
-        *data_and_trainer,
-        "sweep.n_trials=3",
-        "sweep.pruner.name=none",
-        "tracking.log_model=false",
-        "sweep.sampler.seed=3",
-    ]
+def test_reproduce_best_trial_of_a_sweep(outputs, sweep_args) -> None:
+    args = [*sweep_args, "sweep.n_trials=3", "sweep.pruner.name=none", "sweep.sampler.seed=3"]
     assert run_satsweep("sweep", *args).returncode == 0
     result = run_satsweep("reproduce", "--study", "quick", "--best")
     assert result.returncode == 0, result.stdout + result.stderr

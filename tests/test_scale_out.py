@@ -32,20 +32,16 @@ def _start_worker(args: list[str], log) -> subprocess.Popen:
 
 
 def test_three_workers_on_postgres_with_one_killed(
-    outputs, tiny, tmp_path, postgres_databases
+    outputs, sweep_args, tmp_path, postgres_databases
 ) -> None:
     optuna_url, mlflow_url = postgres_databases(), postgres_databases()
     server = MlflowServer(mlflow_url, tmp_path / "artifacts").start()
     with contextlib.ExitStack() as stack:
         stack.callback(server.stop)
-        data_and_trainer = [o for o in tiny if not o.startswith("model.")]
         args = [
-            "sweep=quick",
-            *data_and_trainer,
+            *sweep_args,
             "sweep.n_trials=9",
             "sweep.pruner.name=none",
-            "trainer.epochs=3",
-            "tracking.log_model=false",
             "storage=postgres",
             f"storage.url={optuna_url}",
             "storage.heartbeat_interval=1",

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -14,29 +10,19 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, run_satsweep
+from tests.conftest import (
+    journal_study,
+    run_satsweep,
+    running_after_one_complete,
+    start_satsweep,
+    wait_for_trials,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-@pytest.fixture
-def sweep_args(tiny) -> list[str]:
-    """The quick sweep, shrunk: 4 tiny trials of 3 epochs, models not logged."""
-    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
-    return [
-        "sweep=quick",
-        *data_and_trainer,
-        "trainer.epochs=3",
-        "sweep.n_trials=4",
-        "tracking.log_model=false",
-    ]
-
-
 def _study(outputs: Path, name: str = "quick") -> optuna.Study:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
-    )
-    return optuna.load_study(study_name=name, storage=storage)
+    return journal_study(outputs, name)
 
 
 def _runs(outputs: Path, experiment: str = "quick"):
@@ -57,6 +43,8 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     assert sorted(numbers) == [0, 1, 2, 3]
     workers = {t.user_attrs["satsweep_worker"] for t in study.trials}
     assert len(workers) == 2  # both processes ran trials
+    points = {tuple(sorted(t.params.items())) for t in study.trials}
+    assert len(points) == len(study.trials)  # workers sample different streams
 
     client, parents, children = _runs(outputs)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -143,29 +131,10 @@ def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 4
 
 
-def _start_sweep(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "satsweep", "sweep", *args],
-        cwd=REPO,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ),
-    )
-
-
 def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> None:
     args = [*sweep_args, "sweep.pruner.name=none"]
-    process = _start_sweep(args)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        time.sleep(1)
-        try:
-            states = [t.state for t in _study(outputs).trials]
-        except (KeyError, FileNotFoundError):  # the study is not created yet
-            continue
-        if TrialState.COMPLETE in states and TrialState.RUNNING in states:
-            break
+    process = start_satsweep("sweep", *args)
+    wait_for_trials(outputs, process, running_after_one_complete)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=180)
     assert process.returncode == 130, output

@@ -108,7 +108,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     job = prepare_job(args.overrides)
     from satsweep.sweep.worker import run_worker
 
-    ran = run_worker(job, args.threads)
+    ran = run_worker(job, args.threads, args.worker_index)
     LOG.info("worker done: ran %d trial(s)", ran)
     return 0
 
@@ -245,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     worker.add_argument(
         "--threads", type=int, default=0, help="TensorFlow threads for this worker (0: all cores)"
+    )
+    worker.add_argument(
+        "--worker-index",
+        type=int,
+        default=None,
+        help="offset of this worker's sampler seed (set by `satsweep sweep`); "
+        "without it the worker draws a random seed, so workers never repeat each other",
     )
     worker.set_defaults(handler=cmd_worker)
 

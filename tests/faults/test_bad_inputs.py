@@ -37,6 +37,7 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("unknown sampler", ["sweep", "sweep=quick", "sweep.sampler.name=annealing"], "annealing"),
     ("unknown pruner", ["sweep", "sweep=quick", "sweep.pruner.name=lazy"], "lazy"),
     ("zero trials", ["sweep", "sweep=quick", "sweep.n_trials=0"], "n_trials"),
+    ("backend not built", ["sweep", "sweep=quick", "sweep.backend=kerastuner"], "kerastuner"),
     (
         "objective no run makes",
         ["sweep", "sweep=quick", "sweep.objectives=[val_magic]", "sweep.pruner.name=none"],

@@ -2,67 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from satsweep.sweep.runs import trial_run_id
-from tests.conftest import REPO, run_satsweep
+from tests.conftest import journal_study, run_satsweep, start_satsweep, wait_for_trials
 from tests.servers import MlflowServer
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def _study(outputs: Path, name: str) -> optuna.Study:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
-    )
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def _wait_for_complete_trial(outputs: Path, process: subprocess.Popen, name: str) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        time.sleep(1)
-        try:
-            if any(t.state == TrialState.COMPLETE for t in _study(outputs, name).trials):
-                return
-        except (KeyError, FileNotFoundError):
-            continue
-    raise AssertionError("no trial completed")
-
-
 @pytest.mark.faults
-def test_tracking_outage_loses_no_trial(outputs, tiny, tmp_path) -> None:
+def test_tracking_outage_loses_no_trial(outputs, sweep_args, tmp_path) -> None:
     server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "server-artifacts")
     tracking = ["tracking=server", f"tracking.uri={server.uri}"]
-    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
-    args = [
-        "sweep=quick",
-        *data_and_trainer,
-        *tracking,
-        "sweep.n_trials=4",
-        "sweep.pruner.name=none",
-        "trainer.epochs=3",
-    ]
+    args = [*sweep_args, *tracking, "sweep.pruner.name=none", "tracking.log_model=true"]
     server.start()
     try:
-        sweep = subprocess.Popen(
-            [sys.executable, "-m", "satsweep", "sweep", *args],
-            cwd=REPO,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
+        sweep = start_satsweep("sweep", *args)
+        wait_for_trials(
+            outputs, sweep, lambda trials: any(t.state == TrialState.COMPLETE for t in trials)
         )
-        _wait_for_complete_trial(outputs, sweep, "quick")
         server.stop()  # the tracking server goes away mid-sweep
         output, _ = sweep.communicate(timeout=600)
         assert sweep.returncode == 0, output
@@ -78,7 +39,7 @@ def test_tracking_outage_loses_no_trial(outputs, tiny, tmp_path) -> None:
         runs = {r.info.run_id: r for r in client.search_runs([experiment])}
         parents = [r for r in runs.values() if r.data.tags.get("satsweep.role") == "sweep"]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-        study = _study(outputs, "quick")
+        study = journal_study(outputs, "quick")
         finished = [t for t in study.trials if t.state in FINISHED]
         assert len(finished) == 4
         for trial in finished:
@@ -122,7 +83,7 @@ def test_nan_trials_fail_and_the_sweep_goes_on(outputs, tiny, tmp_path) -> None:
         "tracking.log_model=false",
     )
     assert result.returncode == 0, result.stderr
-    trials = _study(outputs, "diverge").trials
+    trials = journal_study(outputs, "diverge").trials
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
     assert failed and all(t.params["optimizer.lr"] == 1e12 for t in failed)

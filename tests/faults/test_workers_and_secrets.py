@@ -4,71 +4,38 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, run_satsweep
+from tests.conftest import (
+    WORKER,
+    journal_study,
+    run_satsweep,
+    running_after_one_complete,
+    start_satsweep,
+    wait_for_trials,
+    worker_pid,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def _journal_study(outputs: Path, name: str = "quick") -> optuna.Study:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
-    )
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def _running_worker_pid(outputs: Path, process: subprocess.Popen) -> int:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.5)
-        try:
-            trials = _journal_study(outputs).trials
-        except (KeyError, FileNotFoundError):
-            continue
-        done = sum(t.state == TrialState.COMPLETE for t in trials)
-        running = [t for t in trials if t.state == TrialState.RUNNING]
-        if done >= 1 and running:
-            return int(running[0].user_attrs["satsweep_worker"].rsplit(":", 1)[1])
-    raise AssertionError("no trial was running")
-
-
 @pytest.mark.faults
-def test_sigkilled_worker_loses_no_trial(outputs, tiny) -> None:
-    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
-    args = [
-        "sweep=quick",
-        *data_and_trainer,
-        "sweep.n_trials=6",
-        "sweep.pruner.name=none",
-        "trainer.epochs=3",
-        "tracking.log_model=false",
-        "--workers",
-        "2",
-    ]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "satsweep", "sweep", *args],
-        cwd=REPO,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ),
+def test_sigkilled_worker_loses_no_trial(outputs, sweep_args) -> None:
+    args = [*sweep_args, "sweep.n_trials=6", "sweep.pruner.name=none", "--workers", "2"]
+    sweep = start_satsweep("sweep", *args)
+    trials = wait_for_trials(outputs, sweep, running_after_one_complete)
+    victim = worker_pid(
+        next(t for t in trials if t.state == TrialState.RUNNING and WORKER in t.user_attrs)
     )
-    victim = _running_worker_pid(outputs, sweep)
     os.kill(victim, signal.SIGKILL)
     output, _ = sweep.communicate(timeout=600)
     if sweep.returncode != 0:  # the rule: re-running the same command finishes the job
         rerun = run_satsweep("sweep", *args)
         assert rerun.returncode == 0, rerun.stderr
-    study = _journal_study(outputs)
+    study = journal_study(outputs)
     finished = sorted(t.number for t in study.trials if t.state in FINISHED)
     assert len(finished) == 6, output
     killed = [

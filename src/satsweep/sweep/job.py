@@ -47,6 +47,11 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
         settings = SweepSettings.model_validate(container.get("sweep"))
     except ValidationError as error:
         raise UserError(f"{file}: {_describe(error)}") from error
+    if settings.backend != "optuna":
+        raise UserError(
+            f"{file}: sweep.backend={settings.backend} is not available yet: "
+            "use sweep.backend=optuna"
+        )
     base = validate(container)
     params = {**settings.params, **swept}
     space = parse_space(params, settings.conditional, file)

@@ -47,7 +47,17 @@ def _start_workers(
         log_path = logs / f"worker-{index}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "satsweep", "worker", *overrides, "--threads", str(threads)],
+                [
+                    sys.executable,
+                    "-m",
+                    "satsweep",
+                    "worker",
+                    *overrides,
+                    "--threads",
+                    str(threads),
+                    "--worker-index",
+                    str(index),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches this process, which stops them once

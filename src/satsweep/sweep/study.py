@@ -44,13 +44,25 @@ PRUNERS: dict[str, type[BasePruner]] = {
 }
 
 
-def build_sampler(settings: SweepSettings, space: SearchSpace) -> BaseSampler:
+def worker_seed(seed: int | None, worker_index: int | None) -> int | None:
+    """Each worker samples from its own stream, or parallel workers would repeat each other.
+
+    Worker 0 uses the configured seed, so a one-worker sweep is reproducible; a worker
+    started by hand (no index) draws a random one.
+    """
+    if seed is None or worker_index is None:
+        return None
+    return seed + worker_index
+
+
+def build_sampler(
+    settings: SweepSettings, space: SearchSpace, worker_index: int | None = 0
+) -> BaseSampler:
     sampler = settings.sampler
+    seed = worker_seed(sampler.seed, worker_index)
     if sampler.name == "grid":
-        return _construct(
-            GridSampler, "sweep.sampler", space.grid(), seed=sampler.seed, **sampler.options
-        )
-    return _construct(SAMPLERS[sampler.name], "sweep.sampler", seed=sampler.seed, **sampler.options)
+        return _construct(GridSampler, "sweep.sampler", space.grid(), seed=seed, **sampler.options)
+    return _construct(SAMPLERS[sampler.name], "sweep.sampler", seed=seed, **sampler.options)
 
 
 def build_pruner(settings: SweepSettings) -> BasePruner:
@@ -66,13 +78,18 @@ def _construct(kind: type, key: str, *args: Any, **options: Any) -> Any:
         raise UserError(f"bad {key}.options for {kind.__name__}: {error}") from error
 
 
-def open_study(settings: SweepSettings, space: SearchSpace, storage: BaseStorage) -> optuna.Study:
+def open_study(
+    settings: SweepSettings,
+    space: SearchSpace,
+    storage: BaseStorage,
+    worker_index: int | None = 0,
+) -> optuna.Study:
     """Create the study, or load it to resume (same name, same storage)."""
     try:
         return optuna.create_study(
             study_name=settings.study_name,
             storage=storage,
-            sampler=build_sampler(settings, space),
+            sampler=build_sampler(settings, space, worker_index),
             pruner=build_pruner(settings),
             directions=settings.directions,
             load_if_exists=True,

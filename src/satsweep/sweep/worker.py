@@ -63,10 +63,10 @@ class Attached:
     parent_run_id: str
 
 
-def attach(job: SweepJob) -> Attached:
+def attach(job: SweepJob, worker_index: int | None = 0) -> Attached:
     """Open (or create) the study and the parent MLflow run, under the budget lock."""
     storage = open_storage(job.base.storage)
-    study = open_study(job.settings, job.space, storage)
+    study = open_study(job.settings, job.space, storage, worker_index)
     tracker = Tracker(job.base.tracking, spool=spool_folder(job.base))
     tracker.check_reachable()
     with budget_lock(job.base.storage, job.settings.study_name):
@@ -102,11 +102,11 @@ def reap_dead_trials(
                 close_orphaned_run(tracker, trial)
 
 
-def run_worker(job: SweepJob, threads: int) -> int:
+def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
     """Run trials until the study has ``n_trials`` finished ones; returns trials this worker ran."""
     configure_threads(threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
-    attached = attach(job)
+    attached = attach(job, worker_index)
     study = attached.study
     settings = job.settings
     budget = Budget(

@@ -1,0 +1,1 @@
+"""Measurement scripts whose numbers go into the docs (run with ``python -m``)."""
