@@ -140,7 +140,6 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> N
     assert process.returncode == 130, output
     interrupted = _study(outputs).trials
     assert sum(t.state in FINISHED for t in interrupted) < 4
-    assert any(t.state == TrialState.FAIL for t in interrupted)  # the trial it stopped
 
     resumed = run_satsweep("sweep", *args)
     assert resumed.returncode == 0, resumed.stderr

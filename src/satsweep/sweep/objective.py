@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
@@ -22,6 +23,7 @@ from satsweep.redact import redact
 from satsweep.schema import DataConfig
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.runs import RUN_ATTR, close_trial_run, create_trial_run
+from satsweep.sweep.stopping import StopOnRequest, StopRequest
 from satsweep.sweep.storage import WORKER_ATTR, worker_identity
 from satsweep.tracking import Tracker
 from satsweep.train import fit_and_log, load_data
@@ -50,6 +52,7 @@ class TrialObjective:
     job: SweepJob
     tracker: Tracker
     parent_run_id: str
+    stop: StopRequest = field(default_factory=StopRequest)
     on_start: Callable[[], None] = lambda: None  # releases the budget lock
     memo: DatasetMemo = field(default_factory=DatasetMemo)
     last_state: str = ""
@@ -82,7 +85,7 @@ class TrialObjective:
         cfg = self.job.trial_config(overrides)
         dataset = self.memo.get(cfg.data, lambda: load_data(cfg))
         settings = self.job.settings
-        callbacks = []
+        callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop)]
         if settings.pruner.name != "none":
             callbacks.append(KerasPruningCallback(trial, monitor=settings.objectives[0]))
         result = fit_and_log(cfg, dataset, self.tracker, run_id, callbacks)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from satsweep.sweep.compare import OBJECTIVES_ATTR
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.objective import TrialObjective
 from satsweep.sweep.runs import close_orphaned_run, ensure_parent_run
+from satsweep.sweep.stopping import StopRequest
 from satsweep.sweep.storage import budget_lock, fail_orphaned_trials, is_journal, open_storage
 from satsweep.sweep.study import open_study
 from satsweep.tracking import Tracker
@@ -105,16 +105,18 @@ def reap_dead_trials(
 def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
     """Run trials until the study has ``n_trials`` finished ones; returns trials this worker ran."""
     configure_threads(threads)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    stop = StopRequest()
+    stop.install()  # SIGINT and SIGTERM fail the running trial and end the worker
     attached = attach(job, worker_index)
     study = attached.study
     settings = job.settings
     budget = Budget(
         settings.n_trials, time.monotonic() + settings.timeout if settings.timeout else None
     )
-    objective = TrialObjective(job, attached.tracker, attached.parent_run_id)
+    objective = TrialObjective(job, attached.tracker, attached.parent_run_id, stop)
     ran = failures_in_a_row = 0
     while not budget.expired():
+        stop.check()
         with contextlib.ExitStack() as held:
             held.enter_context(budget_lock(job.base.storage, settings.study_name))
             reap_dead_trials(job, study, attached.storage, attached.tracker)

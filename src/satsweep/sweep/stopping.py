@@ -1,0 +1,45 @@
+"""Stopping a worker on SIGINT or SIGTERM, reliably.
+
+A signal raises KeyboardInterrupt at once, but Python drops an exception raised
+while a finalizer or weakref callback runs ("Exception ignored in ..."). The
+request is therefore also remembered: the worker loop checks it before asking
+for a trial, and a Keras callback checks it after every batch.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from types import FrameType
+
+import keras
+
+
+@dataclass
+class StopRequest:
+    requested: bool = False
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM in this process (call from the main thread)."""
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Ends training at the next batch once a stop was requested."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        self.stop.check()
