@@ -23,7 +23,14 @@ def free_port() -> int:
 class MlflowServer:
     """``mlflow server`` over a backend store, started and stopped by the test."""
 
-    def __init__(self, backend_uri: str, artifacts: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        backend_uri: str,
+        artifacts: Path,
+        port: int | None = None,
+        through_satsweep: bool = False,
+    ) -> None:
+        self.through_satsweep = through_satsweep  # `satsweep server` rather than `mlflow server`
         self.backend_uri = backend_uri
         self.artifacts = artifacts
         self.port = port or free_port()
@@ -70,6 +77,29 @@ class MlflowServer:
                 time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"mlflow server did not start: {self.log.read_text()[-2000:]}")
+
+    def _command(self) -> list[str]:
+        common = [
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            self.backend_uri,
+            "--artifacts-destination",
+            str(self.artifacts),
+        ]
+        if self.through_satsweep:
+            return [sys.executable, "-m", "satsweep", "server", *common]
+        return [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            *common,
+            "--workers",
+            "1",
+        ]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -35,7 +35,7 @@ def test_three_workers_on_postgres_with_one_killed(
     outputs, sweep_args, tmp_path, postgres_databases
 ) -> None:
     optuna_url, mlflow_url = postgres_databases(), postgres_databases()
-    server = MlflowServer(mlflow_url, tmp_path / "artifacts").start()
+    server = MlflowServer(mlflow_url, tmp_path / "artifacts", through_satsweep=True).start()
     with contextlib.ExitStack() as stack:
         stack.callback(server.stop)
         args = [
