@@ -1,0 +1,82 @@
+"""Decoded arrays, cached on disk so that a dataset is decoded once.
+
+The cache key is the data digest (file list and contents) plus the image size, so
+a changed file or a new size decodes again and nothing stale is ever read. Files
+are written atomically: parallel workers may race to fill the same entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+FORMAT_VERSION = 1  # bump when decoding changes, so old entries are not reused
+
+
+@dataclass(frozen=True)
+class DecodedArrays:
+    """Images as ``(N, H, W, 3) uint8`` with their labels and where each came from."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    sources: np.ndarray
+    skipped: tuple[str, ...]
+
+
+def cache_path(cache_dir: Path, digest: str, image_size: int) -> Path:
+    return cache_dir / f"v{FORMAT_VERSION}-{digest[:24]}-{image_size}px.npz"
+
+
+def load_or_decode(
+    cache_dir: Path, digest: str, image_size: int, decode: Callable[[], DecodedArrays]
+) -> tuple[DecodedArrays, bool]:
+    """The cached arrays for this digest and size, decoding (and caching) them on a miss.
+
+    Returns the arrays and whether they came from the cache.
+    """
+    path = cache_path(cache_dir, digest, image_size)
+    started = time.perf_counter()
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = DecodedArrays(
+                stored["images"], stored["labels"], stored["sources"],
+                tuple(str(s) for s in stored["skipped"]),
+            )
+        LOG.info(
+            "loaded %d images from cache %s in %.2fs",
+            len(arrays.labels), path.name, time.perf_counter() - started,
+        )
+        return arrays, True
+    arrays = decode()
+    _save_atomically(path, arrays)
+    LOG.info(
+        "decoded %d images in %.2fs; cached as %s",
+        len(arrays.labels), time.perf_counter() - started, path.name,
+    )
+    return arrays, False
+
+
+def _save_atomically(path: Path, arrays: DecodedArrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(
+                stream,
+                images=arrays.images,
+                labels=arrays.labels,
+                sources=arrays.sources,
+                skipped=np.asarray(arrays.skipped, dtype=str),
+            )
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

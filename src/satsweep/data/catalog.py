@@ -1,0 +1,146 @@
+"""Which samples a run uses, before any pixel is decoded.
+
+A :class:`Catalog` lists the samples (file paths and class labels) that a data
+config selects: the class folders, an optional subset of classes, a per-class cap,
+and the one-vs-rest relabelling of binary tasks. Its digest, over every selected
+file's content, identifies the data of a run: a changed pixel changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from satsweep.data.images import is_image
+from satsweep.errors import UserError
+from satsweep.schema import DataConfig
+
+NEGATIVE_CLASS = "other"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Selected samples: ``sources[i]`` is a file whose class index is ``labels[i]``."""
+
+    class_names: tuple[str, ...]
+    sources: tuple[str, ...]
+    labels: np.ndarray
+    root: Path
+
+    @cached_property
+    def file_hashes(self) -> tuple[str, ...]:
+        """SHA-256 of each selected file's content (computed once, shared with EDA)."""
+        with ThreadPoolExecutor() as pool:
+            return tuple(pool.map(_file_sha256, self.sources))
+
+    def digest(self) -> str:
+        """SHA-256 over every selected file's relative path, class and content."""
+        total = hashlib.sha256()
+        for source, label, content in zip(
+            self.sources, self.labels, self.file_hashes, strict=True
+        ):
+            relative = Path(source).relative_to(self.root).as_posix()
+            total.update(f"{relative}\0{self.class_names[label]}\0{content}\n".encode())
+        return total.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def missing_dataset_message(path: Path, data_name: str) -> str:
+    return (
+        f"dataset {data_name!r} not found: looked in {path}. Put the data there, "
+        "set SATSWEEP_DATA_DIR to the folder holding it, or pass data.path=DIR"
+        + (" (or data.download.enabled=true)" if data_name == "eurosat" else "")
+    )
+
+
+def class_folders(root: Path, data_name: str) -> dict[str, list[Path]]:
+    """Class name -> sorted image files, for every sub-folder of ``root``."""
+    if not root.is_dir():
+        raise UserError(missing_dataset_message(root, data_name))
+    folders = {
+        entry.name: sorted(p for p in entry.rglob("*") if p.is_file() and is_image(p))
+        for entry in sorted(root.iterdir())
+        if entry.is_dir() and not entry.name.startswith(".")
+    }
+    if not folders:
+        raise UserError(
+            f"no class folders in {root}: expected {root}/<ClassName>/<image files>"
+        )
+    return folders
+
+
+def build_catalog(cfg: DataConfig) -> Catalog:
+    """Select the samples of a class-per-folder dataset as ``cfg`` asks."""
+    root = Path(cfg.path)
+    folders = class_folders(root, cfg.name)
+    _check_class_names(cfg.classes or [], folders, "data.classes")
+    _check_class_names(cfg.positive_classes or [], folders, "data.positive_classes")
+    chosen = list(cfg.classes) if cfg.classes else list(folders)
+    if cfg.positive_classes:
+        chosen = list(dict.fromkeys([*chosen, *cfg.positive_classes]))
+    for name in chosen:
+        if not folders[name]:
+            raise UserError(
+                f"class folder {root / name} holds no images: add images or leave it out with "
+                "data.classes=[...]"
+            )
+    rng = np.random.default_rng(cfg.split.seed)
+    files = {name: _cap(folders[name], cfg.max_per_class, rng) for name in chosen}
+    if cfg.positive_classes:
+        return _one_vs_rest(root, files, cfg.positive_classes, cfg.negative_ratio, rng)
+    if len(chosen) < 2:
+        raise UserError(
+            f"dataset {root} has only the class {chosen[0]!r}: a classifier needs at least two"
+        )
+    sources = [str(path) for name in chosen for path in files[name]]
+    labels = [index for index, name in enumerate(chosen) for _ in files[name]]
+    return Catalog(tuple(chosen), tuple(sources), np.asarray(labels, dtype=np.int64), root)
+
+
+def _check_class_names(names: Sequence[str], folders: dict[str, list[Path]], key: str) -> None:
+    unknown = [name for name in names if name not in folders]
+    if unknown:
+        raise UserError(
+            f"unknown class {unknown[0]!r} in {key}: the classes are {', '.join(folders)}"
+        )
+
+
+def _cap(paths: list[Path], limit: int | None, rng: np.random.Generator) -> list[Path]:
+    """At most ``limit`` paths, a seeded random subset kept in sorted order."""
+    if limit is None or len(paths) <= limit:
+        return paths
+    keep = np.sort(rng.choice(len(paths), size=limit, replace=False))
+    return [paths[i] for i in keep]
+
+
+def _one_vs_rest(
+    root: Path,
+    files: dict[str, list[Path]],
+    positive_classes: Sequence[str],
+    negative_ratio: float | None,
+    rng: np.random.Generator,
+) -> Catalog:
+    """Relabel to ``[other, positive]``; keep ``negative_ratio`` negatives per positive."""
+    positives = [p for name in positive_classes for p in files[name]]
+    negatives = [p for name, paths in files.items() if name not in positive_classes for p in paths]
+    if not negatives:
+        raise UserError(
+            "data.positive_classes covers every selected class: no negative examples are left; "
+            "widen data.classes or narrow data.positive_classes"
+        )
+    if negative_ratio is not None:
+        negatives = _cap(negatives, max(1, round(negative_ratio * len(positives))), rng)
+    positive_name = "+".join(positive_classes)
+    sources = [str(p) for p in negatives] + [str(p) for p in positives]
+    labels = np.asarray([0] * len(negatives) + [1] * len(positives), dtype=np.int64)
+    return Catalog((NEGATIVE_CLASS, positive_name), tuple(sources), labels, root)

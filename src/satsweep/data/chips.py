@@ -1,0 +1,54 @@
+"""ShipsNet / PlanesNet JSON: ``{"data": [flattened chips], "labels": [0 or 1]}``.
+
+Each chip is stored channel-first and flattened: all red values, then green, then
+blue, each ``chip_size * chip_size`` long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from satsweep.data.cache import DecodedArrays
+from satsweep.data.catalog import missing_dataset_message
+from satsweep.errors import UserError
+
+CHIP_CLASSES = ("negative", "positive")
+
+
+def chips_digest(path: Path, data_name: str) -> str:
+    if not path.is_file():
+        raise UserError(missing_dataset_message(path, data_name))
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def decode_chips(path: Path, chip_size: int, image_size: int) -> DecodedArrays:
+    try:
+        payload = json.loads(path.read_text())
+        flat = np.asarray(payload["data"], dtype=np.uint8)
+        labels = np.asarray(payload["labels"], dtype=np.int64)
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(
+            f"{path} is not ShipsNet/PlanesNet JSON ({error}): expected "
+            '{"data": [[...], ...], "labels": [...]}'
+        ) from error
+    expected = 3 * chip_size * chip_size
+    if flat.ndim != 2 or flat.shape[1] != expected or len(flat) != len(labels):
+        raise UserError(
+            f"{path}: chips have {flat.shape[-1] if flat.ndim == 2 else '?'} values, expected "
+            f"{expected} for data.chip_size={chip_size}: set data.chip_size to the chip width"
+        )
+    if not set(np.unique(labels)) <= {0, 1}:
+        raise UserError(f"{path}: labels must be 0 or 1, found {sorted(set(labels.tolist()))}")
+    images = flat.reshape(-1, 3, chip_size, chip_size).transpose(0, 2, 3, 1)
+    if image_size != chip_size:
+        images = np.stack(
+            [np.asarray(Image.fromarray(chip).resize((image_size, image_size))) for chip in images]
+        )
+    sources = np.asarray([f"{path.name}#{i}" for i in range(len(labels))], dtype=str)
+    return DecodedArrays(np.ascontiguousarray(images), labels, sources, ())

@@ -1,0 +1,50 @@
+"""Decode a catalog's files in parallel, skipping the ones that cannot be read."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from satsweep.data.cache import DecodedArrays
+from satsweep.data.catalog import Catalog
+from satsweep.data.images import DECODE_ERRORS, decode
+from satsweep.errors import UserError
+
+LOG = logging.getLogger(__name__)
+NAMED_IN_WARNING = 3
+
+
+def decode_catalog(catalog: Catalog, image_size: int) -> DecodedArrays:
+    """Every readable file of ``catalog`` as an array; unreadable ones are skipped and named."""
+
+    def attempt(source: str) -> np.ndarray | None:
+        try:
+            return decode(Path(source), image_size)
+        except DECODE_ERRORS:
+            return None
+
+    # PIL releases the GIL while decoding, so threads use every core.
+    with ThreadPoolExecutor() as pool:
+        decoded = list(pool.map(attempt, catalog.sources))
+    keep = [i for i, image in enumerate(decoded) if image is not None]
+    skipped = tuple(catalog.sources[i] for i, image in enumerate(decoded) if image is None)
+    warn_skipped(skipped)
+    if not keep:
+        raise UserError(f"no readable images under {catalog.root}: check the files' format")
+    images = np.stack([decoded[i] for i in keep])
+    return DecodedArrays(
+        images=images,
+        labels=catalog.labels[keep],
+        sources=np.asarray([catalog.sources[i] for i in keep], dtype=str),
+        skipped=skipped,
+    )
+
+
+def warn_skipped(skipped: tuple[str, ...]) -> None:
+    if skipped:
+        named = ", ".join(skipped[:NAMED_IN_WARNING])
+        more = f" and {len(skipped) - NAMED_IN_WARNING} more" if len(skipped) > 3 else ""
+        LOG.warning("skipped %d unreadable image file(s): %s%s", len(skipped), named, more)
