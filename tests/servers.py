@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from satsweep.server import ServerSettings
+
 STARTUP_SECONDS = 90
 
 
@@ -45,22 +47,7 @@ class MlflowServer:
         self.artifacts.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mlflow",
-                    "server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--backend-store-uri",
-                    self.backend_uri,
-                    "--artifacts-destination",
-                    str(self.artifacts),
-                    "--workers",
-                    "1",
-                ],
+                self._command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -79,27 +66,10 @@ class MlflowServer:
         raise RuntimeError(f"mlflow server did not start: {self.log.read_text()[-2000:]}")
 
     def _command(self) -> list[str]:
-        common = [
-            "--port",
-            str(self.port),
-            "--backend-store-uri",
-            self.backend_uri,
-            "--artifacts-destination",
-            str(self.artifacts),
-        ]
-        if self.through_satsweep:
-            return [sys.executable, "-m", "satsweep", "server", *common]
-        return [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            *common,
-            "--workers",
-            "1",
-        ]
+        settings = ServerSettings("127.0.0.1", self.port, self.backend_uri, self.artifacts)
+        if not self.through_satsweep:
+            return settings.command()
+        return [sys.executable, "-m", "satsweep", "server", *settings.arguments()]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -29,12 +29,9 @@ class ServerSettings:
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def command(self) -> list[str]:
+    def arguments(self) -> list[str]:
+        """The flags ``mlflow server`` and ``satsweep server`` share."""
         return [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
             "--host",
             self.host,
             "--port",
@@ -44,6 +41,9 @@ class ServerSettings:
             "--artifacts-destination",
             str(self.artifacts_destination),
         ]
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "mlflow", "server", *self.arguments()]
 
 
 def ensure_database(url: str) -> None:

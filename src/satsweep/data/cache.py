@@ -47,19 +47,25 @@ def load_or_decode(
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             arrays = DecodedArrays(
-                stored["images"], stored["labels"], stored["sources"],
+                stored["images"],
+                stored["labels"],
+                stored["sources"],
                 tuple(str(s) for s in stored["skipped"]),
             )
         LOG.info(
             "loaded %d images from cache %s in %.2fs",
-            len(arrays.labels), path.name, time.perf_counter() - started,
+            len(arrays.labels),
+            path.name,
+            time.perf_counter() - started,
         )
         return arrays, True
     arrays = decode()
     _save_atomically(path, arrays)
     LOG.info(
         "decoded %d images in %.2fs; cached as %s",
-        len(arrays.labels), time.perf_counter() - started, path.name,
+        len(arrays.labels),
+        time.perf_counter() - started,
+        path.name,
     )
     return arrays, False
 

@@ -42,9 +42,7 @@ class Catalog:
     def digest(self) -> str:
         """SHA-256 over every selected file's relative path, class and content."""
         total = hashlib.sha256()
-        for source, label, content in zip(
-            self.sources, self.labels, self.file_hashes, strict=True
-        ):
+        for source, label, content in zip(self.sources, self.labels, self.file_hashes, strict=True):
             relative = Path(source).relative_to(self.root).as_posix()
             total.update(f"{relative}\0{self.class_names[label]}\0{content}\n".encode())
         return total.hexdigest()
@@ -73,9 +71,7 @@ def class_folders(root: Path, data_name: str) -> dict[str, list[Path]]:
         if entry.is_dir() and not entry.name.startswith(".")
     }
     if not folders:
-        raise UserError(
-            f"no class folders in {root}: expected {root}/<ClassName>/<image files>"
-        )
+        raise UserError(f"no class folders in {root}: expected {root}/<ClassName>/<image files>")
     return folders
 
 

@@ -33,7 +33,9 @@ def stratified_split(
         indices, train_size=cfg.train, stratify=labels, random_state=cfg.seed
     )
     val, test = train_test_split(
-        rest, train_size=cfg.val / (cfg.val + cfg.test), stratify=labels[rest],
+        rest,
+        train_size=cfg.val / (cfg.val + cfg.test),
+        stratify=labels[rest],
         random_state=cfg.seed,
     )
     for name, part in (("train", train), ("val", val), ("test", test)):
