@@ -24,6 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 WORKER = "satsweep_worker"  # the trial user attr naming the worker process
 # Tiny, fast runs: a few classes, few images, 16 px, 1-2 epochs.
+# What every trial's MLflow run holds, whichever backend proposed the trial.
+TRIAL_ARTIFACTS = {
+    "config.yaml",
+    "confusion_matrix.csv",
+    "confusion_matrix.png",
+    "per_class_report.csv",
+    "error_analysis",
+}
 TINY = [
     "data.image_size=16",
     "data.max_per_class=12",

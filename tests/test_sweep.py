@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.conftest import (
+    TRIAL_ARTIFACTS,
     journal_study,
     run_satsweep,
     running_after_one_complete,
@@ -55,6 +56,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
         assert child.data.tags["mlflow.parentRunId"] == parent
         assert child.data.tags["satsweep.backend"] == "optuna"
         assert child.info.run_name == f"quick-trial-{int(child.data.tags['satsweep.trial']):03d}"
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} == TRIAL_ARTIFACTS
     # the same param keys on every trial of one optimizer, so the UI compares them
     by_optimizer: dict[str, set[frozenset[str]]] = {}
     for child in children:

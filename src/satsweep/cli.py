@@ -91,12 +91,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from satsweep.sweep.job import prepare_job
+    from satsweep.sweep.settings import check_worker_count
 
     job = prepare_job(args.overrides)  # every sweep error surfaces before a worker starts
     from satsweep.report import print_sweep_summary
     from satsweep.sweep.launcher import launch
 
     workers = args.workers or job.settings.workers
+    try:
+        check_worker_count(job.settings.backend, workers)
+    except ValueError as error:
+        raise UserError(str(error)) from error
     code, table = launch(job, args.overrides, workers)
     print_sweep_summary(job, table)
     return code
@@ -106,6 +111,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from satsweep.sweep.job import prepare_job
 
     job = prepare_job(args.overrides)
+    if job.settings.backend == "kerastuner" and args.worker_index is None:
+        raise UserError(
+            "sweep.backend=kerastuner runs in the one worker `satsweep sweep` starts: "
+            "workers join Optuna sweeps only"
+        )
     from satsweep.sweep.worker import run_worker
 
     ran = run_worker(job, args.threads, args.worker_index)

@@ -113,11 +113,13 @@ def fit_and_log(
     tracker: Tracker,
     run_id: str,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    initial_epoch: int = 0,
 ) -> TrainResult:
     """Train ``cfg`` on ``dataset`` inside the existing MLflow run ``run_id``.
 
     Exceptions raised by callbacks (an Optuna prune, say) propagate after the
-    epochs so far have been logged.
+    epochs so far have been logged. ``initial_epoch`` is for runs that continue
+    earlier weights (KerasTuner's Hyperband rounds): epochs are numbered from it.
     """
     started = time.perf_counter()
     log_run_inputs(tracker, run_id, cfg, dataset)
@@ -145,13 +147,15 @@ def fit_and_log(
         ),
         validation_data=evaluation_dataset(dataset.val, dataset.num_classes, trainer.batch_size),
         epochs=trainer.epochs,
+        initial_epoch=initial_epoch,
         class_weight=_class_weights(dataset) if trainer.class_weights else None,
         callbacks=callbacks,
         verbose=trainer.verbose,
         shuffle=False,  # the tf.data pipeline shuffles, reproducibly
     )
     fit_seconds = time.perf_counter() - fit_started
-    epochs_run = len(history.history.get("loss", []))
+    epochs_trained = len(history.history.get("loss", []))
+    epochs_run = initial_epoch + epochs_trained
     if nan_guard.fired:
         raise NonFiniteLossError(
             f"loss became NaN or infinite in epoch {epochs_run}: lower optimizer.lr "
@@ -179,7 +183,7 @@ def fit_and_log(
         test=test,
         class_names=dataset.class_names,
         seconds=seconds,
-        images_per_second=len(dataset.train) * epochs_run / max(fit_seconds, 1e-9),
+        images_per_second=len(dataset.train) * epochs_trained / max(fit_seconds, 1e-9),
         diagnosis=diagnosis,
     )
 

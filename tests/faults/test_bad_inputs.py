@@ -37,7 +37,28 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("unknown sampler", ["sweep", "sweep=quick", "sweep.sampler.name=annealing"], "annealing"),
     ("unknown pruner", ["sweep", "sweep=quick", "sweep.pruner.name=lazy"], "lazy"),
     ("zero trials", ["sweep", "sweep=quick", "sweep.n_trials=0"], "n_trials"),
-    ("backend not built", ["sweep", "sweep=quick", "sweep.backend=kerastuner"], "kerastuner"),
+    (
+        "kerastuner with two workers",
+        ["sweep", "sweep=quick", "sweep.backend=kerastuner", "--workers", "2"],
+        "one worker, not 2",
+    ),
+    (
+        "kerastuner with two objectives",
+        [
+            "sweep",
+            "sweep=quick",
+            "sweep.backend=kerastuner",
+            "sweep.objectives=[val_f1_macro,params_count]",
+            "sweep.directions=[maximize,minimize]",
+        ],
+        "one objective, not 2",
+    ),
+    (
+        "kerastuner choices of two types",
+        ["sweep", "sweep=quick", "sweep.backend=kerastuner", "model.dropout=choice(0.1,none)"],
+        "model.dropout",
+    ),
+    ("unknown kerastuner tuner", ["sweep", "sweep=quick", "sweep.kerastuner.tuner=grid"], "grid"),
     (
         "objective no run makes",
         ["sweep", "sweep=quick", "sweep.objectives=[val_magic]", "sweep.pruner.name=none"],

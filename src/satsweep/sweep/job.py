@@ -47,14 +47,11 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
         settings = SweepSettings.model_validate(container.get("sweep"))
     except ValidationError as error:
         raise UserError(f"{file}: {_describe(error)}") from error
-    if settings.backend != "optuna":
-        raise UserError(
-            f"{file}: sweep.backend={settings.backend} is not available yet: "
-            "use sweep.backend=optuna"
-        )
     base = validate(container)
     params = {**settings.params, **swept}
     space = parse_space(params, settings.conditional, file)
+    if settings.backend == "kerastuner":
+        _check_kerastuner_space(space, file)
     _check_objectives(settings, base, file)
     job = SweepJob(file, settings, space, tuple(fixed), base, container["sweep"])
     for dimension in space.dimensions:
@@ -94,6 +91,19 @@ def _check_objectives(settings: SweepSettings, base: RunConfig, file: str) -> No
             raise UserError(
                 f"{file}: no run produces the objective {objective!r}: "
                 f"choose from {', '.join(known)}"
+            )
+
+
+def _check_kerastuner_space(space: SearchSpace, file: str) -> None:
+    """KerasTuner's ``Choice`` holds values of one type: int, float, str or bool."""
+    for dimension in space.dimensions:
+        choices = getattr(dimension.distribution, "choices", None)
+        kinds = {type(choice) for choice in choices or ()}
+        if len(kinds) > 1 or not kinds <= {int, float, str, bool}:
+            raise UserError(
+                f"{file}: parameter {dimension.key}: KerasTuner needs choices of one type "
+                f"(int, float, str or bool), not {list(choices or ())}: make them alike or "
+                "use sweep.backend=optuna"
             )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import keras
@@ -19,6 +19,7 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from satsweep.data import Dataset
+from satsweep.errors import UserError
 from satsweep.redact import redact
 from satsweep.schema import DataConfig
 from satsweep.sweep.job import SweepJob
@@ -45,6 +46,27 @@ class DatasetMemo:
         return self.dataset
 
 
+@dataclass(frozen=True)
+class TrialPlan:
+    """What a backend decides for a trial besides its parameters.
+
+    KerasTuner's Hyperband sets each trial's epochs and continues earlier rounds'
+    weights; Optuna trials use the empty plan.
+    """
+
+    overrides: tuple[str, ...] = ()
+    callbacks: tuple[keras.callbacks.Callback, ...] = ()
+    initial_epoch: int = 0
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def too_many_failures(count: int, last_error: str) -> UserError:
+    return UserError(
+        f"{count} trials failed in a row (last: {last_error}): "
+        f"the sweep looks broken; fix it, or raise sweep.max_failures"
+    )
+
+
 @dataclass
 class TrialObjective:
     """Callable objective for ``study.optimize``; remembers how its last trial ended."""
@@ -55,18 +77,22 @@ class TrialObjective:
     stop: StopRequest = field(default_factory=StopRequest)
     on_start: Callable[[], None] = lambda: None  # releases the budget lock
     memo: DatasetMemo = field(default_factory=DatasetMemo)
+    plan: TrialPlan = field(default_factory=TrialPlan)  # set by the backend before each trial
     last_state: str = ""
     last_error: str = ""
+    last_values: list[float] = field(default_factory=list)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         self.on_start()
         self.last_state, self.last_error = "failed", ""
         trial.set_user_attr(WORKER_ATTR, worker_identity())
-        overrides = self.job.space.suggest(trial)
+        overrides = [*self.job.space.suggest(trial), *self.plan.overrides]
         run_id = create_trial_run(
             self.job, self.tracker, self.parent_run_id, trial.number, overrides
         )
         trial.set_user_attr(RUN_ATTR, run_id)
+        if self.plan.tags:
+            self.tracker.set_tags(run_id, dict(self.plan.tags))
         try:
             values = self._train(trial, overrides, run_id)
         except optuna.TrialPruned:
@@ -77,7 +103,7 @@ class TrialObjective:
             self._record_failure(run_id, error)
             trial.set_user_attr(FAILURE_ATTR, redact(self.last_error)[:2000])
             raise
-        self.last_state = "complete"
+        self.last_state, self.last_values = "complete", values
         close_trial_run(self.tracker, run_id, "complete")
         return values[0] if len(values) == 1 else values
 
@@ -85,10 +111,12 @@ class TrialObjective:
         cfg = self.job.trial_config(overrides)
         dataset = self.memo.get(cfg.data, lambda: load_data(cfg))
         settings = self.job.settings
-        callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop)]
-        if settings.pruner.name != "none":
+        callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop), *self.plan.callbacks]
+        if settings.prunes:
             callbacks.append(KerasPruningCallback(trial, monitor=settings.objectives[0]))
-        result = fit_and_log(cfg, dataset, self.tracker, run_id, callbacks)
+        result = fit_and_log(
+            cfg, dataset, self.tracker, run_id, callbacks, initial_epoch=self.plan.initial_epoch
+        )
         values = [result.metrics[name] for name in settings.objectives]
         bad = [n for n, v in zip(settings.objectives, values, strict=True) if not math.isfinite(v)]
         if bad:

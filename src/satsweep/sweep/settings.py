@@ -28,9 +28,19 @@ def known_objectives(binary: bool) -> tuple[str, ...]:
     return tuple(f"{s}_{m}" for s in ("val", "test") for m in per_split) + RUN_METRICS
 
 
+def check_worker_count(backend: str, workers: int) -> None:
+    """KerasTuner's own parallel mode needs a chief oracle over gRPC: satsweep runs it alone."""
+    if backend == "kerastuner" and workers > 1:
+        raise ValueError(
+            f"sweep.backend=kerastuner runs one worker, not {workers}: "
+            "set sweep.workers=1 (or --workers 1), or use sweep.backend=optuna"
+        )
+
+
 class SamplerSettings(Strict):
     name: Literal["tpe", "random", "grid", "cmaes", "qmc", "nsga2"]
     seed: int | None
+    options: dict[str, Any]  # keyword arguments of the KerasTuner oracle
     options: dict[str, Any]  # passed to the Optuna sampler's constructor
 
 
@@ -40,9 +50,13 @@ class PrunerSettings(Strict):
 
 
 class KerasTunerSettings(Strict):
+    """The KerasTuner tuner that proposes trials when ``sweep.backend=kerastuner``."""
+
     tuner: Literal["random", "bayesian", "hyperband"]
-    max_epochs: Annotated[int, Field(gt=0)]
-    factor: Annotated[int, Field(ge=2)]
+    max_epochs: Annotated[int, Field(gt=0)]  # Hyperband's largest number of epochs per trial
+    factor: Annotated[int, Field(ge=2)]  # Hyperband's reduction factor between rounds
+    seed: int | None
+    options: dict[str, Any]  # keyword arguments of the KerasTuner oracle
 
 
 class SweepSettings(Strict):
@@ -69,6 +83,13 @@ class SweepSettings(Strict):
             )
         if self.n_trials is None and self.timeout is None:
             raise ValueError("set sweep.n_trials or sweep.timeout, or the sweep never ends")
+        if self.backend == "kerastuner":
+            self._check_kerastuner()
+        else:
+            self._check_optuna()
+        return self
+
+    def _check_optuna(self) -> None:
         if len(self.objectives) > 1 and self.pruner.name != "none":
             raise ValueError(
                 "Optuna prunes single-objective studies only: set sweep.pruner.name=none"
@@ -80,8 +101,20 @@ class SweepSettings(Strict):
             )
         if self.sampler.name == "nsga2" and len(self.objectives) < 2:
             raise ValueError("sweep.sampler.name=nsga2 is for 2 or more objectives: use tpe")
-        return self
+
+    def _check_kerastuner(self) -> None:
+        if len(self.objectives) > 1:
+            raise ValueError(
+                f"KerasTuner optimises one objective, not {len(self.objectives)}: "
+                "keep one in sweep.objectives or use sweep.backend=optuna"
+            )
+        check_worker_count(self.backend, self.workers)
 
     @property
     def is_multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def prunes(self) -> bool:
+        """Whether an Optuna pruner watches the epochs (KerasTuner's Hyperband does its own)."""
+        return self.backend == "optuna" and self.pruner.name != "none"

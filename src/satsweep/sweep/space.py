@@ -43,6 +43,18 @@ class Dimension:
         spelled = self.spellings.get(value) if isinstance(value, str) else None
         return f"{self.key}={spelled if spelled is not None else spell(value)}"
 
+    def value_of(self, spelled: str) -> Any:
+        """The value whose override spelling is ``spelled`` (a condition's option), or None."""
+        candidates = (
+            self.distribution.choices
+            if isinstance(self.distribution, CategoricalDistribution)
+            else _numbers(spelled)
+        )
+        for value in candidates:
+            if self.override(value) == f"{self.key}={spelled}":
+                return value
+        return None
+
     def extremes(self) -> list[Any]:
         """Values at the edges of the distribution, to validate before any training."""
         if isinstance(self.distribution, CategoricalDistribution):
@@ -90,6 +102,9 @@ class SearchSpace:
     def keys(self) -> list[str]:
         return [d.key for d in self.dimensions]
 
+    def dimension(self, key: str) -> Dimension:
+        return next(d for d in self.dimensions if d.key == key)
+
 
 def _suggest(trial: optuna.trial.BaseTrial, key: str, distribution: BaseDistribution) -> Any:
     if isinstance(distribution, CategoricalDistribution):
@@ -102,6 +117,17 @@ def _suggest(trial: optuna.trial.BaseTrial, key: str, distribution: BaseDistribu
     return trial.suggest_float(
         key, distribution.low, distribution.high, step=distribution.step, log=distribution.log
     )
+
+
+def _numbers(text: str) -> list[int | float]:
+    """``text`` read as an int and as a float, where it reads as either."""
+    numbers: list[int | float] = []
+    for kind in (int, float):
+        try:
+            numbers.append(kind(text))
+        except ValueError:
+            continue
+    return numbers
 
 
 def _spelling(space: SearchSpace, key: str, value: Any) -> str | None:

@@ -22,7 +22,7 @@ from satsweep.runtime import configure_threads
 from satsweep.schema import RunConfig
 from satsweep.sweep.compare import OBJECTIVES_ATTR
 from satsweep.sweep.job import SweepJob
-from satsweep.sweep.objective import TrialObjective
+from satsweep.sweep.objective import TrialObjective, too_many_failures
 from satsweep.sweep.runs import close_orphaned_run, ensure_parent_run
 from satsweep.sweep.stopping import StopRequest
 from satsweep.sweep.storage import budget_lock, fail_orphaned_trials, is_journal, open_storage
@@ -32,6 +32,7 @@ from satsweep.tracking import Tracker
 LOG = logging.getLogger(__name__)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 POLL_SECONDS = 2.0
+BACKEND_ATTR = "satsweep_backend"
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,22 @@ def attach(job: SweepJob, worker_index: int | None = 0) -> Attached:
     tracker.check_reachable()
     with budget_lock(job.base.storage, job.settings.study_name):
         reap_dead_trials(job, study, storage, tracker)
+        _check_backend(job, study)
         parent_run_id = ensure_parent_run(job, study, tracker)
         study.set_user_attr(OBJECTIVES_ATTR, job.settings.objectives)
     return Attached(study, storage, tracker, parent_run_id)
+
+
+def _check_backend(job: SweepJob, study: optuna.Study) -> None:
+    """A study is searched by one backend: mixing them would corrupt both records."""
+    backend = job.settings.backend
+    stored = study.user_attrs.get(BACKEND_ATTR, backend)
+    if stored != backend:
+        raise UserError(
+            f"study {job.settings.study_name!r} was searched with sweep.backend={stored}: "
+            f"resume it with that backend, or choose another sweep.study_name"
+        )
+    study.set_user_attr(BACKEND_ATTR, backend)
 
 
 def spool_folder(cfg: RunConfig) -> Path:
@@ -110,10 +124,14 @@ def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
     attached = attach(job, worker_index)
     study = attached.study
     settings = job.settings
+    objective = TrialObjective(job, attached.tracker, attached.parent_run_id, stop)
+    if settings.backend == "kerastuner":
+        from satsweep.sweep.kerastuner import run_kerastuner  # imports KerasTuner
+
+        return run_kerastuner(job, study, objective)
     budget = Budget(
         settings.n_trials, time.monotonic() + settings.timeout if settings.timeout else None
     )
-    objective = TrialObjective(job, attached.tracker, attached.parent_run_id, stop)
     ran = failures_in_a_row = 0
     while not budget.expired():
         stop.check()
@@ -132,8 +150,5 @@ def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
         ran += 1
         failures_in_a_row = failures_in_a_row + 1 if objective.last_state == "failed" else 0
         if failures_in_a_row >= settings.max_failures:
-            raise UserError(
-                f"{failures_in_a_row} trials failed in a row (last: {objective.last_error}): "
-                f"the sweep looks broken; fix it, or raise sweep.max_failures"
-            )
+            raise too_many_failures(failures_in_a_row, objective.last_error)
     return ran
