@@ -130,6 +130,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare_backends(args: argparse.Namespace) -> int:
+    from satsweep.sweep.job import prepare_job
+
+    prepare_job(args.overrides)  # config errors before the heavy imports
+    from satsweep.sweep.compare_backends import compare_backends
+
+    compare_backends(args.overrides)
+    return 0
+
+
 def cmd_eda(args: argparse.Namespace) -> int:
     from satsweep.config import load_run_config
 
@@ -306,6 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--csv", help="also write the leaderboard to this CSV file")
     compare.set_defaults(handler=cmd_compare)
+
+    backends = commands.add_parser(
+        "compare-backends",
+        help="race Optuna and KerasTuner methods on equal wall-clock budgets",
+        description="Run every method of sweep.compare.methods on the sweep's space for "
+        "sweep.compare.budget seconds per seed; print and log the comparison. "
+        "OVERRIDES as for sweep: sweep=quick sweep.compare.budget=120 'sweep.compare.seeds=[0,1]'.",
+    )
+    backends.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    backends.set_defaults(handler=cmd_compare_backends)
     return parser
 
 

@@ -20,6 +20,7 @@ from satsweep.errors import UserError
 from satsweep.schema import RunConfig
 from satsweep.sweep.settings import SweepSettings, known_objectives
 from satsweep.sweep.space import Dimension, SearchSpace, parse_space
+from satsweep.sweep.study import build_pruner, build_sampler
 
 SWEEP_GROUP = "sweep"
 
@@ -52,6 +53,9 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
     space = parse_space(params, settings.conditional, file)
     if settings.backend == "kerastuner":
         _check_kerastuner_space(space, file)
+    else:  # a sampler or pruner that cannot be built fails here, not in a worker
+        build_sampler(settings, space)
+        build_pruner(settings)
     _check_objectives(settings, base, file)
     job = SweepJob(file, settings, space, tuple(fixed), base, container["sweep"])
     for dimension in space.dimensions:

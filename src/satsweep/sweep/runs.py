@@ -36,7 +36,7 @@ def ensure_parent_run(job: SweepJob, study: optuna.Study, tracker: Tracker) -> s
     if existing:
         tracker.client.update_run(str(existing), status="RUNNING")
         return str(existing)
-    experiment_id = tracker.experiment_id(job.settings.study_name)
+    experiment_id = tracker.experiment_id(job.settings.experiment)
     run_id = tracker.create_run(
         experiment_id,
         f"{job.settings.study_name}-sweep",
@@ -53,7 +53,7 @@ def create_trial_run(
     trial_number: int,
     overrides: list[str],
 ) -> str:
-    experiment_id = tracker.experiment_id(job.settings.study_name)
+    experiment_id = tracker.experiment_id(job.settings.experiment)
     run_id = tracker.create_run(
         experiment_id,
         f"{job.settings.study_name}-trial-{trial_number:03d}",

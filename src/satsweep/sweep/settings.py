@@ -59,8 +59,17 @@ class KerasTunerSettings(Strict):
     options: dict[str, Any]  # keyword arguments of the KerasTuner oracle
 
 
+class CompareSettings(Strict):
+    """``satsweep compare-backends``: search methods raced on equal wall-clock budgets."""
+
+    budget: Annotated[float, Field(gt=0)]  # seconds of search per method and seed
+    seeds: Annotated[list[int], Field(min_length=1)]
+    methods: Annotated[dict[str, list[str]], Field(min_length=2)]  # name -> Hydra overrides
+
+
 class SweepSettings(Strict):
     study_name: str
+    experiment: str  # the MLflow experiment of the sweep's runs
     objectives: Annotated[list[str], Field(min_length=1, max_length=3)]
     directions: Annotated[list[Direction], Field(min_length=1, max_length=3)]
     n_trials: Annotated[int, Field(gt=0)] | None
@@ -73,6 +82,7 @@ class SweepSettings(Strict):
     kerastuner: KerasTunerSettings
     params: dict[str, str]
     conditional: dict[str, dict[str, str]]
+    compare: CompareSettings
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSettings:
