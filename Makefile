@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
 
-.PHONY: setup train sweep bench-hpo ui server test lint clean
+.PHONY: setup train sweep bench bench-hpo ui server test lint clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ train: $(STAMP)  ## one run: make train ARGS="model=mlp optimizer.lr=0.01"
 
 sweep: $(STAMP)  ## the main job: the quick sweep on AID
 	$(BIN)/satsweep sweep sweep=quick $(ARGS)
+
+bench: $(STAMP)  ## satsweep against bare Keras and its alternatives: ratios, outputs/bench/
+	$(BIN)/python -m satsweep.benchmarks $(ARGS)
 
 bench-hpo: $(STAMP)  ## Optuna vs KerasTuner on equal budgets: make bench-hpo ARGS="sweep.compare.budget=60"
 	$(BIN)/satsweep compare-backends sweep=quick $(ARGS)

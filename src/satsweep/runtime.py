@@ -7,6 +7,7 @@ call :func:`configure_threads` once, first thing; determinism is set per run.
 from __future__ import annotations
 
 import logging
+import resource
 
 import keras
 import tensorflow as tf
@@ -38,3 +39,8 @@ def prepare_run(seed: int, deterministic: bool) -> None:
 def accelerator() -> str:
     """ "gpu" when TensorFlow sees one (results may then differ in the last digits), else "cpu"."""
     return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -21,6 +21,7 @@ from optuna_integration import KerasPruningCallback
 from satsweep.data import Dataset
 from satsweep.errors import UserError
 from satsweep.redact import redact
+from satsweep.runtime import peak_rss_mib
 from satsweep.schema import DataConfig
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.runs import RUN_ATTR, close_trial_run, create_trial_run
@@ -31,6 +32,7 @@ from satsweep.train import fit_and_log, load_data
 
 LOG = logging.getLogger(__name__)
 FAILURE_ATTR = "failure"
+RSS_ATTR = "worker_peak_rss_mib"
 
 
 @dataclass
@@ -117,6 +119,9 @@ class TrialObjective:
         result = fit_and_log(
             cfg, dataset, self.tracker, run_id, callbacks, initial_epoch=self.plan.initial_epoch
         )
+        rss = peak_rss_mib()  # a worker that keeps growing over trials leaks
+        trial.set_user_attr(RSS_ATTR, rss)
+        self.tracker.log_metrics(run_id, {RSS_ATTR: rss}, step=result.epochs_run)
         values = [result.metrics[name] for name in settings.objectives]
         bad = [n for n, v in zip(settings.objectives, values, strict=True) if not math.isfinite(v)]
         if bad:

@@ -1,0 +1,62 @@
+"""``make bench``: satsweep against its ceilings, as a table of ratios.
+
+Usage: ``python -m satsweep.benchmarks [--repeats 3] [--trials 3] [--only NAME ...]
+[OVERRIDE ...]``. The table goes to the terminal and, as JSON, to
+``outputs/bench/`` (``latest.json`` and one file per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from satsweep.benchmarks import startup, sweeps, training
+from satsweep.benchmarks.harness import Comparison, print_rows, write
+
+NAMES = ("startup", "cache", "throughput", "overhead", "pruning", "workers", "memory")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3, help="A/B pairs per quick benchmark")
+    parser.add_argument("--trials", type=int, default=3, help="trials of the overhead sweep")
+    parser.add_argument("--only", nargs="*", choices=NAMES, default=list(NAMES))
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    options = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    outputs = Path(os.environ.get("SATSWEEP_OUTPUTS", "outputs")).resolve()
+    cache = outputs / "bench" / "cache"
+    started = time.perf_counter()
+    rows: list[Comparison] = []
+    with tempfile.TemporaryDirectory(prefix="satsweep-bench-") as folder:
+        scratch = sweeps.Scratch(Path(folder), cache, options.overrides)
+        extra = [*options.overrides, f"paths.cache={cache}"]
+        plan: dict[str, Callable[[], Comparison | list[Comparison]]] = {
+            "startup": lambda: startup.startup(options.repeats),
+            "cache": lambda: training.data_cache(Path(folder) / "cache", options.repeats, extra),
+            "throughput": lambda: training.throughput(
+                Path(folder) / "throughput", options.repeats, extra
+            ),
+            "overhead": lambda: sweeps.overhead_and_process_model(scratch, options.trials),
+            "pruning": lambda: sweeps.pruning(scratch),
+            "workers": lambda: sweeps.workers(scratch),
+            "memory": lambda: sweeps.memory(scratch),
+        }
+        for name in NAMES:
+            if name in options.only:
+                print(f"benchmark: {name} ...", flush=True)
+                result = plan[name]()
+                rows += result if isinstance(result, list) else [result]
+    seconds = time.perf_counter() - started
+    path = write(rows, outputs / "bench", seconds)
+    print_rows(rows, f"satsweep benchmarks ({seconds / 60:.1f} min, {os.cpu_count()} cores)")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

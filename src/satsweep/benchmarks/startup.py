@@ -1,0 +1,38 @@
+"""How fast the command line answers when there is no training to do.
+
+``satsweep --help`` and a config error must not wait for TensorFlow: the CLI
+imports it only once a command has a valid config and work to do.
+"""
+
+from __future__ import annotations
+
+from satsweep.benchmarks.harness import Comparison, at_most, median, seconds_of
+
+LIMIT_SECONDS = 2.0
+
+
+def startup(repeats: int) -> list[Comparison]:
+    cases = {
+        "`satsweep --help`": ["--help"],
+        "config error": ["train", "trainer.epochs=0"],
+    }
+    rows = []
+    for name, command in cases.items():
+        seconds = median([seconds_of(command) for _ in range(max(repeats, 3))])
+        goal, met = at_most(seconds / LIMIT_SECONDS, 1.0)
+        rows.append(
+            Comparison(
+                f"answer to {name}",
+                "measured",
+                seconds,
+                "limit",
+                LIMIT_SECONDS,
+                "s",
+                seconds / LIMIT_SECONDS,
+                "A/B",
+                goal,
+                met,
+                max(repeats, 3),
+            )
+        )
+    return rows

@@ -1,0 +1,230 @@
+"""Sweep benchmarks: per-trial overhead, process model, pruning, workers, memory.
+
+Sweeps run as users run them, ``satsweep sweep`` in a new process; their trial
+times come back from the Optuna study. Random sampling with a fixed seed gives
+two sweeps the same trials, whatever else differs between them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from satsweep.benchmarks.harness import Comparison, at_most, seconds_of
+from satsweep.benchmarks.training import bare_fit
+from satsweep.data import Dataset
+from satsweep.schema import RunConfig
+from satsweep.sweep.job import SweepJob, prepare_job
+from satsweep.sweep.objective import RSS_ATTR
+from satsweep.sweep.storage import open_storage
+from satsweep.train import load_data
+
+SAME_TRIALS = [  # random sampling from one seed: the trials do not depend on the results
+    "sweep=quick",
+    "sweep.sampler.name=random",
+    "~sweep.sampler.options",
+    "+sweep.sampler.options={}",
+]
+# Trials of about 20-30 s on 2 cores: AID at 32 px, 2,100 training images, 10 epochs.
+OVERHEAD = [*SAME_TRIALS, "data.max_per_class=100", "trainer.epochs=10", "sweep.pruner.name=none"]
+PRUNING = [*SAME_TRIALS, "data.max_per_class=60", "trainer.epochs=8", "sweep.n_trials=10"]
+WORKERS = [
+    *SAME_TRIALS,
+    "data.max_per_class=40",
+    "trainer.epochs=4",
+    "sweep.n_trials=8",
+    "sweep.pruner.name=none",
+]
+MEMORY = [
+    *SAME_TRIALS,
+    "data.image_size=16",
+    "data.max_per_class=12",
+    "data.classes=[Beach,Forest,Port,Desert]",
+    "trainer.epochs=2",
+    "sweep.n_trials=20",
+    "sweep.pruner.name=none",
+]
+
+
+class Scratch:
+    """A fresh outputs folder per sweep, sharing one decode cache."""
+
+    def __init__(self, root: Path, cache: Path, extra: Sequence[str]) -> None:
+        self.root, self.cache, self.extra = root, cache, list(extra)
+        self.count = 0
+
+    def args(self, overrides: Sequence[str]) -> list[str]:
+        self.count += 1
+        outputs = self.root / f"run-{self.count}"
+        return [*overrides, f"paths.outputs={outputs}", f"paths.cache={self.cache}", *self.extra]
+
+
+def _study(job: SweepJob) -> optuna.Study:
+    return optuna.load_study(
+        study_name=job.settings.study_name, storage=open_storage(job.base.storage)
+    )
+
+
+def _sweep(args: Sequence[str], workers: int = 1) -> tuple[float, SweepJob, optuna.Study]:
+    seconds = seconds_of(["sweep", *args, "--workers", str(workers)])
+    job = prepare_job(args)
+    return seconds, job, _study(job)
+
+
+def _fit_seconds(cfg: RunConfig, dataset: Dataset) -> float:
+    started = time.perf_counter()
+    bare_fit(cfg, dataset)
+    return time.perf_counter() - started
+
+
+def _span(study: optuna.Study) -> float:
+    """Seconds from the first trial's start to the last trial's end."""
+    trials = [t for t in study.trials if t.datetime_complete]
+    first = min(t.datetime_start for t in trials if t.datetime_start)
+    return (max(t.datetime_complete for t in trials) - first).total_seconds()
+
+
+def overhead_and_process_model(scratch: Scratch, trials: int) -> list[Comparison]:
+    """One sweep; then its trials as bare ``model.fit`` calls and as fresh processes."""
+    args = scratch.args([*OVERHEAD, f"sweep.n_trials={trials}"])
+    swept, job, study = _sweep(args)
+    trial_overrides = [job.space.suggest(t) for t in study.trials if t.state == TrialState.COMPLETE]
+    configs = [job.trial_config(overrides) for overrides in trial_overrides]
+    dataset = load_data(configs[0])
+    bare_fit(configs[0], dataset)  # warm-up, as the sweep's worker warms up on its first trial
+    bare: list[float] = []
+    fresh: list[float] = []
+    for index, (cfg, overrides) in enumerate(zip(configs, trial_overrides, strict=True)):
+        fresh_args = [*job.base_overrides, *overrides]  # logs next to the sweep's runs
+        steps = [
+            lambda cfg=cfg: bare.append(_fit_seconds(cfg, dataset)),
+            lambda fresh_args=fresh_args: fresh.append(seconds_of(["train", *fresh_args])),
+        ]
+        for step in steps if index % 2 == 0 else steps[::-1]:  # alternate which goes first
+            step()
+    ratio = swept / sum(bare)
+    goal, met = at_most(ratio, 1.10)
+    mean_trial = sum(bare) / len(bare)
+    return [
+        Comparison(
+            "per-trial overhead",
+            f"{len(configs)}-trial sweep",
+            swept,
+            "sum of bare fits",
+            sum(bare),
+            "s",
+            ratio,
+            "A/B",
+            goal,
+            met,
+            1,
+            f"bare trials of {mean_trial:.0f}s on average; the sweep's wall time includes "
+            "process start-up, MLflow runs and artifacts, the dataset report and finalize",
+        ),
+        Comparison(
+            "process model",
+            "warm worker (sweep)",
+            swept,
+            "fresh process per trial",
+            sum(fresh),
+            "s",
+            sum(fresh) / swept,
+            "B/A: times slower",
+            "",
+            None,
+            1,
+            "one `satsweep train` process per trial, as Hydra's multirun launchers do",
+        ),
+    ]
+
+
+def pruning(scratch: Scratch) -> Comparison:
+    median_pruner = [*PRUNING, "sweep.pruner.name=median"]
+    no_pruner = [*PRUNING, "sweep.pruner.name=none"]
+    pruned = _sweep(scratch.args(median_pruner))[2]
+    full = _sweep(scratch.args(no_pruner))[2]
+    ratio = _span(pruned) / _span(full)
+    gap = abs(full.best_value - pruned.best_value)
+    met = ratio <= 0.60 and gap <= 0.01
+    return Comparison(
+        "pruning",
+        "median pruner",
+        _span(pruned),
+        "no pruner",
+        _span(full),
+        "s",
+        ratio,
+        "A/B time",
+        "<= 0.6, best within 0.01",
+        met,
+        1,
+        f"same 10 trials (random sampler, seed 0); best val_f1_macro {pruned.best_value:.4f} "
+        f"pruned vs {full.best_value:.4f} unpruned (gap {gap:.4f}); "
+        f"{sum(t.state == TrialState.PRUNED for t in pruned.trials)} trials pruned",
+    )
+
+
+def workers(scratch: Scratch) -> list[Comparison]:
+    one = _sweep(scratch.args(WORKERS), workers=1)[2]
+    two = _sweep(scratch.args(WORKERS), workers=2)[2]
+    sqlite = _sweep(scratch.args([*WORKERS, "storage.url=sqlite:///${paths.outputs}/optuna.db"]))[2]
+    per_hour = {name: len(s.trials) / _span(s) * 3600 for name, s in (("1", one), ("2", two))}
+    journal_rate, sqlite_rate = per_hour["1"], len(sqlite.trials) / _span(sqlite) * 3600
+    return [
+        Comparison(
+            "workers",
+            "2 workers",
+            per_hour["2"],
+            "1 worker",
+            per_hour["1"],
+            "trials/h",
+            per_hour["2"] / per_hour["1"],
+            "A/B",
+            "",
+            None,
+            1,
+            "2 cores: each of 2 workers gets 1 TensorFlow thread",
+        ),
+        Comparison(
+            "storage",
+            "journal file",
+            journal_rate,
+            "SQLite",
+            sqlite_rate,
+            "trials/h",
+            journal_rate / sqlite_rate,
+            "A/B",
+            "",
+            None,
+            1,
+            "1 worker each",
+        ),
+    ]
+
+
+def memory(scratch: Scratch) -> Comparison:
+    study = _sweep(scratch.args(MEMORY))[2]
+    trials = sorted(
+        (t for t in study.trials if RSS_ATTR in t.user_attrs), key=lambda t: t.datetime_complete
+    )
+    first, last = trials[0].user_attrs[RSS_ATTR], trials[-1].user_attrs[RSS_ATTR]
+    ratio = last / first
+    goal, met = at_most(ratio, 1.2)
+    return Comparison(
+        "worker memory",
+        f"peak RSS after {len(trials)} trials",
+        last,
+        "after 1 trial",
+        first,
+        "MiB",
+        ratio,
+        "A/B",
+        goal,
+        met,
+        1,
+        "one worker process, tiny trials: growth here would be a per-trial leak",
+    )
