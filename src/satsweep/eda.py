@@ -13,12 +13,11 @@ from pathlib import Path
 from satsweep.analysis.eda import EdaReport, build_report
 from satsweep.analysis.html import image_tag, page, table_tag, text_tag
 from satsweep.config import load_run_config
-from satsweep.data import Dataset
+from satsweep.data import Dataset, load_data
 from satsweep.figures import figure_png
 from satsweep.redact import redact_tree
 from satsweep.schema import RunConfig, as_plain
-from satsweep.tracking import Tracker, flatten
-from satsweep.train import TAG_PREFIX, load_data
+from satsweep.tracking import TAG_PREFIX, Tracker, flatten
 
 EDA_EXPERIMENT = "eda"
 SECTIONS = (

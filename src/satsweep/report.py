@@ -8,12 +8,12 @@ from rich.console import Console
 from rich.table import Table
 
 from satsweep.analysis.diagnosis import one_line
-from satsweep.train import TrainResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from satsweep.sweep.job import SweepJob
+    from satsweep.train import TrainResult
 
 LEADERBOARD_ROWS = 15
 HIDDEN_IN_TERMINAL = ("mlflow_run_id", "val_accuracy", "test_accuracy")

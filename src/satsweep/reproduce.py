@@ -24,13 +24,14 @@ from rich.console import Console
 from rich.table import Table
 
 from satsweep.config import config_dir, load_run_config, spell, validate
+from satsweep.data import load_data
 from satsweep.errors import UserError
 from satsweep.provenance import git_state, package_versions
 from satsweep.redact import redact
 from satsweep.runtime import accelerator
 from satsweep.schema import RunConfig, as_plain, experiment_keys
-from satsweep.tracking import Tracker, flatten
-from satsweep.train import TAG_PREFIX, TrainResult, load_data, train
+from satsweep.tracking import TAG_PREFIX, Tracker, flatten
+from satsweep.train import TrainResult, train
 
 REPRODUCES_TAG = f"{TAG_PREFIX}reproduces"
 DERIVED_TAG = f"{TAG_PREFIX}derived_from"

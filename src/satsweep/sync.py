@@ -17,9 +17,9 @@ import optuna
 
 from satsweep.config import load_run_config
 from satsweep.spool import OFFLINE_PREFIX, Write, read_spool, remove_spool, spooled_files
+from satsweep.sweep.attach import spool_folder
 from satsweep.sweep.runs import RELINKED_ATTR, RUN_ATTR
 from satsweep.sweep.storage import open_storage
-from satsweep.sweep.worker import spool_folder
 from satsweep.tracking import PARENT_TAG, Tracker, apply
 
 

@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import keras
 import mlflow
 import numpy as np
 import requests
@@ -49,7 +48,11 @@ TRANSIENT_MARKERS = (
     "Bad Gateway",
     "Service Unavailable",
 )
+if TYPE_CHECKING:
+    import keras
+
 LOG = logging.getLogger(__name__)
+TAG_PREFIX = "satsweep."  # every tag satsweep sets, so the UI can filter on them
 T = TypeVar("T")
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from satsweep.analysis.confusion import confusion_figure, confusion_table
 from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose, one_line
-from satsweep.analysis.errors import analyse_errors
-from satsweep.data import Dataset, load_dataset
+from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
+from satsweep.data import Dataset, load_data
 from satsweep.metrics import Evaluation, evaluate_predictions, prefixed
 from satsweep.models import build_model
 from satsweep.optim import build_optimizer, schedule_callbacks
@@ -30,11 +30,9 @@ from satsweep.provenance import git_state, package_versions
 from satsweep.redact import redact_tree
 from satsweep.runtime import accelerator, prepare_run
 from satsweep.schema import RunConfig, as_plain
-from satsweep.tracking import Tracker, flatten
+from satsweep.tracking import TAG_PREFIX, Tracker, flatten
 
 LOG = logging.getLogger(__name__)
-TAG_PREFIX = "satsweep."
-ERROR_ANALYSIS = "error_analysis"
 
 
 @dataclass(frozen=True)
@@ -284,10 +282,6 @@ def _analyse_and_log(
     tracker.log_text(run_id, as_markdown(findings), f"{ERROR_ANALYSIS}/diagnosis.md")
     tracker.set_tags(run_id, {f"{TAG_PREFIX}diagnosis": one_line(findings)[:5000]})
     return findings
-
-
-def load_data(cfg: RunConfig) -> Dataset:
-    return load_dataset(cfg.data, Path(cfg.paths.cache))
 
 
 def train(

@@ -20,6 +20,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score, precision_recall_curve, roc_curve
 
+ERROR_ANALYSIS = "error_analysis"  # the artifact folder of every run's analysis
+
 GALLERY_SIZE = 36
 CALIBRATION_BINS = 10
 THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)

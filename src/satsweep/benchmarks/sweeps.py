@@ -16,12 +16,11 @@ from optuna.trial import TrialState
 
 from satsweep.benchmarks.harness import Comparison, at_most, seconds_of
 from satsweep.benchmarks.training import bare_fit
-from satsweep.data import Dataset
+from satsweep.data import Dataset, load_data
 from satsweep.schema import RunConfig
 from satsweep.sweep.job import SweepJob, prepare_job
 from satsweep.sweep.objective import RSS_ATTR
 from satsweep.sweep.storage import open_storage
-from satsweep.train import load_data
 
 SAME_TRIALS = [  # random sampling from one seed: the trials do not depend on the results
     "sweep=quick",

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from satsweep.benchmarks.harness import Comparison, alternate, at_least, median
 from satsweep.config import load_run_config
-from satsweep.data import Dataset, Split
+from satsweep.data import Dataset, Split, load_data
 from satsweep.data.cache import cache_path, load_or_decode
 from satsweep.data.catalog import build_catalog
 from satsweep.data.decode import decode_catalog
@@ -25,7 +25,7 @@ from satsweep.models import build_model
 from satsweep.optim import build_optimizer
 from satsweep.runtime import prepare_run
 from satsweep.schema import RunConfig
-from satsweep.train import load_data, train
+from satsweep.train import train
 
 # AID at 32 px, 2,100 training images: a few seconds per epoch on 2 cores.
 THROUGHPUT = [

@@ -18,7 +18,7 @@ from satsweep.data.decode import decode_catalog, warn_skipped
 from satsweep.data.download import ensure_dataset
 from satsweep.data.splits import Split, stratified_split
 from satsweep.errors import UserError
-from satsweep.schema import DataConfig
+from satsweep.schema import DataConfig, RunConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class Dataset:
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    """The dataset of a run, through the decode cache at ``paths.cache``."""
+    return load_dataset(cfg.data, Path(cfg.paths.cache))
 
 
 def load_dataset(cfg: DataConfig, cache_dir: Path) -> Dataset:

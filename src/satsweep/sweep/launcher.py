@@ -20,12 +20,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from satsweep.data import load_data
 from satsweep.eda import log_dataset_report
+from satsweep.sweep.attach import Attached, Budget, attach
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.progress import Progress, snapshot
 from satsweep.sweep.report import finalize
-from satsweep.sweep.worker import Attached, Budget, attach
-from satsweep.train import load_data
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 1.0

@@ -18,7 +18,7 @@ import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from satsweep.data import Dataset
+from satsweep.data import Dataset, load_data
 from satsweep.errors import UserError
 from satsweep.redact import redact
 from satsweep.runtime import peak_rss_mib
@@ -28,7 +28,7 @@ from satsweep.sweep.runs import RUN_ATTR, close_trial_run, create_trial_run
 from satsweep.sweep.stopping import StopOnRequest, StopRequest
 from satsweep.sweep.storage import WORKER_ATTR, worker_identity
 from satsweep.tracking import Tracker
-from satsweep.train import fit_and_log, load_data
+from satsweep.train import fit_and_log
 
 LOG = logging.getLogger(__name__)
 FAILURE_ATTR = "failure"

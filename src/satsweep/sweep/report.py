@@ -23,12 +23,12 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from satsweep.analysis.errors import ERROR_ANALYSIS
 from satsweep.redact import redact_tree
 from satsweep.schema import as_plain
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.runs import PARENT_ATTR, trial_run_id
 from satsweep.tracking import Tracker, TrackingUnavailable, with_retries
-from satsweep.train import ERROR_ANALYSIS
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,110 +10,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import optuna
-from optuna.storages import BaseStorage
-from optuna.trial import TrialState
-
-from satsweep.errors import UserError
 from satsweep.runtime import configure_threads
-from satsweep.schema import RunConfig
-from satsweep.sweep.compare import OBJECTIVES_ATTR
+from satsweep.sweep.attach import Budget, attach, reap_dead_trials
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.objective import TrialObjective, too_many_failures
-from satsweep.sweep.runs import close_orphaned_run, ensure_parent_run
 from satsweep.sweep.stopping import StopRequest
-from satsweep.sweep.storage import budget_lock, fail_orphaned_trials, is_journal, open_storage
-from satsweep.sweep.study import open_study
-from satsweep.tracking import Tracker
+from satsweep.sweep.storage import budget_lock
 
 LOG = logging.getLogger(__name__)
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 POLL_SECONDS = 2.0
-BACKEND_ATTR = "satsweep_backend"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How many finished (complete or pruned) trials the study still needs."""
-
-    n_trials: int | None
-    deadline: float | None
-
-    def remaining(self, study: optuna.Study) -> tuple[int, int]:
-        """(trials still to finish, trials running now); unbounded counts as a large number."""
-        trials = study.get_trials(deepcopy=False)
-        finished = sum(t.state in FINISHED_STATES for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        left = (self.n_trials - finished) if self.n_trials is not None else 1 << 30
-        return left, running
-
-    def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-
-@dataclass(frozen=True)
-class Attached:
-    """A process's handles on a sweep: its study, storage, MLflow store and parent run."""
-
-    study: optuna.Study
-    storage: BaseStorage
-    tracker: Tracker
-    parent_run_id: str
-
-
-def attach(job: SweepJob, worker_index: int | None = 0) -> Attached:
-    """Open (or create) the study and the parent MLflow run, under the budget lock."""
-    storage = open_storage(job.base.storage)
-    study = open_study(job.settings, job.space, storage, worker_index)
-    tracker = Tracker(job.base.tracking, spool=spool_folder(job.base))
-    tracker.check_reachable()
-    with budget_lock(job.base.storage, job.settings.study_name):
-        reap_dead_trials(job, study, storage, tracker)
-        _check_backend(job, study)
-        parent_run_id = ensure_parent_run(job, study, tracker)
-        study.set_user_attr(OBJECTIVES_ATTR, job.settings.objectives)
-    return Attached(study, storage, tracker, parent_run_id)
-
-
-def _check_backend(job: SweepJob, study: optuna.Study) -> None:
-    """A study is searched by one backend: mixing them would corrupt both records."""
-    backend = job.settings.backend
-    stored = study.user_attrs.get(BACKEND_ATTR, backend)
-    if stored != backend:
-        raise UserError(
-            f"study {job.settings.study_name!r} was searched with sweep.backend={stored}: "
-            f"resume it with that backend, or choose another sweep.study_name"
-        )
-    study.set_user_attr(BACKEND_ATTR, backend)
-
-
-def spool_folder(cfg: RunConfig) -> Path:
-    """Where a sweep keeps MLflow writes while the tracking store is unreachable."""
-    return Path(cfg.paths.outputs) / "spool"
-
-
-def reap_dead_trials(
-    job: SweepJob, study: optuna.Study, storage: BaseStorage, tracker: Tracker
-) -> None:
-    """Fail the trials of workers that died (SIGKILL, lost node), so they are run again.
-
-    Their MLflow runs are closed as FAILED rather than left RUNNING forever.
-    """
-    if is_journal(job.base.storage.url):
-        for trial in fail_orphaned_trials(study, storage):
-            LOG.warning(
-                "trial %d was left running by a dead worker: failed, queued again", trial.number
-            )
-            close_orphaned_run(tracker, trial)
-    elif job.base.storage.heartbeat_interval:
-        running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
-        optuna.storages.fail_stale_trials(study)
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if trial.number in running:
-                close_orphaned_run(tracker, trial)
 
 
 def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
