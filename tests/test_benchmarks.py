@@ -1,0 +1,49 @@
+"""``make bench`` keeps working: its cheapest benchmarks, run for real, write their JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from satsweep.benchmarks.harness import alternate
+from tests.conftest import REPO
+
+
+def test_alternate_swaps_the_order_every_repeat() -> None:
+    calls: list[str] = []
+    a_values, b_values = alternate(
+        lambda: calls.append("a") or 1.0, lambda: calls.append("b") or 2.0, 3
+    )
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert a_values == [1.0] * 3 and b_values == [2.0] * 3
+
+
+def test_bench_writes_a_table_of_ratios(tmp_path, shared_cache) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "satsweep.benchmarks",
+            "--only",
+            "startup",
+            "cache",
+            "--repeats",
+            "1",
+            "data.max_per_class=10",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SATSWEEP_OUTPUTS": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data cache" in result.stdout and "satsweep --help" in result.stdout
+    record = json.loads((tmp_path / "bench" / "latest.json").read_text())
+    names = [row["name"] for row in record["rows"]]
+    assert names == ["answer to `satsweep --help`", "answer to config error", "data cache"]
+    cache = record["rows"][2]
+    assert cache["ratio"] == cache["b"] / cache["a"] > 1  # reading the cache beats decoding
+    assert record["machine"]["cpu_count"]
