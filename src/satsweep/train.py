@@ -169,9 +169,11 @@ def fit_and_log(
         else []
     )
     seconds = time.perf_counter() - started
-    metrics.update(params_count=float(model.count_params()), seconds=seconds)
+    metrics.update(
+        params_count=float(model.count_params()), seconds=seconds, fit_seconds=fit_seconds
+    )
     tracker.log_metrics(
-        run_id, {k: metrics[k] for k in ("params_count", "seconds")}, step=epochs_run
+        run_id, {k: metrics[k] for k in ("params_count", "seconds", "fit_seconds")}, step=epochs_run
     )
     return TrainResult(
         run_id=run_id,

@@ -18,7 +18,7 @@ Direction = Literal["maximize", "minimize"]
 # Metrics every run logs (see satsweep.metrics and satsweep.train).
 SPLIT_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
 BINARY_METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc")
-RUN_METRICS = ("params_count", "epochs_run", "seconds")
+RUN_METRICS = ("params_count", "epochs_run", "seconds", "fit_seconds")
 # Keras reports these after every epoch, so a pruner can watch them.
 EPOCH_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
 
