@@ -38,6 +38,25 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow.keras.save").setLevel(logging.ERROR)
 
 
+def _load_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up notes silenced.
+
+    TensorFlow writes notes (oneDNN, absl) to the stderr file descriptor before its
+    log level applies, which would turn a one-line user error into several lines.
+    Python errors from the import still surface: the descriptor is restored first.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _configure_logging(debug: bool) -> None:
     from rich.logging import RichHandler
 
@@ -61,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from satsweep.config import load_run_config
 
     cfg = load_run_config(args.overrides)  # validated before anything heavy is imported
+    _load_tensorflow()
     from satsweep.report import print_train_summary
 
     if args.from_run:
@@ -83,6 +103,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise UserError("give a RUN_ID, or --study NAME with --best or --trial N")
     if args.study and (args.trial is None) != args.best:
         raise UserError("with --study, give exactly one of --best or --trial N")
+    _load_tensorflow()
     from satsweep.reproduce import reproduce, run_of_study
 
     run_id = args.run_id or run_of_study(args.study, args.trial, args.overrides)
@@ -116,6 +137,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "sweep.backend=kerastuner runs in the one worker `satsweep sweep` starts: "
             "workers join Optuna sweeps only"
         )
+    _load_tensorflow()
     from satsweep.sweep.worker import run_worker
 
     ran = run_worker(job, args.threads, args.worker_index)

@@ -60,16 +60,23 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def seconds_of(command: Sequence[str], env: dict[str, str] | None = None) -> float:
+def seconds_of(
+    command: Sequence[str], env: dict[str, str] | None = None, expected: Sequence[int] = (0,)
+) -> float:
     """Wall time of a ``satsweep`` command run as users run it (a new process)."""
     started = time.perf_counter()
-    subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "satsweep", *command],
         capture_output=True,
+        text=True,
         check=False,
         env={**os.environ, **(env or {})},
     )
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if result.returncode not in expected:
+        tail = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"satsweep {' '.join(command)} exited {result.returncode}: {tail}")
+    return seconds
 
 
 def at_least(ratio: float, goal: float) -> tuple[str, bool]:

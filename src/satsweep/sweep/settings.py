@@ -40,7 +40,6 @@ def check_worker_count(backend: str, workers: int) -> None:
 class SamplerSettings(Strict):
     name: Literal["tpe", "random", "grid", "cmaes", "qmc", "nsga2"]
     seed: int | None
-    options: dict[str, Any]  # keyword arguments of the KerasTuner oracle
     options: dict[str, Any]  # passed to the Optuna sampler's constructor
 
 

@@ -27,17 +27,28 @@ from optuna.trial import TrialState
 from satsweep.schema import StorageConfig
 
 WORKER_ATTR = "satsweep_worker"  # "host:pid" of the process running a trial
+SQLITE_PREFIX = "sqlite:///"
 
 
 def is_journal(url: str) -> bool:
     return "://" not in url
 
 
+def local_file(url: str) -> Path | None:
+    """The file behind a journal or SQLite storage URL; None for a database server."""
+    if is_journal(url):
+        return Path(url)
+    if url.startswith(SQLITE_PREFIX):
+        return Path(url.removeprefix(SQLITE_PREFIX))
+    return None
+
+
 def open_storage(cfg: StorageConfig) -> BaseStorage:
+    local = local_file(cfg.url)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
     if is_journal(cfg.url):
-        path = Path(cfg.url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(JournalFileBackend(cfg.url))
     return RDBStorage(
         cfg.url,
         heartbeat_interval=cfg.heartbeat_interval,
@@ -56,7 +67,8 @@ def budget_lock(cfg: StorageConfig, study_name: str) -> Iterator[None]:
         with _postgres_advisory_lock(cfg.url, study_name):
             yield
         return
-    folder = Path(cfg.url).parent if is_journal(cfg.url) else Path(".")
+    local = local_file(cfg.url)
+    folder = local.parent if local is not None else Path(".")
     lock_path = folder / f".{study_name}.budget.lock"
     with open(lock_path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
