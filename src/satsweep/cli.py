@@ -140,9 +140,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _load_tensorflow()
     from satsweep.sweep.worker import run_worker
 
-    ran = run_worker(job, args.threads, args.worker_index)
-    LOG.info("worker done: ran %d trial(s)", ran)
+    outcome = run_worker(job, args.threads, args.worker_index)
+    LOG.info("worker ran %d trial(s)", outcome.ran)
+    if outcome.recycle:
+        _reexecute(args, outcome.seconds_left)
     return 0
+
+
+def _reexecute(args: argparse.Namespace, seconds_left: float | None) -> None:
+    """Replace this worker by a fresh one (same pid, same log), freeing what Keras kept."""
+    command = [sys.executable, "-m", "satsweep", "worker", *args.overrides]
+    if seconds_left is not None:
+        command.append(f"sweep.timeout={max(seconds_left, 1.0):.1f}")
+    command += ["--threads", str(args.threads)]
+    if args.worker_index is not None:
+        command += ["--worker-index", str(args.worker_index)]
+    LOG.info("re-executing the worker (sweep.trials_per_process reached)")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -236,5 +236,6 @@ def memory(scratch: Scratch) -> Comparison:
         goal,
         met,
         1,
-        "one worker process, tiny trials: growth here would be a per-trial leak",
+        "one worker, tiny trials; it re-executes itself every sweep.trials_per_process "
+        "trials because Keras keeps 5-15 MB per model.fit (a bare Keras loop grows too)",
     )

@@ -16,7 +16,6 @@ KerasTuner keeps its own state in ``outputs/kerastuner/STUDY``: a rerun reloads 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import optuna
 from keras_tuner.engine.base_tuner import BaseTuner
 
 from satsweep.errors import UserError
+from satsweep.sweep.attach import Budget
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.objective import TrialObjective, TrialPlan, too_many_failures
 from satsweep.sweep.runs import RUN_ATTR
@@ -117,6 +117,10 @@ class BudgetSpent(Exception):
     """``sweep.timeout`` has passed: start no new trial."""
 
 
+class Recycle(Exception):
+    """``sweep.trials_per_process`` trials ran: the worker re-executes itself."""
+
+
 class SweepTuner(BaseTuner):
     """A KerasTuner tuner whose trials are satsweep trials (see the module docstring)."""
 
@@ -125,9 +129,9 @@ class SweepTuner(BaseTuner):
         job: SweepJob,
         study: optuna.Study,
         objective: TrialObjective,
-        deadline: float | None,
+        budget: Budget,
     ) -> None:
-        self.job, self.study, self.objective, self.deadline = job, study, objective, deadline
+        self.job, self.study, self.objective, self.budget = job, study, objective, budget
         self.trials_run = 0
         super().__init__(
             oracle=build_oracle(job.settings),
@@ -141,8 +145,11 @@ class SweepTuner(BaseTuner):
 
     def pre_create_trial(self) -> None:
         self.objective.stop.check()
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self.budget.expired():
             raise BudgetSpent
+        limit = self.job.settings.trials_per_process
+        if limit and self.trials_run >= limit:
+            raise Recycle
 
     def run_trial(self, trial: keras_tuner.engine.trial.Trial) -> float:
         """Run the proposal as the study's next trial; KerasTuner gets its objective value."""
@@ -213,18 +220,24 @@ def build_oracle(settings: SweepSettings) -> keras_tuner.Oracle:
         ) from error
 
 
-def run_kerastuner(job: SweepJob, study: optuna.Study, objective: TrialObjective) -> int:
-    """Search until KerasTuner's oracle is done, ``n_trials`` or the timeout; returns trials run."""
+def run_kerastuner(
+    job: SweepJob, study: optuna.Study, objective: TrialObjective, budget: Budget
+) -> tuple[int, bool]:
+    """Search until the oracle is done, the timeout, or ``trials_per_process``.
+
+    Returns the trials run and whether the worker should re-execute itself.
+    """
     settings = job.settings
-    deadline = time.monotonic() + settings.timeout if settings.timeout else None
-    tuner = SweepTuner(job, study, objective, deadline)
+    tuner = SweepTuner(job, study, objective, budget)
     try:
         tuner.search()
     except BudgetSpent:
         LOG.info("sweep.timeout of %gs reached: no new trial", settings.timeout)
+    except Recycle:
+        return tuner.trials_run, True
     except RuntimeError as error:
         if CONSECUTIVE_FAILURES not in str(error):
             raise
         last_error = objective.last_error or str(error).strip().splitlines()[-1]
         raise too_many_failures(settings.max_failures, last_error) from error
-    return tuner.trials_run
+    return tuner.trials_run, False

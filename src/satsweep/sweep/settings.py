@@ -75,6 +75,7 @@ class SweepSettings(Strict):
     timeout: Annotated[float, Field(gt=0)] | None
     workers: Annotated[int, Field(gt=0, le=64)]
     max_failures: Annotated[int, Field(gt=0)]
+    trials_per_process: Annotated[int, Field(gt=0)] | None
     backend: Literal["optuna", "kerastuner"]
     sampler: SamplerSettings
     pruner: PrunerSettings

@@ -44,22 +44,27 @@ PRUNERS: dict[str, type[BasePruner]] = {
 }
 
 
-def worker_seed(seed: int | None, worker_index: int | None) -> int | None:
+HISTORY_STRIDE = 7919  # a prime: seeds of resumed workers stay apart from worker indices
+
+
+def worker_seed(seed: int | None, worker_index: int | None, history: int = 0) -> int | None:
     """Each worker samples from its own stream, or parallel workers would repeat each other.
 
-    Worker 0 uses the configured seed, so a one-worker sweep is reproducible; a worker
-    started by hand (no index) draws a random one.
+    Worker 0 of a new study uses the configured seed, so a one-worker sweep is
+    reproducible; a worker that joins a study with ``history`` trials (a resume, a
+    re-executed worker) shifts its seed by it, or it would replay the proposals it
+    made the first time. A worker started by hand (no index) draws a random seed.
     """
     if seed is None or worker_index is None:
         return None
-    return seed + worker_index
+    return seed + worker_index + HISTORY_STRIDE * history
 
 
 def build_sampler(
-    settings: SweepSettings, space: SearchSpace, worker_index: int | None = 0
+    settings: SweepSettings, space: SearchSpace, worker_index: int | None = 0, history: int = 0
 ) -> BaseSampler:
     sampler = settings.sampler
-    seed = worker_seed(sampler.seed, worker_index)
+    seed = worker_seed(sampler.seed, worker_index, history)
     if sampler.name == "grid":
         return _construct(GridSampler, "sweep.sampler", space.grid(), seed=seed, **sampler.options)
     return _construct(SAMPLERS[sampler.name], "sweep.sampler", seed=seed, **sampler.options)
@@ -86,7 +91,7 @@ def open_study(
 ) -> optuna.Study:
     """Create the study, or load it to resume (same name, same storage)."""
     try:
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=settings.study_name,
             storage=storage,
             sampler=build_sampler(settings, space, worker_index),
@@ -99,3 +104,7 @@ def open_study(
             f"study {settings.study_name!r} exists with other settings ({error}): "
             "choose another sweep.study_name"
         ) from error
+    history = len(study.get_trials(deepcopy=False))
+    if history:
+        study.sampler = build_sampler(settings, space, worker_index, history)
+    return study

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 from satsweep.runtime import configure_threads
 from satsweep.sweep.attach import Budget, attach, reap_dead_trials
@@ -22,8 +23,17 @@ LOG = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
 
 
-def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
-    """Run trials until the study has ``n_trials`` finished ones; returns trials this worker ran."""
+@dataclass(frozen=True)
+class WorkerExit:
+    """How a worker ended: done, or due to re-execute itself with the time it has left."""
+
+    ran: int
+    recycle: bool
+    seconds_left: float | None
+
+
+def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> WorkerExit:
+    """Run trials until the study has ``n_trials`` finished ones, or ``trials_per_process``."""
     configure_threads(threads)
     stop = StopRequest()
     stop.install()  # SIGINT and SIGTERM fail the running trial and end the worker
@@ -31,13 +41,14 @@ def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
     study = attached.study
     settings = job.settings
     objective = TrialObjective(job, attached.tracker, attached.parent_run_id, stop)
-    if settings.backend == "kerastuner":
-        from satsweep.sweep.kerastuner import run_kerastuner  # imports KerasTuner
-
-        return run_kerastuner(job, study, objective)
     budget = Budget(
         settings.n_trials, time.monotonic() + settings.timeout if settings.timeout else None
     )
+    if settings.backend == "kerastuner":
+        from satsweep.sweep.kerastuner import run_kerastuner  # imports KerasTuner
+
+        ran, recycle = run_kerastuner(job, study, objective, budget)
+        return WorkerExit(ran, recycle, budget.seconds_left())
     ran = failures_in_a_row = 0
     while not budget.expired():
         stop.check()
@@ -47,6 +58,8 @@ def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
             left, running = budget.remaining(study)
             if left <= 0:
                 break
+            if settings.trials_per_process and ran >= settings.trials_per_process:
+                return WorkerExit(ran, True, budget.seconds_left())
             if left <= running:  # the rest is running elsewhere; wait in case one fails
                 held.close()
                 time.sleep(POLL_SECONDS)
@@ -57,4 +70,4 @@ def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> int:
         failures_in_a_row = failures_in_a_row + 1 if objective.last_state == "failed" else 0
         if failures_in_a_row >= settings.max_failures:
             raise too_many_failures(failures_in_a_row, objective.last_error)
-    return ran
+    return WorkerExit(ran, False, None)
