@@ -52,6 +52,7 @@ def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args
         "trainer.epochs=4",
         "sweep.backend=kerastuner",
         "sweep.kerastuner.tuner=hyperband",
+        "sweep.trials_per_process=4",  # the worker re-executes mid-search: KerasTuner reloads
         "sweep.n_trials=6",
     ]
     result = run_satsweep("sweep", *args)
@@ -97,11 +98,11 @@ def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args
     resumed = run_satsweep("sweep", *args[:-1], "sweep.n_trials=7")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (Path(outputs) / "sweeps" / "quick" / "worker-0.log").read_text()
-    assert "Reloading Tuner" in log  # KerasTuner's own state, under outputs/kerastuner
+    assert log.count("Reloading Tuner") >= 2  # KerasTuner's own state, in outputs/kerastuner
     trials = journal_study(outputs).trials
     assert len(trials) == 7
     assert len({t.user_attrs["kerastuner_trial_id"] for t in trials}) == 7
 
-    switched = run_satsweep("sweep", *args[:-3])  # the same study, under Optuna
+    switched = run_satsweep("sweep", *args[:-4])  # the same study, under Optuna
     assert switched.returncode == 2
     assert "searched with sweep.backend=kerastuner" in switched.stderr

@@ -35,8 +35,11 @@ def _runs(outputs: Path, experiment: str = "quick"):
 
 
 def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp_path) -> None:
-    result = run_satsweep("sweep", *sweep_args, "--workers", "2")
+    # each worker re-executes itself after every trial, keeping its pid and its log
+    result = run_satsweep("sweep", *sweep_args, "sweep.trials_per_process=1", "--workers", "2")
     assert result.returncode == 0, result.stderr + result.stdout
+    logs = [p.read_text() for p in (outputs / "sweeps" / "quick").glob("worker-*.log")]
+    assert sum(log.count("re-executing the worker") for log in logs) >= 1
     assert "best trial:" in result.stdout
 
     study = _study(outputs)
@@ -45,7 +48,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     workers = {t.user_attrs["satsweep_worker"] for t in study.trials}
     assert len(workers) == 2  # both processes ran trials
     points = {tuple(sorted(t.params.items())) for t in study.trials}
-    assert len(points) == len(study.trials)  # workers sample different streams
+    assert len(points) == len(study.trials)  # workers, and re-executed ones, never repeat
 
     client, parents, children = _runs(outputs)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
