@@ -52,6 +52,7 @@ def test_compare_backends_races_four_methods_and_logs_one_comparison(outputs, sw
         "trainer.epochs=2",
         "sweep.compare.budget=5",
         "sweep.compare.seeds=[0]",
+        "model.filters=choice(8)",  # a sweep expression on the command line reaches every method
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert all(method in result.stdout for method in METHODS)
@@ -74,3 +75,4 @@ def test_compare_backends_races_four_methods_and_logs_one_comparison(outputs, sw
     trials = [r for r in runs if r.data.tags.get("satsweep.role") == "trial"]
     backends = {r.data.tags["satsweep.backend"] for r in trials}
     assert backends == {"optuna", "kerastuner"}
+    assert {r.data.params["model.filters"] for r in trials} == {"8"}

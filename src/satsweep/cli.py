@@ -123,7 +123,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         check_worker_count(job.settings.backend, workers)
     except ValueError as error:
         raise UserError(str(error)) from error
-    code, table = launch(job, args.overrides, workers)
+    code, table = launch(job, workers)
     print_sweep_summary(job, table)
     return code
 

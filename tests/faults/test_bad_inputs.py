@@ -60,6 +60,25 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ),
     ("unknown kerastuner tuner", ["sweep", "sweep=quick", "sweep.kerastuner.tuner=grid"], "grid"),
     (
+        "zero trials per process",
+        ["sweep", "sweep=quick", "sweep.trials_per_process=0"],
+        "sweep.trials_per_process",
+    ),
+    (
+        "compare method with a bad override",
+        [
+            "compare-backends",
+            "sweep=quick",
+            "sweep.compare.methods.optuna_random=['sweep.sampler.name=annealing']",
+        ],
+        "sweep.compare.methods.optuna_random",
+    ),
+    (
+        "compare with no seed",
+        ["compare-backends", "sweep=quick", "sweep.compare.seeds=[]"],
+        "seeds",
+    ),
+    (
         "objective no run makes",
         ["sweep", "sweep=quick", "sweep.objectives=[val_magic]", "sweep.pruner.name=none"],
         "val_magic",

@@ -22,17 +22,17 @@ def startup(repeats: int) -> list[Comparison]:
         goal, met = at_most(seconds / LIMIT_SECONDS, 1.0)
         rows.append(
             Comparison(
-                f"answer to {name}",
-                "measured",
-                seconds,
-                "limit",
-                LIMIT_SECONDS,
-                "s",
-                seconds / LIMIT_SECONDS,
-                "A/B",
-                goal,
-                met,
-                max(repeats, 3),
+                name=f"answer to {name}",
+                a_label="measured",
+                a=seconds,
+                b_label="limit",
+                b=LIMIT_SECONDS,
+                unit="s",
+                ratio=seconds / LIMIT_SECONDS,
+                ratio_means="A/B",
+                goal=goal,
+                met=met,
+                repeats=max(repeats, 3),
             )
         )
     return rows

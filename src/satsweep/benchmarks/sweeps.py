@@ -7,7 +7,6 @@ two sweeps the same trials, whatever else differs between them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,8 +15,7 @@ from optuna.trial import TrialState
 
 from satsweep.benchmarks.harness import Comparison, at_most, median, seconds_of
 from satsweep.benchmarks.training import bare_fit
-from satsweep.data import Dataset, load_data
-from satsweep.schema import RunConfig
+from satsweep.data import load_data
 from satsweep.sweep.job import SweepJob, prepare_job
 from satsweep.sweep.objective import RSS_ATTR
 from satsweep.sweep.storage import open_storage
@@ -75,12 +73,6 @@ def _sweep(args: Sequence[str], workers: int = 1) -> tuple[float, SweepJob, optu
     return seconds, job, _study(job)
 
 
-def _fit_seconds(cfg: RunConfig, dataset: Dataset) -> float:
-    started = time.perf_counter()
-    bare_fit(cfg, dataset)
-    return time.perf_counter() - started
-
-
 def _seconds_outside_fit(job: SweepJob) -> float:
     """Median over the sweep's trials of the run's time outside ``model.fit``."""
     client = Tracker(job.base.tracking).client
@@ -109,7 +101,7 @@ def overhead_and_process_model(scratch: Scratch, trials: int) -> list[Comparison
     for index, (cfg, overrides) in enumerate(zip(configs, trial_overrides, strict=True)):
         fresh_args = [*job.base_overrides, *overrides]  # logs next to the sweep's runs
         steps = [
-            lambda cfg=cfg: bare.append(_fit_seconds(cfg, dataset)),
+            lambda cfg=cfg: bare.append(bare_fit(cfg, dataset)),
             lambda fresh_args=fresh_args: fresh.append(seconds_of(["train", *fresh_args])),
         ]
         for step in steps if index % 2 == 0 else steps[::-1]:  # alternate which goes first
@@ -120,34 +112,34 @@ def overhead_and_process_model(scratch: Scratch, trials: int) -> list[Comparison
     outside_fit = _seconds_outside_fit(job)
     return [
         Comparison(
-            "per-trial overhead",
-            f"{len(configs)}-trial sweep",
-            swept,
-            "sum of bare fits",
-            sum(bare),
-            "s",
-            ratio,
-            "A/B",
-            goal,
-            met,
-            1,
-            f"bare trials of {mean_trial:.0f}s on average; each trial spent a median "
+            name="per-trial overhead",
+            a_label=f"{len(configs)}-trial sweep",
+            a=swept,
+            b_label="sum of bare fits",
+            b=sum(bare),
+            unit="s",
+            ratio=ratio,
+            ratio_means="A/B",
+            goal=goal,
+            met=met,
+            repeats=1,
+            note=f"bare trials of {mean_trial:.0f}s on average; each trial spent a median "
             f"{outside_fit:.1f}s outside model.fit (evaluation, artifacts, model logging); the "
             "rest is process start-up, the dataset report and the sweep's plots",
         ),
         Comparison(
-            "process model",
-            "warm worker",
-            _span(study),
-            "fresh process per trial",
-            sum(fresh),
-            "s",
-            sum(fresh) / _span(study),
-            "B/A: times slower",
-            "",
-            None,
-            1,
-            "the warm worker's time runs from its first trial's start to its last trial's end "
+            name="process model",
+            a_label="warm worker",
+            a=_span(study),
+            b_label="fresh process per trial",
+            b=sum(fresh),
+            unit="s",
+            ratio=sum(fresh) / _span(study),
+            ratio_means="B/A: times slower",
+            goal="",
+            met=None,
+            repeats=1,
+            note="the warm worker's time runs from its first trial's start to its last trial's end "
             "(its one start-up is not counted); each fresh `satsweep train` process, as "
             "Hydra's multirun launchers start them, imports TensorFlow and traces the model anew",
         ),
@@ -163,18 +155,18 @@ def pruning(scratch: Scratch) -> Comparison:
     gap = abs(full.best_value - pruned.best_value)
     met = ratio <= 0.60 and gap <= 0.01
     return Comparison(
-        "pruning",
-        "median pruner",
-        _span(pruned),
-        "no pruner",
-        _span(full),
-        "s",
-        ratio,
-        "A/B time",
-        "<= 0.6, best within 0.01",
-        met,
-        1,
-        f"same 10 trials (random sampler, seed 0); best val_f1_macro {pruned.best_value:.4f} "
+        name="pruning",
+        a_label="median pruner",
+        a=_span(pruned),
+        b_label="no pruner",
+        b=_span(full),
+        unit="s",
+        ratio=ratio,
+        ratio_means="A/B time",
+        goal="<= 0.6, best within 0.01",
+        met=met,
+        repeats=1,
+        note=f"same 10 trials (random sampler, seed 0); best val_f1_macro {pruned.best_value:.4f} "
         f"pruned vs {full.best_value:.4f} unpruned (gap {gap:.4f}); "
         f"{sum(t.state == TrialState.PRUNED for t in pruned.trials)} trials pruned",
     )
@@ -188,32 +180,32 @@ def workers(scratch: Scratch) -> list[Comparison]:
     journal_rate, sqlite_rate = per_hour["1"], len(sqlite.trials) / _span(sqlite) * 3600
     return [
         Comparison(
-            "workers",
-            "2 workers",
-            per_hour["2"],
-            "1 worker",
-            per_hour["1"],
-            "trials/h",
-            per_hour["2"] / per_hour["1"],
-            "A/B",
-            "",
-            None,
-            1,
-            "2 cores: each of 2 workers gets 1 TensorFlow thread",
+            name="workers",
+            a_label="2 workers",
+            a=per_hour["2"],
+            b_label="1 worker",
+            b=per_hour["1"],
+            unit="trials/h",
+            ratio=per_hour["2"] / per_hour["1"],
+            ratio_means="A/B",
+            goal="",
+            met=None,
+            repeats=1,
+            note="2 cores: each of 2 workers gets 1 TensorFlow thread",
         ),
         Comparison(
-            "storage",
-            "journal file",
-            journal_rate,
-            "SQLite",
-            sqlite_rate,
-            "trials/h",
-            journal_rate / sqlite_rate,
-            "A/B",
-            "",
-            None,
-            1,
-            "1 worker each",
+            name="storage",
+            a_label="journal file",
+            a=journal_rate,
+            b_label="SQLite",
+            b=sqlite_rate,
+            unit="trials/h",
+            ratio=journal_rate / sqlite_rate,
+            ratio_means="A/B",
+            goal="",
+            met=None,
+            repeats=1,
+            note="1 worker each",
         ),
     ]
 
@@ -227,17 +219,17 @@ def memory(scratch: Scratch) -> Comparison:
     ratio = last / first
     goal, met = at_most(ratio, 1.2)
     return Comparison(
-        "worker memory",
-        f"peak RSS after {len(trials)} trials",
-        last,
-        "after 1 trial",
-        first,
-        "MiB",
-        ratio,
-        "A/B",
-        goal,
-        met,
-        1,
-        "one worker, tiny trials; it re-executes itself every sweep.trials_per_process "
+        name="worker memory",
+        a_label=f"peak RSS after {len(trials)} trials",
+        a=last,
+        b_label="after 1 trial",
+        b=first,
+        unit="MiB",
+        ratio=ratio,
+        ratio_means="A/B",
+        goal=goal,
+        met=met,
+        repeats=1,
+        note="one worker, tiny trials; it re-executes itself every sweep.trials_per_process "
         "trials because Keras keeps 5-15 MB per model.fit (a bare Keras loop grows too)",
     )

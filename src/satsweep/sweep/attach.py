@@ -64,10 +64,10 @@ class Attached:
 
 def attach(job: SweepJob, worker_index: int | None = 0) -> Attached:
     """Open (or create) the study and the parent MLflow run, under the budget lock."""
-    storage = open_storage(job.base.storage)
-    study = open_study(job.settings, job.space, storage, worker_index)
     tracker = Tracker(job.base.tracking, spool=spool_folder(job.base))
     tracker.check_reachable()
+    storage = open_storage(job.base.storage, lambda trial: close_orphaned_run(tracker, trial))
+    study = open_study(job.settings, job.space, storage, worker_index)
     with budget_lock(job.base.storage, job.settings.study_name):
         reap_dead_trials(job, study, storage, tracker)
         _check_backend(job, study)
@@ -107,8 +107,4 @@ def reap_dead_trials(
             )
             close_orphaned_run(tracker, trial)
     elif job.base.storage.heartbeat_interval:
-        running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
-        optuna.storages.fail_stale_trials(study)
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if trial.number in running:
-                close_orphaned_run(tracker, trial)
+        optuna.storages.fail_stale_trials(study)  # open_storage's hook closes their runs

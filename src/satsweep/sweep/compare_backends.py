@@ -147,7 +147,7 @@ def _turns(methods: list[str], index: int) -> list[str]:
 def _race(job: SweepJob, name: str, seed: int, tracker: Tracker, run_id: str) -> MethodRun:
     LOG.info("method %s, seed %d: %gs of search", name, seed, job.settings.compare.budget)
     started = time.monotonic()
-    code, _ = launch(job, list(job.base_overrides), workers=1)
+    code, _ = launch(job, workers=1)
     wall = time.monotonic() - started
     if code == 130:
         raise KeyboardInterrupt

@@ -28,6 +28,7 @@ SWEEP_GROUP = "sweep"
 @dataclass(frozen=True)
 class SweepJob:
     file: str  # e.g. "sweeps/quick.yaml", for messages
+    overrides: tuple[str, ...]  # as given, sweep expressions included: what workers get
     settings: SweepSettings
     space: SearchSpace
     base_overrides: tuple[str, ...]  # the user's fixed overrides, sweep=NAME included
@@ -57,7 +58,7 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
         build_sampler(settings, space)
         build_pruner(settings)
     _check_objectives(settings, base, file)
-    job = SweepJob(file, settings, space, tuple(fixed), base, container["sweep"])
+    job = SweepJob(file, tuple(overrides), settings, space, tuple(fixed), base, container["sweep"])
     for dimension in space.dimensions:
         _check_dimension(job, dimension)
     return job

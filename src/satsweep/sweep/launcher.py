@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -38,7 +37,7 @@ def threads_per_worker(workers: int) -> int:
 
 
 def _start_workers(
-    job: SweepJob, overrides: Sequence[str], workers: int, logs: Path
+    job: SweepJob, workers: int, logs: Path
 ) -> list[tuple[subprocess.Popen[bytes], Path]]:
     logs.mkdir(parents=True, exist_ok=True)
     threads = job.base.trainer.threads or threads_per_worker(workers)
@@ -52,7 +51,7 @@ def _start_workers(
                     "-m",
                     "satsweep",
                     "worker",
-                    *overrides,
+                    *job.overrides,
                     "--threads",
                     str(threads),
                     "--worker-index",
@@ -66,7 +65,7 @@ def _start_workers(
     return started
 
 
-def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, pd.DataFrame]:
+def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     """Run the sweep to its budget; returns (exit code, leaderboard)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
     attached = attach(job)  # creates the study and parent run once, before the workers
@@ -74,7 +73,7 @@ def launch(job: SweepJob, overrides: Sequence[str], workers: int) -> tuple[int, 
     logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
-    processes = _start_workers(job, overrides, workers, logs)
+    processes = _start_workers(job, workers, logs)
     started = time.monotonic()
     interrupted = False
     try:

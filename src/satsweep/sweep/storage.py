@@ -10,7 +10,7 @@ import fcntl
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from optuna.storages import (
     RetryHeartbeatStaleTrialCallback,
 )
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from satsweep.schema import StorageConfig
 
@@ -43,7 +43,26 @@ def local_file(url: str) -> Path | None:
     return None
 
 
-def open_storage(cfg: StorageConfig) -> BaseStorage:
+class RetryAndReport(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a stale trial, telling satsweep first (to close its MLflow run).
+
+    Optuna fails stale trials itself, inside ``study.optimize`` as well as when asked,
+    so this hook is the one place that sees every one of them.
+    """
+
+    def __init__(self, max_retry: int, on_stale: Callable[[FrozenTrial], None]) -> None:
+        super().__init__(max_retry=max_retry)
+        self.on_stale = on_stale
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.on_stale(trial)
+        super().__call__(study, trial)
+
+
+def open_storage(
+    cfg: StorageConfig, on_stale: Callable[[FrozenTrial], None] = lambda trial: None
+) -> BaseStorage:
+    """The study storage; ``on_stale`` hears of each trial whose worker stopped beating."""
     local = local_file(cfg.url)
     if local is not None:
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -53,9 +72,7 @@ def open_storage(cfg: StorageConfig) -> BaseStorage:
         cfg.url,
         heartbeat_interval=cfg.heartbeat_interval,
         grace_period=cfg.grace_period,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-            max_retry=cfg.failed_trial_max_retry
-        ),
+        heartbeat_stale_trial_callback=RetryAndReport(cfg.failed_trial_max_retry, on_stale),
         engine_kwargs={"pool_pre_ping": True},
     )
 
