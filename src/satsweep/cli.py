@@ -100,13 +100,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         args.overrides.insert(0, args.run_id)
         args.run_id = None
     if bool(args.run_id) == bool(args.study):
-        raise UserError("give a RUN_ID, or --study NAME with --best or --trial N")
-    if args.study and (args.trial is None) != args.best:
-        raise UserError("with --study, give exactly one of --best or --trial N")
+        raise UserError("give a RUN_ID, or --study NAME with --final, --best or --trial N")
+    if args.study and [args.final, args.best, args.trial is not None].count(True) != 1:
+        raise UserError("with --study, give exactly one of --final, --best or --trial N")
     _load_tensorflow()
     from satsweep.reproduce import reproduce, run_of_study
 
-    run_id = args.run_id or run_of_study(args.study, args.trial, args.overrides)
+    run_id = args.run_id or run_of_study(args.study, args.trial, args.overrides, args.final)
     return reproduce(run_id, args.overrides, args.allow_data_change, args.tolerance)
 
 
@@ -138,8 +138,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "workers join Optuna sweeps only"
         )
     _load_tensorflow()
-    from satsweep.sweep.worker import run_worker
+    from satsweep.sweep.worker import run_final, run_worker
 
+    if args.final_fit:
+        run_final(job, args.threads)
+        return 0
     outcome = run_worker(job, args.threads, args.worker_index)
     LOG.info("worker ran %d trial(s)", outcome.ran)
     if outcome.recycle:
@@ -256,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("run_id", nargs="?", metavar="RUN_ID")
     reproduce.add_argument("overrides", nargs="*", metavar="OVERRIDE")
-    reproduce.add_argument("--study", help="a sweep's study name, with --best or --trial")
+    reproduce.add_argument("--study", help="a sweep's study name, with --final, --best or --trial")
     reproduce.add_argument("--best", action="store_true", help="the study's best trial")
+    reproduce.add_argument(
+        "--final", action="store_true", help="the study's final model (its final fit)"
+    )
     reproduce.add_argument("--trial", type=int, help="the study's trial number N")
     reproduce.add_argument(
         "--allow-data-change",
@@ -311,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="offset of this worker's sampler seed (set by `satsweep sweep`); "
         "without it the worker draws a random seed, so workers never repeat each other",
+    )
+    worker.add_argument(
+        "--final-fit",
+        action="store_true",
+        help="retrain the study's best trial with sweep.final_fit (what `satsweep sweep` "
+        "does once the trials are done)",
     )
     worker.set_defaults(handler=cmd_worker)
 

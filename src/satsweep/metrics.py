@@ -47,7 +47,7 @@ def evaluate_predictions(
         ),
         "precision_macro": float(np.mean(precision)),
         "recall_macro": float(np.mean(recall)),
-        "loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1.0), labels=classes)),
+        "loss": float(log_loss(labels, _normalised(probabilities), labels=classes)),
     }
     if len(class_names) == 2:
         metrics.update(_binary_metrics(labels, probabilities[:, 1], predicted))
@@ -63,6 +63,12 @@ def evaluate_predictions(
     return Evaluation(
         metrics, confusion_matrix(labels, predicted, labels=classes), per_class, probabilities
     )
+
+
+def _normalised(probabilities: np.ndarray) -> np.ndarray:
+    """Clipped away from 0 and summing to 1 exactly, as scikit-learn's log loss expects."""
+    clipped = np.clip(probabilities.astype(np.float64), 1e-7, 1.0)
+    return clipped / clipped.sum(axis=1, keepdims=True)
 
 
 def _binary_metrics(

@@ -1,10 +1,15 @@
 """Optimizers and learning-rate schedules, built from their typed configs.
 
-Schedules that depend on the step count (cosine, step) become Keras schedule
-objects; the plateau schedule reacts to validation loss, so it is a callback.
+Schedules that depend on the step count (cosine, one-cycle, step) become Keras
+schedule objects; the plateau schedule reacts to validation loss, so it is a
+callback. Cosine and one-cycle decay to ``min_lr_ratio`` (0 by default) at the
+last step, so a run's final weights are its settled ones: a trial's score does
+not depend on which epoch it happened to stop on.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import keras
 
@@ -18,15 +23,59 @@ from satsweep.schema import (
 )
 
 LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
+ONECYCLE_START = 0.04  # one-cycle starts at lr / 25, as in Smith's and fastai's
+
+
+@keras.saving.register_keras_serializable(package="satsweep")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ``peak * ONECYCLE_START`` to ``peak``, then linear decay to ``floor``.
+
+    Keras ships cosine decay with warm-up but no one-cycle schedule.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, floor: float) -> None:
+        self.peak = peak
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.floor = floor
+
+    def __call__(self, step: Any) -> Any:
+        step = keras.ops.cast(step, "float32")
+        start = self.peak * ONECYCLE_START
+        rising = start + (self.peak - start) * step / max(1, self.warmup_steps)
+        decay = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        falling = self.peak + (self.floor - self.peak) * keras.ops.clip(decay, 0.0, 1.0)
+        return keras.ops.where(step < self.warmup_steps, rising, falling)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "peak": self.peak,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "floor": self.floor,
+        }
 
 
 def learning_rate(
     lr: float, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int
 ) -> LearningRate:
+    """The learning rate of one fit of ``epochs`` epochs."""
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
     if cfg.name == "cosine":
+        if warmup <= 0:
+            return keras.optimizers.schedules.CosineDecay(
+                lr, decay_steps=total, alpha=cfg.min_lr_ratio
+            )
         return keras.optimizers.schedules.CosineDecay(
-            lr, decay_steps=max(1, steps_per_epoch * epochs), alpha=cfg.min_lr_ratio
+            0.0,
+            decay_steps=total - warmup,
+            alpha=cfg.min_lr_ratio,
+            warmup_target=lr,
+            warmup_steps=warmup,
         )
+    if cfg.name == "onecycle":
+        return OneCycle(lr, max(0, warmup), total, lr * cfg.min_lr_ratio)
     if cfg.name == "step":
         return keras.optimizers.schedules.ExponentialDecay(
             lr,
@@ -38,30 +87,38 @@ def learning_rate(
 
 
 def build_optimizer(
-    cfg: OptimizerConfig, steps_per_epoch: int, epochs: int
+    cfg: OptimizerConfig, steps_per_epoch: int, epochs: int, lr_scale: float = 1.0
 ) -> keras.optimizers.Optimizer:
-    lr = learning_rate(cfg.lr, cfg.schedule, steps_per_epoch, epochs)
+    """The configured optimizer; ``lr_scale`` lowers the rate of a fine-tuning phase."""
+    lr = learning_rate(cfg.lr * lr_scale, cfg.schedule, steps_per_epoch, epochs)
+    common: dict[str, Any] = {
+        "weight_decay": cfg.weight_decay,  # Keras applies it decoupled, for any optimizer
+        "use_ema": cfg.use_ema,
+        "ema_momentum": cfg.ema_momentum,
+    }
     if isinstance(cfg, AdamConfig):
-        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
+        return keras.optimizers.Adam(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **common)
     if isinstance(cfg, AdamWConfig):
-        return keras.optimizers.AdamW(
-            lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, weight_decay=cfg.weight_decay
-        )
+        return keras.optimizers.AdamW(lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, **common)
     if isinstance(cfg, SGDConfig):
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
     if isinstance(cfg, RMSpropConfig):
-        return keras.optimizers.RMSprop(lr, rho=cfg.rho, momentum=cfg.momentum)
+        return keras.optimizers.RMSprop(lr, rho=cfg.rho, momentum=cfg.momentum, **common)
     raise TypeError(f"no optimizer builder for {type(cfg).__name__}")
 
 
-def schedule_callbacks(cfg: OptimizerConfig) -> list[keras.callbacks.Callback]:
-    if cfg.schedule.name != "plateau":
-        return []
-    return [
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss",
-            factor=cfg.schedule.gamma,
-            patience=cfg.schedule.patience,
-            min_lr=cfg.lr * cfg.schedule.min_lr_ratio,
+def optimizer_callbacks(cfg: OptimizerConfig) -> list[keras.callbacks.Callback]:
+    """Callbacks the optimizer config needs: EMA weights for validation, the plateau rule."""
+    callbacks: list[keras.callbacks.Callback] = []
+    if cfg.use_ema:  # validate (and prune on) the averaged weights that will be kept
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    if cfg.schedule.name == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=cfg.schedule.gamma,
+                patience=cfg.schedule.patience,
+                min_lr=cfg.lr * cfg.schedule.min_lr_ratio,
+            )
         )
-    ]
+    return callbacks

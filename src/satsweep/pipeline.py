@@ -1,16 +1,40 @@
 """``tf.data`` input pipelines over the cached ``uint8`` arrays.
 
-Augmentation (flips and 90-degree turns: aerial scenes have no "up") uses
-stateless random ops fed by a seeded random stream, so it is reproducible with
-the run's seed and still differs from epoch to epoch.
+Per-image augmentation (flips and 90-degree turns: aerial scenes have no "up";
+reflect-padded shifts; brightness and contrast) uses stateless random ops fed by
+a seeded random stream, so it is reproducible with the run's seed and still
+differs from epoch to epoch. MixUp and CutMix mix whole batches with Keras' own
+layers, seeded by the run. Evaluation batches are never augmented.
 """
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 from satsweep.data import Split
 from satsweep.schema import AugmentConfig
+
+SEEDS_PER_IMAGE = 12  # pairs of stateless seeds: flip, flip, rot90, crop, brightness, contrast
+
+
+def _translate(images: tf.Tensor, fraction: float, seed: tf.Tensor) -> tf.Tensor:
+    """Reflect-pad by ``fraction`` of the size, then crop back at a random offset."""
+    height, width = images.shape[0], images.shape[1]
+    pad = max(1, round(fraction * max(height, width)))
+    padded = tf.pad(images, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    return tf.image.stateless_random_crop(padded, tf.shape(images), seed)
+
+
+def _jitter(images: tf.Tensor, cfg: AugmentConfig, seeds: tf.Tensor) -> tf.Tensor:
+    pixels = tf.cast(images, tf.float32)
+    if cfg.brightness > 0:
+        pixels = tf.image.stateless_random_brightness(pixels, cfg.brightness * 255.0, seeds[8:10])
+    if cfg.contrast > 0:
+        pixels = tf.image.stateless_random_contrast(
+            pixels, 1.0 - cfg.contrast, 1.0 + cfg.contrast, seeds[10:12]
+        )
+    return tf.saturate_cast(tf.round(pixels), tf.uint8)
 
 
 def _augment(
@@ -22,7 +46,31 @@ def _augment(
     if cfg.rot90:
         k = tf.random.stateless_uniform([], seeds[4:6], minval=0, maxval=4, dtype=tf.int32)
         images = tf.image.rot90(images, k)
+    if cfg.translate > 0:
+        images = _translate(images, cfg.translate, seeds[6:8])
+    if cfg.brightness > 0 or cfg.contrast > 0:
+        images = _jitter(images, cfg, seeds)
     return images, labels
+
+
+def _batch_mixer(cfg: AugmentConfig, seed: int) -> keras.layers.Layer | None:
+    """Keras' MixUp or CutMix (or, with both, one of them per batch)."""
+    mixers = []
+    if cfg.mixup > 0:
+        mixers.append(keras.layers.MixUp(alpha=cfg.mixup, seed=seed))
+    if cfg.cutmix > 0:
+        mixers.append(keras.layers.CutMix(factor=cfg.cutmix, seed=seed + 1))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else keras.layers.RandomChoice(mixers, seed=seed + 2)
+
+
+def _mixed(data: tf.data.Dataset, mixer: keras.layers.Layer) -> tf.data.Dataset:
+    def mix(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        out = mixer({"images": tf.cast(images, tf.float32), "labels": labels}, training=True)
+        return tf.saturate_cast(tf.round(out["images"]), tf.uint8), out["labels"]
+
+    return data.map(mix)  # sequential: the layers' seed state advances in a fixed order
 
 
 def training_dataset(
@@ -32,14 +80,20 @@ def training_dataset(
     data = tf.data.Dataset.from_tensor_slices(
         (split.images, tf.one_hot(split.labels, num_classes))
     ).shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    if augment.flip or augment.rot90:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(6)
+    if augment.per_image:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
+            SEEDS_PER_IMAGE
+        )
         data = tf.data.Dataset.zip(data, seeds).map(
             lambda example, seeds: _augment(*example, seeds, augment),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    data = data.batch(batch_size)
+    mixer = _batch_mixer(augment, seed)
+    if mixer is not None:
+        data = _mixed(data, mixer)
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_dataset(split: Split, num_classes: int, batch_size: int) -> tf.data.Dataset:

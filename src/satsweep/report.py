@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from satsweep.analysis.diagnosis import one_line
+from satsweep.sweep.report import SUMMARY_ROWS
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from satsweep.sweep.job import SweepJob
     from satsweep.train import TrainResult
 
@@ -52,7 +52,10 @@ def leaderboard_table(table: pd.DataFrame, title: str, rows: int = LEADERBOARD_R
             overflow="fold",
             min_width=5,
         )
-    for _, row in table.head(rows).iterrows():
+    first, last = (table[table["trial"] == kind] for kind in SUMMARY_ROWS)
+    trials = table[~table["trial"].isin(SUMMARY_ROWS)].head(rows)
+    shown_rows = pd.concat([first, trials, last])  # the final model first, the floor last
+    for _, row in shown_rows.iterrows():
         shown.add_row(*(_cell(row[c]) for c in columns))
     return shown
 
@@ -81,3 +84,16 @@ def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | N
         f"best trial: {int(best['trial'])} with {objective}={best[objective]:.4f} "
         f"(MLflow run {best['mlflow_run_id']})"
     )
+    for kind, label in (("final", "final model"), ("floor", "no-learning floor")):
+        rows = table[table["trial"] == kind]
+        if not rows.empty:
+            row = rows.iloc[0]
+            console.print(
+                f"{label}: test_f1_macro={_cell(row.get('test_f1_macro'))} "
+                f"val_f1_macro={_cell(row.get('val_f1_macro'))}"
+                + (
+                    f" ({row['state']}, MLflow run {row['mlflow_run_id']})"
+                    if kind == "final"
+                    else ""
+                )
+            )

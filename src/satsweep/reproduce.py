@@ -288,11 +288,13 @@ def _print_verdict(console: Console, verdict: Verdict, run_id: str) -> None:
     console.print(f"{word}: max |difference| {verdict.max_difference:.3g}; new run {run_id}")
 
 
-def run_of_study(study_name: str, trial: int | None, overrides: Sequence[str]) -> str:
-    """The MLflow run id of a sweep's best trial, or of trial number ``trial``."""
+def run_of_study(
+    study_name: str, trial: int | None, overrides: Sequence[str], final: bool = False
+) -> str:
+    """The MLflow run id of a sweep's final model, best trial, or trial number ``trial``."""
     import optuna
 
-    from satsweep.sweep.runs import trial_run_id
+    from satsweep.sweep.runs import FinalFit, trial_run_id
     from satsweep.sweep.storage import open_storage
 
     cfg = load_run_config(overrides)
@@ -300,6 +302,14 @@ def run_of_study(study_name: str, trial: int | None, overrides: Sequence[str]) -
         study = optuna.load_study(study_name=study_name, storage=open_storage(cfg.storage))
     except KeyError as error:
         raise UserError(f"no study named {study_name!r} in the Optuna storage") from error
+    if final:
+        record = FinalFit.of(study)
+        if record is None:
+            raise UserError(
+                f"study {study_name!r} has no final model yet: run the sweep to its end "
+                "(with sweep.final_fit.enabled=true), or use --best"
+            )
+        return record.run_id
     if trial is None:
         try:
             chosen = study.best_trial

@@ -18,6 +18,12 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
 LearningRate = Annotated[float, Field(gt=0.0)]
+# Batch-norm moving statistics: mean <- momentum * mean + (1 - momentum) * batch mean.
+# Keras' 0.99 needs ~500 steps to forget its initial values; short runs see far fewer.
+BatchNormMomentum = Annotated[float, Field(ge=0.0, lt=1.0)]
+Width = Annotated[int, Field(ge=1, le=1024)]
+Growth = Annotated[float, Field(ge=1.0, le=4.0)]
+StemStride = Literal[1, 2, 4]
 
 
 class Strict(BaseModel):
@@ -77,6 +83,7 @@ class CNNConfig(Strict):
     kernel_size: Annotated[int, Field(ge=1, le=11)]
     convs_per_block: Annotated[int, Field(ge=1, le=4)]
     batch_norm: bool
+    bn_momentum: BatchNormMomentum
     dropout: DropoutRate
     dense_units: NonNegativeInt
     pooling: Literal["avg", "max", "flatten"]
@@ -87,50 +94,105 @@ class MLPConfig(Strict):
     hidden_units: list[PositiveInt]
     dropout: DropoutRate
     batch_norm: bool
+    bn_momentum: BatchNormMomentum
 
 
-ModelConfig = Annotated[CNNConfig | MLPConfig, Field(discriminator="name")]
+class ResNetConfig(Strict):
+    """A pre-activation ResNet: ``stages`` of ``blocks_per_stage`` residual blocks."""
+
+    name: Literal["resnet"]
+    stages: Annotated[int, Field(ge=1, le=5)]
+    width: Width  # filters of the first stage
+    width_growth: Growth  # each stage multiplies the filters by this
+    blocks_per_stage: Annotated[int, Field(ge=1, le=8)]
+    stem_stride: StemStride  # the stem downsamples by this: 2 makes 32 px runs ~2.5x faster
+    bn_momentum: BatchNormMomentum
+    dropout: DropoutRate
+
+
+class SeparableConfig(Strict):
+    """MobileNetV2-style inverted residual blocks with depthwise-separable convolutions."""
+
+    name: Literal["separable"]
+    stages: Annotated[int, Field(ge=1, le=5)]
+    width: Width
+    width_growth: Growth
+    blocks_per_stage: Annotated[int, Field(ge=1, le=8)]
+    expansion: Annotated[int, Field(ge=1, le=8)]  # channels inside a block, as a multiple
+    stem_stride: StemStride
+    bn_momentum: BatchNormMomentum
+    dropout: DropoutRate
+
+
+class BackboneConfig(Strict):
+    """A ``keras.applications`` network under a fresh classifier head."""
+
+    name: Literal["backbone"]
+    architecture: Literal["EfficientNetV2B0", "MobileNetV3Small", "ResNet50V2"]
+    weights: str | None  # null (random), imagenet (Keras downloads), or a weights file path
+    input_size: Annotated[int, Field(ge=32, le=1024)]  # smaller images are upsized to this
+    freeze_epochs: NonNegativeInt  # epochs with the backbone frozen, then it fine-tunes
+    fine_tune_lr_ratio: Annotated[float, Field(gt=0.0, le=1.0)]  # lr factor once unfrozen
+    bn_momentum: BatchNormMomentum
+    dropout: DropoutRate
+
+
+ModelConfig = Annotated[
+    CNNConfig | MLPConfig | ResNetConfig | SeparableConfig | BackboneConfig,
+    Field(discriminator="name"),
+]
 
 
 class ScheduleConfig(Strict):
-    name: Literal["constant", "cosine", "step", "plateau"]
+    name: Literal["constant", "cosine", "onecycle", "step", "plateau"]
+    warmup_epochs: Annotated[float, Field(ge=0.0)]  # cosine and onecycle: linear warm-up
     step_epochs: PositiveInt
     gamma: Annotated[float, Field(gt=0.0, le=1.0)]
     min_lr_ratio: Fraction
     patience: PositiveInt
 
+    @model_validator(mode="after")
+    def _warmup_where_supported(self) -> ScheduleConfig:
+        if self.warmup_epochs > 0 and self.name not in ("cosine", "onecycle"):
+            raise ValueError(
+                f"schedule {self.name} has no warm-up: set optimizer.schedule.warmup_epochs=0 "
+                "or optimizer.schedule.name=cosine"
+            )
+        return self
 
-class AdamConfig(Strict):
+
+class OptimizerCommon(Strict):
+    """Knobs every optimizer has (Keras' base ``Optimizer`` arguments)."""
+
+    lr: LearningRate
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)]  # decoupled, as in AdamW
+    use_ema: bool  # evaluate an exponential moving average of the weights
+    ema_momentum: Annotated[float, Field(ge=0.0, lt=1.0)]
+    schedule: ScheduleConfig
+
+
+class AdamConfig(OptimizerCommon):
     name: Literal["adam"]
-    lr: LearningRate
     beta_1: Annotated[float, Field(ge=0.0, lt=1.0)]
     beta_2: Annotated[float, Field(ge=0.0, lt=1.0)]
-    schedule: ScheduleConfig
 
 
-class AdamWConfig(Strict):
+class AdamWConfig(OptimizerCommon):
     name: Literal["adamw"]
-    lr: LearningRate
     beta_1: Annotated[float, Field(ge=0.0, lt=1.0)]
     beta_2: Annotated[float, Field(ge=0.0, lt=1.0)]
-    weight_decay: Annotated[float, Field(ge=0.0)]
-    schedule: ScheduleConfig
 
 
-class SGDConfig(Strict):
+class SGDConfig(OptimizerCommon):
     name: Literal["sgd"]
-    lr: LearningRate
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)]
     nesterov: bool
-    schedule: ScheduleConfig
 
 
-class RMSpropConfig(Strict):
+class RMSpropConfig(OptimizerCommon):
     name: Literal["rmsprop"]
-    lr: LearningRate
     rho: Annotated[float, Field(gt=0.0, lt=1.0)]
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)]
-    schedule: ScheduleConfig
 
 
 OptimizerConfig = Annotated[
@@ -139,8 +201,25 @@ OptimizerConfig = Annotated[
 
 
 class AugmentConfig(Strict):
+    """Training-time augmentation; evaluation never sees it."""
+
     flip: bool
     rot90: bool
+    translate: Annotated[float, Field(ge=0.0, le=0.5)]  # shift, fraction of the size, reflected
+    brightness: Fraction  # random brightness change, fraction of the pixel range
+    contrast: Fraction  # random contrast factor in [1 - contrast, 1 + contrast]
+    mixup: Annotated[float, Field(ge=0.0)]  # MixUp's alpha; 0 = off
+    cutmix: Annotated[float, Field(ge=0.0)]  # CutMix's factor; 0 = off
+
+    @property
+    def per_image(self) -> bool:
+        return (
+            self.flip
+            or self.rot90
+            or self.translate > 0
+            or self.brightness > 0
+            or (self.contrast > 0)
+        )
 
 
 class TrainerConfig(Strict):
@@ -150,7 +229,9 @@ class TrainerConfig(Strict):
     monitor: str
     deterministic: bool
     class_weights: bool
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
     augment: AugmentConfig
+    tta: Literal["none", "flips", "dihedral"]  # predictions averaged over transformed inputs
     threads: NonNegativeInt
     verbose: Annotated[int, Field(ge=0, le=2)]
 

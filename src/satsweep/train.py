@@ -18,18 +18,20 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from satsweep import tta
 from satsweep.analysis.confusion import confusion_figure, confusion_table
 from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose, one_line
 from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
+from satsweep.baseline import Floor, no_learning_floor
 from satsweep.data import Dataset, load_data
 from satsweep.metrics import Evaluation, evaluate_predictions, prefixed
-from satsweep.models import build_model
-from satsweep.optim import build_optimizer, schedule_callbacks
+from satsweep.models import build_model, set_backbone_trainable
+from satsweep.optim import build_optimizer, optimizer_callbacks
 from satsweep.pipeline import evaluation_dataset, training_dataset
 from satsweep.provenance import git_state, package_versions
 from satsweep.redact import redact_tree
 from satsweep.runtime import accelerator, prepare_run
-from satsweep.schema import RunConfig, as_plain
+from satsweep.schema import BackboneConfig, RunConfig, as_plain
 from satsweep.tracking import TAG_PREFIX, Tracker, flatten
 
 LOG = logging.getLogger(__name__)
@@ -105,6 +107,40 @@ def log_run_inputs(tracker: Tracker, run_id: str, cfg: RunConfig, dataset: Datas
     tracker.log_dataset(run_id, dataset.name, dataset.digest, str(cfg.data.path))
 
 
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one optimizer: a backbone trains its head first, frozen."""
+
+    first_epoch: int
+    end_epoch: int
+    backbone_trainable: bool
+    lr_scale: float
+
+
+def phases(cfg: RunConfig, initial_epoch: int) -> list[Phase]:
+    """One phase; two for a backbone with ``freeze_epochs`` (frozen, then fine-tuned)."""
+    epochs, model = cfg.trainer.epochs, cfg.model
+    if isinstance(model, BackboneConfig) and initial_epoch < model.freeze_epochs < epochs:
+        return [
+            Phase(initial_epoch, model.freeze_epochs, False, 1.0),
+            Phase(model.freeze_epochs, epochs, True, model.fine_tune_lr_ratio),
+        ]
+    frozen = isinstance(model, BackboneConfig) and model.freeze_epochs >= epochs
+    return [Phase(initial_epoch, epochs, not frozen, 1.0)]
+
+
+def compile_model(model: keras.Model, cfg: RunConfig, steps: int, phase: Phase) -> None:
+    """Compile for one phase: its optimizer and schedule span exactly the phase's epochs."""
+    set_backbone_trainable(model, phase.backbone_trainable)
+    model.compile(
+        optimizer=build_optimizer(
+            cfg.optimizer, steps, phase.end_epoch - phase.first_epoch, phase.lr_scale
+        ),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.trainer.label_smoothing),
+        metrics=["accuracy", keras.metrics.F1Score(average="macro", name="f1_macro")],
+    )
+
+
 def fit_and_log(
     cfg: RunConfig,
     dataset: Dataset,
@@ -112,12 +148,15 @@ def fit_and_log(
     run_id: str,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     initial_epoch: int = 0,
+    floor: Floor | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on ``dataset`` inside the existing MLflow run ``run_id``.
 
     Exceptions raised by callbacks (an Optuna prune, say) propagate after the
     epochs so far have been logged. ``initial_epoch`` is for runs that continue
     earlier weights (KerasTuner's Hyperband rounds): epochs are numbered from it.
+    ``floor``, the no-learning baseline of this split, lets the diagnosis say
+    when a model is weak for its task.
     """
     started = time.perf_counter()
     log_run_inputs(tracker, run_id, cfg, dataset)
@@ -125,34 +164,38 @@ def fit_and_log(
     trainer = cfg.trainer
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
     steps = max(1, math.ceil(len(dataset.train) / trainer.batch_size))
-    model.compile(
-        optimizer=build_optimizer(cfg.optimizer, steps, trainer.epochs),
-        loss="categorical_crossentropy",
-        metrics=["accuracy", keras.metrics.F1Score(average="macro", name="f1_macro")],
-    )
     nan_guard = StopOnNonFiniteLoss()
     callbacks = [
         EpochLogger(tracker, run_id),
         nan_guard,
         *_stopping(cfg),
-        *schedule_callbacks(cfg.optimizer),
+        *optimizer_callbacks(cfg.optimizer),
         *extra_callbacks,
     ]
-    fit_started = time.perf_counter()
-    history = model.fit(
-        training_dataset(
-            dataset.train, dataset.num_classes, trainer.batch_size, trainer.augment, cfg.seed
-        ),
-        validation_data=evaluation_dataset(dataset.val, dataset.num_classes, trainer.batch_size),
-        epochs=trainer.epochs,
-        initial_epoch=initial_epoch,
-        class_weight=_class_weights(dataset) if trainer.class_weights else None,
-        callbacks=callbacks,
-        verbose=trainer.verbose,
-        shuffle=False,  # the tf.data pipeline shuffles, reproducibly
+    train_data = training_dataset(
+        dataset.train, dataset.num_classes, trainer.batch_size, trainer.augment, cfg.seed
     )
+    val_data = evaluation_dataset(dataset.val, dataset.num_classes, trainer.batch_size)
+    history: dict[str, list[float]] = {}
+    fit_started = time.perf_counter()
+    for phase in phases(cfg, initial_epoch):
+        compile_model(model, cfg, steps, phase)
+        fitted = model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=phase.end_epoch,
+            initial_epoch=phase.first_epoch,
+            class_weight=_class_weights(dataset) if trainer.class_weights else None,
+            callbacks=callbacks,
+            verbose=trainer.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles, reproducibly
+        )
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        if model.stop_training or nan_guard.fired:
+            break
     fit_seconds = time.perf_counter() - fit_started
-    epochs_trained = len(history.history.get("loss", []))
+    epochs_trained = len(history.get("loss", []))
     epochs_run = initial_epoch + epochs_trained
     if nan_guard.fired:
         raise NonFiniteLossError(
@@ -160,11 +203,11 @@ def fit_and_log(
             f"(now {cfg.optimizer.lr:g})"
         )
     metrics, test = _evaluate_and_log(model, cfg, dataset, tracker, run_id, epochs_run)
-    history_lists = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    if floor is not None:
+        metrics.update(floor.logged)
+        tracker.log_metrics(run_id, floor.logged, step=epochs_run)
     diagnosis = (
-        _analyse_and_log(
-            tracker, run_id, dataset, test, history_lists, metrics, cfg.trainer.class_weights
-        )
+        _analyse_and_log(tracker, run_id, dataset, test, history, metrics, cfg, floor)
         if cfg.tracking.error_analysis
         else []
     )
@@ -178,7 +221,7 @@ def fit_and_log(
     return TrainResult(
         run_id=run_id,
         metrics=metrics,
-        history=history_lists,
+        history=history,
         epochs_run=epochs_run,
         test=test,
         class_names=dataset.class_names,
@@ -215,12 +258,12 @@ def _evaluate_and_log(
     run_id: str,
     epochs_run: int,
 ) -> tuple[dict[str, float], Evaluation]:
-    """Final val/test metrics, confusion matrix, per-class report and the model."""
+    """Final val/test metrics (with ``trainer.tta``), confusion matrix, report and model."""
     batch = cfg.trainer.batch_size
     evaluations = {
         name: evaluate_predictions(
             split.labels,
-            model.predict(split.images, batch_size=batch, verbose=0),
+            tta.predict(model, split.images, cfg.trainer.tta, batch),
             dataset.class_names,
         )
         for name, split in (("val", dataset.val), ("test", dataset.test))
@@ -253,7 +296,8 @@ def _analyse_and_log(
     test: Evaluation,
     history: dict[str, list[float]],
     metrics: dict[str, float],
-    class_weights: bool,
+    cfg: RunConfig,
+    floor: Floor | None,
 ) -> list[Finding]:
     """Error analysis and "what to try next", logged under ``error_analysis/``."""
     analysis = analyse_errors(
@@ -278,7 +322,10 @@ def _analyse_and_log(
             confusion=test.confusion,
             error_confidences=analysis.error_confidences.tolist(),
             class_names=dataset.class_names,
-            class_weights=class_weights,
+            class_weights=cfg.trainer.class_weights,
+            test_f1_macro=metrics["test_f1_macro"],
+            floor_f1_macro=floor.metrics["test_f1_macro"] if floor else None,
+            augment=cfg.trainer.augment,
         )
     )
     tracker.log_text(run_id, as_markdown(findings), f"{ERROR_ANALYSIS}/diagnosis.md")
@@ -302,12 +349,13 @@ def train(
     tracker = Tracker(cfg.tracking)
     tracker.check_reachable()
     dataset = dataset or load_data(cfg)
+    floor = no_learning_floor(dataset, cfg.seed)
     experiment_id = experiment_id or tracker.experiment_id(cfg.tracking.experiment)
     name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"
     run_id = tracker.create_run(experiment_id, name, tags=tags or {})
     tracker.set_tags(run_id, {f"{TAG_PREFIX}reproduce_command": f"satsweep reproduce {run_id}"})
     try:
-        result = fit_and_log(cfg, dataset, tracker, run_id)
+        result = fit_and_log(cfg, dataset, tracker, run_id, floor=floor)
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise

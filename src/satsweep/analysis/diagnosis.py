@@ -14,6 +14,8 @@ from itertools import pairwise
 
 import numpy as np
 
+from satsweep.schema import AugmentConfig
+
 OVERFIT_GAP = 0.15  # train accuracy minus val accuracy at the end
 OVERFIT_VAL_LOSS_RISE = 0.10  # val loss this far above its minimum at the end
 UNDERFIT_LOSS_DROP = 0.10  # loss fell by less than this fraction over training
@@ -24,6 +26,9 @@ IMBALANCE_RATIO = 3.0  # largest over smallest class in training
 MINORITY_RECALL = 0.5  # smallest class's recall below this share of the mean recall
 CONCENTRATED_ERRORS = 0.5  # the top 3 confused pairs hold this share of errors
 CONFIDENT_ERRORS = 0.7  # mean confidence of wrong predictions
+CHANCE_MULTIPLE = 1.5  # val accuracy below this multiple of chance counts as "at chance"
+TRAIN_ABOVE_CHANCE = 2.0  # ... while train accuracy rose above this multiple of chance
+FLOOR_MARGIN = 0.05  # test macro F1 within this of the no-learning floor is weak
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class Evidence:
     error_confidences: Sequence[float]
     class_names: Sequence[str]
     class_weights: bool  # whether the loss was already weighted by class
+    test_f1_macro: float
+    floor_f1_macro: float | None  # the no-learning floor's test macro F1, when known
+    augment: AugmentConfig  # what augmentation was already on
 
 
 def _overfitting(e: Evidence) -> Finding | None:
@@ -57,11 +65,21 @@ def _overfitting(e: Evidence) -> Finding | None:
     rise = (val_loss[-1] - min(val_loss)) / max(min(val_loss), 1e-9) if len(val_loss) > 2 else 0
     if gap <= OVERFIT_GAP and rise <= OVERFIT_VAL_LOSS_RISE:
         return None
+    off = [
+        f"trainer.augment.{name}"
+        for name, on in (
+            ("flip", e.augment.flip),
+            ("rot90", e.augment.rot90),
+            ("translate", e.augment.translate > 0),
+            ("mixup", e.augment.mixup > 0),
+        )
+        if not on
+    ]
     return Finding(
         "overfitting",
         f"train accuracy is {gap:.2f} above validation and val loss ended {rise:.0%} above "
-        "its minimum: add augmentation or dropout, or more data",
-        ("trainer.augment.flip", "trainer.augment.rot90", "model.dropout", "data.max_per_class"),
+        "its minimum: add augmentation, weight decay or dropout, or more data",
+        (*off, "optimizer.weight_decay", "model.dropout", "data.max_per_class"),
     )
 
 
@@ -143,7 +161,51 @@ def _concentrated_errors(e: Evidence) -> Finding | None:
     )
 
 
-RULES = (_overfitting, _underfitting, _learning_rate_too_high, _imbalance, _concentrated_errors)
+def _validation_at_chance(e: Evidence) -> Finding | None:
+    """Training learns while validation does not: train and eval modes differ."""
+    train, val = e.history.get("accuracy", []), e.history.get("val_accuracy", [])
+    chance = 1.0 / max(2, len(e.class_names))
+    if len(train) < 2 or not val or train[-1] < TRAIN_ABOVE_CHANCE * chance:
+        return None
+    if max(val) >= CHANCE_MULTIPLE * chance:
+        return None
+    return Finding(
+        "validation at chance",
+        f"train accuracy rose to {train[-1]:.2f} while validation stayed at chance "
+        f"({max(val):.2f}, chance {chance:.2f}): the network evaluated is not the one that "
+        "trained; lower model.bn_momentum (0.9 settles in a few hundred steps), check the "
+        "learning rate, or train longer",
+        ("model.bn_momentum", "optimizer.lr", "trainer.epochs"),
+    )
+
+
+def _weak_model(e: Evidence) -> Finding | None:
+    """Barely better than colour statistics (or chance) is a model that learnt little."""
+    chance = 1.0 / max(2, len(e.class_names))
+    floor = e.floor_f1_macro
+    if floor is not None and e.test_f1_macro < floor + FLOOR_MARGIN:
+        what = f"the no-learning floor's {floor:.2f} (colour statistics alone)"
+    elif e.test_f1_macro < CHANCE_MULTIPLE * chance:
+        what = f"chance ({chance:.2f})"
+    else:
+        return None
+    return Finding(
+        "weak model",
+        f"test macro F1 {e.test_f1_macro:.2f} is barely above {what}: train longer, "
+        "use a stronger model family or a larger image size",
+        ("trainer.epochs", "model", "data.image_size", "optimizer.lr"),
+    )
+
+
+RULES = (
+    _validation_at_chance,
+    _weak_model,
+    _overfitting,
+    _underfitting,
+    _learning_rate_too_high,
+    _imbalance,
+    _concentrated_errors,
+)
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:

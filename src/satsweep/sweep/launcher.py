@@ -19,12 +19,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from satsweep.baseline import no_learning_floor
 from satsweep.data import load_data
 from satsweep.eda import log_dataset_report
 from satsweep.sweep.attach import Attached, Budget, attach
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.progress import Progress, snapshot
 from satsweep.sweep.report import finalize
+from satsweep.sweep.runs import FLOOR_ATTR
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -36,33 +38,50 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def _start_workers(
-    job: SweepJob, workers: int, logs: Path
-) -> list[tuple[subprocess.Popen[bytes], Path]]:
-    logs.mkdir(parents=True, exist_ok=True)
+Worker = tuple[subprocess.Popen[bytes], Path]
+
+
+def _start(job: SweepJob, log_path: Path, *options: str) -> Worker:
+    """A ``satsweep worker`` process with ``options``, its output in ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "satsweep", "worker", *job.overrides, *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches this process, which stops them once
+        )
+    return process, log_path
+
+
+def _start_workers(job: SweepJob, workers: int, logs: Path) -> list[Worker]:
     threads = job.base.trainer.threads or threads_per_worker(workers)
-    started = []
-    for index in range(workers):
-        log_path = logs / f"worker-{index}.log"
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "satsweep",
-                    "worker",
-                    *job.overrides,
-                    "--threads",
-                    str(threads),
-                    "--worker-index",
-                    str(index),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches this process, which stops them once
+    return [
+        _start(
+            job,
+            logs / f"worker-{index}.log",
+            "--threads",
+            str(threads),
+            "--worker-index",
+            str(index),
+        )
+        for index in range(workers)
+    ]
+
+
+def _watch(
+    job: SweepJob, attached: Attached, processes: list[Worker], title: str, started: float
+) -> None:
+    """Show the study's progress until every process has exited."""
+    with Progress(title) as progress:
+        while _any_running(processes):
+            progress.update(
+                snapshot(attached.study, job.settings.n_trials, job.settings.objectives[0], started)
             )
-        started.append((process, log_path))
-    return started
+            time.sleep(POLL_SECONDS)
+        progress.update(
+            snapshot(attached.study, job.settings.n_trials, job.settings.objectives[0], started)
+        )
 
 
 def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
@@ -77,17 +96,16 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     started = time.monotonic()
     interrupted = False
     try:
-        with Progress(f"sweep {job.settings.study_name}") as progress:
-            while _any_running(processes):
-                progress.update(
-                    snapshot(
-                        attached.study, job.settings.n_trials, job.settings.objectives[0], started
-                    )
+        _watch(job, attached, processes, f"sweep {job.settings.study_name}", started)
+        if _search_done(job, attached, processes) and job.settings.final_fit.enabled:
+            LOG.info("final fit of the best trial (log: %s)", logs / "final.log")
+            final = [
+                _start(
+                    job, logs / "final.log", "--final-fit", "--threads", str(threads_per_worker(1))
                 )
-                time.sleep(POLL_SECONDS)
-            progress.update(
-                snapshot(attached.study, job.settings.n_trials, job.settings.objectives[0], started)
-            )
+            ]
+            processes += final
+            _watch(job, attached, final, f"final fit {job.settings.study_name}", started)
     except KeyboardInterrupt:
         interrupted = True
         _stop(processes)
@@ -105,20 +123,40 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     return (0 if done or not failed_workers else 2), table
 
 
-def _any_running(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> bool:
+def _search_done(job: SweepJob, attached: Attached, processes: list[Worker]) -> bool:
+    """The trial budget is spent and every worker exited cleanly."""
+    clean = all(process.returncode == 0 for process, _ in processes)
+    spent = Budget(job.settings.n_trials, None).remaining(attached.study)[0] <= 0
+    return clean and (spent or job.settings.n_trials is None)  # or its timeout ran out
+
+
+def _any_running(processes: list[Worker]) -> bool:
     """Poll every worker (reaping the ones that exited), not just the first alive one."""
     return any([process.poll() is None for process, _ in processes])
 
 
 def _log_dataset_report_once(job: SweepJob, attached: Attached) -> None:
-    """The sweep's dataset report goes to its parent run once, not again on resume."""
-    if attached.tracker.client.list_artifacts(attached.parent_run_id, "eda"):
+    """The dataset report and the no-learning floor go to the parent run once, not on resume.
+
+    The floor is also kept on the study: trials compare themselves to it.
+    """
+    tracker, run_id, study = attached.tracker, attached.parent_run_id, attached.study
+    has_report = bool(tracker.client.list_artifacts(run_id, "eda"))
+    if has_report and FLOOR_ATTR in study.user_attrs:
         return
-    LOG.info("writing the dataset report to the sweep's parent run")
-    log_dataset_report(attached.tracker, attached.parent_run_id, load_data(job.base))
+    dataset = load_data(job.base)
+    if FLOOR_ATTR not in study.user_attrs:
+        floor = no_learning_floor(dataset, job.base.seed)
+        LOG.info("no-learning floor: test_f1_macro=%.4f", floor.metrics["test_f1_macro"])
+        study.set_user_attr(FLOOR_ATTR, floor.metrics)
+        tracker.log_metrics(run_id, floor.logged, step=0)
+        tracker.set_tags(run_id, {"satsweep.floor_method": floor.method})
+    if not has_report:
+        LOG.info("writing the dataset report to the sweep's parent run")
+        log_dataset_report(tracker, run_id, dataset)
 
 
-def _stop(processes: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+def _stop(processes: list[Worker]) -> None:
     """Ask workers to stop (their running trial is failed and closed), then wait."""
     LOG.warning(
         "stopping workers: the running trials are marked failed; run the same command to resume"

@@ -18,13 +18,14 @@ import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
+from satsweep.baseline import Floor
 from satsweep.data import Dataset, load_data
 from satsweep.errors import UserError
 from satsweep.redact import redact
 from satsweep.runtime import peak_rss_mib
 from satsweep.schema import DataConfig
 from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import RUN_ATTR, close_trial_run, create_trial_run
+from satsweep.sweep.runs import FLOOR_ATTR, RUN_ATTR, close_trial_run, create_trial_run
 from satsweep.sweep.stopping import StopOnRequest, StopRequest
 from satsweep.sweep.storage import WORKER_ATTR, worker_identity
 from satsweep.tracking import Tracker
@@ -116,8 +117,15 @@ class TrialObjective:
         callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop), *self.plan.callbacks]
         if settings.prunes:
             callbacks.append(KerasPruningCallback(trial, monitor=settings.objectives[0]))
+        floor_metrics = trial.study.user_attrs.get(FLOOR_ATTR)
         result = fit_and_log(
-            cfg, dataset, self.tracker, run_id, callbacks, initial_epoch=self.plan.initial_epoch
+            cfg,
+            dataset,
+            self.tracker,
+            run_id,
+            callbacks,
+            initial_epoch=self.plan.initial_epoch,
+            floor=Floor(floor_metrics) if floor_metrics else None,
         )
         rss = peak_rss_mib()  # a worker that keeps growing over trials leaks
         trial.set_user_attr(RSS_ATTR, rss)

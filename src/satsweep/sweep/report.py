@@ -27,11 +27,12 @@ from satsweep.analysis.errors import ERROR_ANALYSIS
 from satsweep.redact import redact_tree
 from satsweep.schema import as_plain
 from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import PARENT_ATTR, trial_run_id
+from satsweep.sweep.runs import FLOOR_ATTR, PARENT_ATTR, FinalFit, trial_run_id
 from satsweep.tracking import Tracker, TrackingUnavailable, with_retries
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+SUMMARY_ROWS = ("final", "floor")  # leaderboard rows that are not trials: the answer, the floor
 KEY_METRICS = ("val_f1_macro", "val_accuracy", "test_f1_macro", "test_accuracy", "epochs_run")
 
 
@@ -56,9 +57,29 @@ def leaderboard(
     if table.empty:
         return table
     ascending = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
-    return table.sort_values(
-        objectives[0], ascending=ascending, na_position="last", kind="stable"
-    ).reset_index(drop=True)
+    table = table.sort_values(objectives[0], ascending=ascending, na_position="last", kind="stable")
+    final, floor = (_summary_row(study, objectives, kind) for kind in SUMMARY_ROWS)
+    rows = [*([final] if final else []), *table.to_dict("records"), *([floor] if floor else [])]
+    return pd.DataFrame(rows, columns=table.columns)
+
+
+def _summary_row(study: optuna.Study, objectives: list[str], kind: str) -> dict[str, Any] | None:
+    """The sweep's answer (``final``, first) or its no-learning floor (``floor``, last)."""
+    if kind == "final":
+        final = FinalFit.of(study)
+        if final is None:
+            return None
+        metrics, run_id = final.metrics, final.run_id
+    else:
+        floor = study.user_attrs.get(FLOOR_ATTR)
+        if not floor:
+            return None
+        metrics, run_id = floor, ""
+    row: dict[str, Any] = {"trial": kind, "state": kind}
+    row.update({key: metrics.get(key) for key in (*objectives, *KEY_METRICS)})
+    row["seconds"] = metrics.get("seconds")
+    row["mlflow_run_id"] = run_id
+    return row
 
 
 def _trial_metrics(study: optuna.Study, tracker: Tracker) -> dict[int, dict[str, float]]:
@@ -119,7 +140,19 @@ def finalize(
             {f"best_{name}": value for name, value in zip(objectives, top.values, strict=True)},
             step=finished,
         )
-    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    final = FinalFit.of(study)
+    if final is not None:
+        tracker.set_tags(
+            parent_run_id,
+            {"satsweep.final_run_id": final.run_id, "satsweep.final_of_trial": final.trial},
+        )
+        tracker.log_metrics(
+            parent_run_id,
+            {f"final_{k}": v for k, v in final.metrics.items() if k.startswith(("val_", "test_"))},
+            step=0,
+        )
+    trials = table[~table["trial"].isin(SUMMARY_ROWS)] if not table.empty else table
+    counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     tracker.set_tags(parent_run_id, {f"satsweep.trials_{k}": v for k, v in counts.items()})
     _log_plots(study, objectives, tracker, parent_run_id)
     tracker.end_run(parent_run_id, status)

@@ -7,6 +7,8 @@ carries ``satsweep.sweep``, ``satsweep.backend`` and (for trials)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import optuna
 
 from satsweep.sweep.job import SweepJob
@@ -16,7 +18,24 @@ PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
 RELINKED_ATTR = "mlflow_relinked_runs"  # offline run id -> MLflow run id, set by `sync`
 STATE_TAG = "satsweep.trial_state"
+FLOOR_ATTR = "satsweep_floor"  # the no-learning floor's metrics on the sweep's split
+FINAL_ATTR = "satsweep_final_fit"  # the final fit's record, see FinalFit
+FINAL_ROLE = "final"
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+
+@dataclass(frozen=True)
+class FinalFit:
+    """The final model's record on the study: the trial it retrained, its run, its metrics."""
+
+    trial: int
+    run_id: str
+    metrics: dict[str, float]
+
+    @staticmethod
+    def of(study: optuna.Study) -> FinalFit | None:
+        record = study.user_attrs.get(FINAL_ATTR)
+        return FinalFit(**record) if record else None
 
 
 def sweep_tags(job: SweepJob) -> dict[str, str]:

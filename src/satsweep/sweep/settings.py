@@ -19,6 +19,8 @@ Direction = Literal["maximize", "minimize"]
 SPLIT_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
 BINARY_METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc")
 RUN_METRICS = ("params_count", "epochs_run", "seconds", "fit_seconds")
+# A run's metrics that are not the model's: the no-learning floor of the same split.
+FLOOR_METRICS = tuple(f"floor_{s}_{m}" for s in ("val", "test") for m in ("accuracy", "f1_macro"))
 # Keras reports these after every epoch, so a pruner can watch them.
 EPOCH_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
 
@@ -66,6 +68,13 @@ class CompareSettings(Strict):
     methods: Annotated[dict[str, list[str]], Field(min_length=2)]  # name -> Hydra overrides
 
 
+class FinalFitSettings(Strict):
+    """The sweep's answer: its best configuration retrained once with the full budget."""
+
+    enabled: bool
+    overrides: list[str]  # Hydra overrides on top of the best trial's, e.g. trainer.epochs=20
+
+
 class SweepSettings(Strict):
     study_name: str
     experiment: str  # the MLflow experiment of the sweep's runs
@@ -82,6 +91,7 @@ class SweepSettings(Strict):
     kerastuner: KerasTunerSettings
     params: dict[str, str]
     conditional: dict[str, dict[str, str]]
+    final_fit: FinalFitSettings
     compare: CompareSettings
 
     @model_validator(mode="after")

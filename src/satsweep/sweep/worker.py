@@ -32,6 +32,16 @@ class WorkerExit:
     seconds_left: float | None
 
 
+def run_final(job: SweepJob, threads: int) -> None:
+    """Retrain the sweep's best trial with the final-fit budget (``worker --final-fit``)."""
+    from satsweep.sweep.final_fit import run_final_fit
+
+    configure_threads(threads)
+    stop = StopRequest()
+    stop.install()
+    run_final_fit(job, attach(job), stop)
+
+
 def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> WorkerExit:
     """Run trials until the study has ``n_trials`` finished ones, or ``trials_per_process``."""
     configure_threads(threads)

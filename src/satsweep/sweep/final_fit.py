@@ -1,0 +1,89 @@
+"""The final fit: a sweep's best configuration, retrained once with the full budget.
+
+A sweep searches cheaply (small images, capped data, few epochs); what it answers
+with is one more run of the best trial's config with ``sweep.final_fit.overrides``
+on top (more data, more epochs), through the same :func:`fit_and_log` as every
+trial. Its run is a child of the sweep's parent run, tagged ``satsweep.role=final``,
+and its record lives on the study so ``compare`` and ``reproduce --final`` find it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+
+from satsweep.baseline import no_learning_floor
+from satsweep.data import load_data
+from satsweep.schema import RunConfig
+from satsweep.sweep.attach import Attached
+from satsweep.sweep.job import SweepJob
+from satsweep.sweep.runs import FINAL_ATTR, FINAL_ROLE, FinalFit, sweep_tags
+from satsweep.sweep.stopping import StopOnRequest, StopRequest
+from satsweep.train import fit_and_log
+
+LOG = logging.getLogger(__name__)
+
+
+def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The trial to retrain: the best one (by the first objective on a Pareto front)."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return None
+    if len(study.directions) == 1:
+        return study.best_trial
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    return min(study.best_trials, key=lambda t: sign * t.values[0])
+
+
+def final_config(job: SweepJob, trial: optuna.trial.FrozenTrial) -> RunConfig:
+    """The trial's parameters, replayed through the space, plus the final-fit overrides."""
+    overrides = job.space.suggest(optuna.trial.FixedTrial(trial.params))
+    return job.trial_config([*overrides, *job.settings.final_fit.overrides])
+
+
+def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> FinalFit | None:
+    """Retrain the best trial unless the study already has its final fit."""
+    study, tracker = attached.study, attached.tracker
+    trial = chosen_trial(study)
+    if trial is None:
+        LOG.warning("no trial completed: nothing to retrain")
+        return None
+    existing = FinalFit.of(study)
+    if existing is not None and existing.trial == trial.number:
+        LOG.info("the final fit of trial %d exists: run %s", trial.number, existing.run_id)
+        return existing
+    cfg = final_config(job, trial)
+    dataset = load_data(cfg)
+    LOG.info("final fit of trial %d on %d training images", trial.number, len(dataset.train))
+    run_id = tracker.create_run(
+        tracker.experiment_id(job.settings.experiment),
+        f"{job.settings.study_name}-final",
+        tags=_final_tags(job, trial),
+        parent_run_id=attached.parent_run_id,
+    )
+    try:
+        result = fit_and_log(
+            cfg, dataset, tracker, run_id, [StopOnRequest(stop)], floor=no_learning_floor(dataset)
+        )
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    tracker.end_run(run_id, "FINISHED")
+    final = FinalFit(trial.number, run_id, _plain(result.metrics))
+    study.set_user_attr(FINAL_ATTR, final.__dict__)
+    return final
+
+
+def _final_tags(job: SweepJob, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {
+        **sweep_tags(job),
+        "satsweep.role": FINAL_ROLE,
+        "satsweep.final_of_trial": str(trial.number),
+        "satsweep.final_overrides": " ".join(job.settings.final_fit.overrides),
+    }
+
+
+def _plain(metrics: dict[str, float]) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items()}
