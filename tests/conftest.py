@@ -39,9 +39,8 @@ TINY = [
     "trainer=quick",
     "trainer.epochs=2",
     "trainer.batch_size=16",
-    "model.blocks=2",
-    "model.filters=8",
-    "model.dense_units=16",
+    "model.stages=2",
+    "model.width=8",
 ]
 
 
@@ -89,7 +88,7 @@ def start_satsweep(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def journal_study(outputs: Path, name: str = "quick") -> optuna.Study:
+def journal_study(outputs: Path, name: str = "smoke") -> optuna.Study:
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
     )
@@ -100,7 +99,7 @@ def wait_for_trials(
     outputs: Path,
     process: subprocess.Popen[str],
     condition: Callable[[list[optuna.trial.FrozenTrial]], bool],
-    name: str = "quick",
+    name: str = "smoke",
     timeout: float = 300,
 ) -> list[optuna.trial.FrozenTrial]:
     """Poll the journal of a running sweep until ``condition(trials)`` holds."""
@@ -142,14 +141,15 @@ def run_satsweep(
 
 @pytest.fixture
 def sweep_args(tiny: list[str]) -> list[str]:
-    """The quick sweep, shrunk: 4 tiny trials of 3 epochs, models not logged."""
+    """The smoke sweep: 4 tiny trials of 3 epochs, models not logged, no final fit."""
     data_and_trainer = [o for o in tiny if not o.startswith("model.")]
     return [
-        "sweep=quick",
+        "sweep=smoke",
         *data_and_trainer,
         "trainer.epochs=3",
         "sweep.n_trials=4",
         "tracking.log_model=false",
+        "sweep.final_fit.enabled=false",
     ]
 
 

@@ -58,7 +58,7 @@ def test_compare_backends_races_four_methods_and_logs_one_comparison(outputs, sw
     assert all(method in result.stdout for method in METHODS)
 
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-    experiment = client.get_experiment_by_name("quick-compare").experiment_id
+    experiment = client.get_experiment_by_name("smoke-compare").experiment_id
     runs = client.search_runs([experiment])
     [comparison] = [r for r in runs if r.data.tags.get("satsweep.role") == "comparison"]
     assert comparison.info.status == "FINISHED"

@@ -6,14 +6,14 @@ import pytest
 
 from satsweep.config import load_run_config
 from satsweep.errors import UserError
-from satsweep.schema import AdamConfig, CNNConfig, MLPConfig, SGDConfig
+from satsweep.schema import AdamWConfig, MLPConfig, ResNetConfig, SGDConfig
 from tests.conftest import run_satsweep
 
 
 def test_defaults_compose_to_typed_objects(outputs) -> None:
     cfg = load_run_config([])
-    assert isinstance(cfg.model, CNNConfig)
-    assert isinstance(cfg.optimizer, AdamConfig)
+    assert isinstance(cfg.model, ResNetConfig) and cfg.model.bn_momentum == 0.9
+    assert isinstance(cfg.optimizer, AdamWConfig) and cfg.optimizer.schedule.name == "cosine"
     assert cfg.data.name == "aid" and cfg.data.path.endswith("/aid")
     assert cfg.tracking.uri == f"sqlite:///{outputs}/mlflow.db"
 
@@ -55,6 +55,26 @@ BAD_OVERRIDES = [
     (["+experiment=missing"], "experiment/missing"),
     (["data.classes=[Beach"], "[Beach"),
     (["optimizer=adam", "optimizer.momentum=0.5"], "optimizer.momentum"),
+    (["model.bn_momentum=1.0"], "model.bn_momentum"),
+    (["model.stem_stride=3"], "model.stem_stride"),
+    (["model.width=0"], "model.width"),
+    (["model=separable", "model.expansion=0"], "model.expansion"),
+    (["model=backbone", "model.architecture=VGG99"], "model.architecture"),
+    (["model=backbone", "model.input_size=16"], "model.input_size"),
+    (["model=backbone", "model.fine_tune_lr_ratio=0"], "model.fine_tune_lr_ratio"),
+    (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay"),
+    (["optimizer.use_ema=maybe"], "optimizer.use_ema"),
+    (["optimizer.ema_momentum=1.5"], "optimizer.ema_momentum"),
+    (["optimizer.schedule.name=linear"], "optimizer.schedule.name"),
+    (["optimizer.schedule.warmup_epochs=-1"], "optimizer.schedule.warmup_epochs"),
+    (["optimizer.schedule.name=step"], "warmup_epochs=0"),
+    (["trainer.label_smoothing=1.0"], "trainer.label_smoothing"),
+    (["trainer.augment.translate=0.9"], "trainer.augment.translate"),
+    (["trainer.augment.brightness=2"], "trainer.augment.brightness"),
+    (["trainer.augment.contrast=-0.1"], "trainer.augment.contrast"),
+    (["trainer.augment.mixup=-1"], "trainer.augment.mixup"),
+    (["trainer.augment.cutmix=-1"], "trainer.augment.cutmix"),
+    (["trainer.tta=rot45"], "trainer.tta"),
 ]
 
 

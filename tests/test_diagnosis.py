@@ -6,6 +6,7 @@ import numpy as np
 
 from satsweep.analysis.diagnosis import Evidence, diagnose
 from satsweep.analysis.errors import expected_calibration_error
+from satsweep.config import load_run_config
 
 CLASSES = ("a", "b", "c", "d")
 
@@ -25,6 +26,9 @@ def _evidence(**changes) -> Evidence:
         "error_confidences": [0.4, 0.5, 0.45, 0.55],
         "class_names": CLASSES,
         "class_weights": False,
+        "test_f1_macro": 0.75,
+        "floor_f1_macro": 0.4,
+        "augment": load_run_config([]).trainer.augment,
     }
     return Evidence(**{**healthy, **changes})
 
@@ -103,3 +107,34 @@ def test_expected_calibration_error() -> None:
     assert expected_calibration_error(labels, perfect) == 0.0
     overconfident = np.array([[0.95, 0.05], [0.95, 0.05], [0.95, 0.05], [0.95, 0.05]])
     assert abs(expected_calibration_error(labels, overconfident) - 0.45) < 1e-9
+
+
+def test_validation_at_chance_while_training_learns_names_bn_momentum() -> None:
+    history = {
+        "loss": [1.3, 1.0, 0.8, 0.6, 0.5],
+        "val_loss": [1.5, 1.6, 1.7, 1.6, 1.7],
+        "accuracy": [0.4, 0.55, 0.65, 0.75, 0.8],
+        "val_accuracy": [0.25, 0.26, 0.25, 0.27, 0.25],
+    }
+    findings = {f.rule: f for f in diagnose(_evidence(history=history, test_f1_macro=0.2))}
+    assert "validation at chance" in findings
+    assert findings["validation at chance"].config_keys[0] == "model.bn_momentum"
+
+
+def test_weak_model_near_the_floor_is_flagged() -> None:
+    assert "weak model" in _rules(_evidence(test_f1_macro=0.42, floor_f1_macro=0.4))
+    assert "weak model" not in _rules(_evidence(test_f1_macro=0.6, floor_f1_macro=0.4))
+    # no floor known: chance is the yardstick (4 classes: 0.25)
+    assert "weak model" in _rules(_evidence(test_f1_macro=0.3, floor_f1_macro=None))
+
+
+def test_overfitting_advice_skips_augmentation_already_on() -> None:
+    history = {
+        "loss": [1.2, 0.6, 0.3, 0.15, 0.08],
+        "val_loss": [1.1, 0.8, 0.85, 1.0, 1.2],
+        "accuracy": [0.5, 0.8, 0.92, 0.97, 0.99],
+        "val_accuracy": [0.5, 0.65, 0.66, 0.64, 0.62],
+    }
+    (finding,) = diagnose(_evidence(history=history))
+    assert "trainer.augment.flip" not in finding.config_keys  # on by default
+    assert "trainer.augment.mixup" in finding.config_keys

@@ -28,7 +28,7 @@ def _assert_conditions_hold(values: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
 def test_every_oracle_respects_conditional_parameters(outputs, tmp_path, tuner) -> None:
-    job = prepare_job(["sweep=quick", f"sweep.kerastuner.tuner={tuner}", "sweep.n_trials=30"])
+    job = prepare_job(["sweep=smoke", f"sweep.kerastuner.tuner={tuner}", "sweep.n_trials=30"])
     oracle = build_oracle(job.settings)
     keras_tuner.engine.base_tuner.BaseTuner(
         oracle, hypermodel=SpaceModel(job.space), directory=str(tmp_path), project_name=tuner
@@ -62,7 +62,7 @@ def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args
     study = journal_study(outputs)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-    experiment = client.get_experiment_by_name("quick").experiment_id
+    experiment = client.get_experiment_by_name("smoke").experiment_id
     runs = client.search_runs([experiment])
     parent = next(r for r in runs if r.data.tags["satsweep.role"] == "sweep")
     children = {
@@ -97,7 +97,7 @@ def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args
 
     resumed = run_satsweep("sweep", *args[:-1], "sweep.n_trials=7")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    log = (Path(outputs) / "sweeps" / "quick" / "worker-0.log").read_text()
+    log = (Path(outputs) / "sweeps" / "smoke" / "worker-0.log").read_text()
     assert log.count("Reloading Tuner") >= 2  # KerasTuner's own state, in outputs/kerastuner
     trials = journal_study(outputs).trials
     assert len(trials) == 7

@@ -101,9 +101,9 @@ def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
 def test_reproduce_best_trial_of_a_sweep(outputs, sweep_args) -> None:
     args = [*sweep_args, "sweep.n_trials=3", "sweep.pruner.name=none", "sweep.sampler.seed=3"]
     assert run_satsweep("sweep", *args).returncode == 0
-    result = run_satsweep("reproduce", "--study", "quick", "--best")
+    result = run_satsweep("reproduce", "--study", "smoke", "--best")
     assert result.returncode == 0, result.stdout + result.stderr
-    runs = _runs(outputs, "quick")
+    runs = _runs(outputs, "smoke")
     best = next(r for r in runs if r.data.tags.get("satsweep.role") == "sweep").data.tags[
         "satsweep.best_run_id"
     ]

@@ -57,7 +57,7 @@ def test_three_workers_on_postgres_with_one_killed(
         while victim is None and time.monotonic() < deadline:
             time.sleep(0.5)
             try:
-                trials = optuna.load_study(study_name="quick", storage=storage).trials
+                trials = optuna.load_study(study_name="smoke", storage=storage).trials
             except KeyError:
                 continue
             running = [
@@ -73,11 +73,11 @@ def test_three_workers_on_postgres_with_one_killed(
             worker.wait(timeout=600)
         assert sorted(w.returncode for w in workers) == [-signal.SIGKILL, 0, 0]
 
-        study = optuna.load_study(study_name="quick", storage=storage)
+        study = optuna.load_study(study_name="smoke", storage=storage)
         finished = sorted(t.number for t in study.trials if t.state in FINISHED)
         assert len(finished) == 9
         client = MlflowClient(server.uri)
-        runs = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
+        runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
         parents = [r for r in runs if r.data.tags.get("satsweep.role") == "sweep"]
         assert len(parents) == 1
         children = [r for r in runs if r.data.tags.get("satsweep.role") == "trial"]
@@ -92,7 +92,7 @@ def test_three_workers_on_postgres_with_one_killed(
 
         shown = run_satsweep(
             "compare",
-            "quick",
+            "smoke",
             "storage=postgres",
             f"storage.url={optuna_url}",
             "tracking=server",

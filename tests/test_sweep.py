@@ -22,11 +22,11 @@ from tests.conftest import (
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def _study(outputs: Path, name: str = "quick") -> optuna.Study:
+def _study(outputs: Path, name: str = "smoke") -> optuna.Study:
     return journal_study(outputs, name)
 
 
-def _runs(outputs: Path, experiment: str = "quick"):
+def _runs(outputs: Path, experiment: str = "smoke"):
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     parents = [r for r in runs if r.data.tags.get("satsweep.role") == "sweep"]
@@ -38,7 +38,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     # each worker re-executes itself after every trial, keeping its pid and its log
     result = run_satsweep("sweep", *sweep_args, "sweep.trials_per_process=1", "--workers", "2")
     assert result.returncode == 0, result.stderr + result.stdout
-    logs = [p.read_text() for p in (outputs / "sweeps" / "quick").glob("worker-*.log")]
+    logs = [p.read_text() for p in (outputs / "sweeps" / "smoke").glob("worker-*.log")]
     assert sum(log.count("re-executing the worker") for log in logs) >= 1
     assert "best trial:" in result.stdout
 
@@ -58,7 +58,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent
         assert child.data.tags["satsweep.backend"] == "optuna"
-        assert child.info.run_name == f"quick-trial-{int(child.data.tags['satsweep.trial']):03d}"
+        assert child.info.run_name == f"smoke-trial-{int(child.data.tags['satsweep.trial']):03d}"
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == TRIAL_ARTIFACTS
     # the same param keys on every trial of one optimizer, so the UI compares them
     by_optimizer: dict[str, set[frozenset[str]]] = {}
@@ -89,7 +89,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     assert parents[0].data.tags["satsweep.best_run_id"] in {c.info.run_id for c in children}
 
     csv = tmp_path / "board.csv"
-    compared = run_satsweep("compare", "quick", "--csv", str(csv))
+    compared = run_satsweep("compare", "smoke", "--csv", str(csv))
     assert compared.returncode == 0, compared.stderr
     lines = csv.read_text().splitlines()
     assert lines[0].startswith("trial,state,val_f1_macro") and len(lines) == 5
@@ -169,7 +169,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> N
 def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, named) -> None:
     folder = tmp_path / "extra"
     (folder / "sweep").mkdir(parents=True)
-    header = "# @package _global_\ndefaults:\n  - quick\n  - _self_\n"
+    header = "# @package _global_\ndefaults:\n  - smoke\n  - _self_\n"
     (folder / "sweep" / "broken.yaml").write_text(header + sweep_file)
     result = run_satsweep("sweep", "sweep=broken", f"hydra.searchpath=[file://{folder}]")
     assert result.returncode == 2, result.stderr

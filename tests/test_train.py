@@ -31,8 +31,9 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
     assert logged.info.status == "FINISHED"
 
     params = logged.data.params
-    assert params["data.image_size"] == "16" and params["model.name"] == "cnn"
-    assert params["optimizer.lr"] == "0.001" and params["trainer.epochs"] == "2"
+    assert params["data.image_size"] == "16" and params["model.name"] == "resnet"
+    assert params["optimizer.lr"] == "0.003" and params["trainer.epochs"] == "2"
+    assert params["model.bn_momentum"] == "0.9" and params["trainer.label_smoothing"] == "0.1"
 
     for key in ("val_f1_macro", "val_accuracy", "val_loss"):  # 2 epochs, then the final one
         assert [m.step for m in client.get_metric_history(run_id, key)] == [0, 1, 2], key
@@ -52,7 +53,7 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
     assert confusion.to_numpy().sum() == report["support"].sum() == 8  # 4 classes x 2 test
 
     config = yaml.safe_load(_artifact_text(client, run_id, "config.yaml", tmp_path))
-    assert config["data"]["image_size"] == 16 and config["model"]["filters"] == 8
+    assert config["data"]["image_size"] == 16 and config["model"]["width"] == 8
 
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {
@@ -110,9 +111,11 @@ def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:
     assert metrics["test_best_threshold_f1"] >= metrics["test_f1_at_0.5"]
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])
-def test_every_optimizer_and_schedule_trains(outputs, tiny, optimizer) -> None:
-    schedule = {"sgd": "cosine", "rmsprop": "step", "adamw": "plateau"}[optimizer]
+@pytest.mark.parametrize(
+    ("optimizer", "schedule", "warmup"),
+    [("sgd", "onecycle", 1), ("rmsprop", "step", 0), ("adamw", "plateau", 0), ("adam", "constant", 1)],
+)
+def test_every_optimizer_and_schedule_trains(outputs, tiny, optimizer, schedule, warmup) -> None:
     assert (
         run(
             [
@@ -120,6 +123,7 @@ def test_every_optimizer_and_schedule_trains(outputs, tiny, optimizer) -> None:
                 *tiny,
                 f"optimizer={optimizer}",
                 f"optimizer.schedule.name={schedule}",
+                f"optimizer.schedule.warmup_epochs={warmup}",
                 "trainer.epochs=1",
                 "tracking.log_model=false",
             ]

@@ -62,15 +62,16 @@ def learning_rate(
     """The learning rate of one fit of ``epochs`` epochs."""
     total = max(1, steps_per_epoch * epochs)
     warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
-    if cfg.name == "cosine":
+    if cfg.name in ("cosine", "constant"):
+        floor = 1.0 if cfg.name == "constant" else cfg.min_lr_ratio  # alpha=1: no decay
+        if cfg.name == "constant" and warmup <= 0:
+            return lr
         if warmup <= 0:
-            return keras.optimizers.schedules.CosineDecay(
-                lr, decay_steps=total, alpha=cfg.min_lr_ratio
-            )
+            return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=floor)
         return keras.optimizers.schedules.CosineDecay(
             0.0,
             decay_steps=total - warmup,
-            alpha=cfg.min_lr_ratio,
+            alpha=floor,
             warmup_target=lr,
             warmup_steps=warmup,
         )
@@ -83,7 +84,7 @@ def learning_rate(
             decay_rate=cfg.gamma,
             staircase=True,
         )
-    return lr
+    return lr  # plateau: the callback changes it
 
 
 def build_optimizer(

@@ -145,7 +145,7 @@ ModelConfig = Annotated[
 
 class ScheduleConfig(Strict):
     name: Literal["constant", "cosine", "onecycle", "step", "plateau"]
-    warmup_epochs: Annotated[float, Field(ge=0.0)]  # cosine and onecycle: linear warm-up
+    warmup_epochs: Annotated[float, Field(ge=0.0)]  # constant, cosine, onecycle: linear warm-up
     step_epochs: PositiveInt
     gamma: Annotated[float, Field(gt=0.0, le=1.0)]
     min_lr_ratio: Fraction
@@ -153,10 +153,10 @@ class ScheduleConfig(Strict):
 
     @model_validator(mode="after")
     def _warmup_where_supported(self) -> ScheduleConfig:
-        if self.warmup_epochs > 0 and self.name not in ("cosine", "onecycle"):
+        if self.warmup_epochs > 0 and self.name in ("step", "plateau"):
             raise ValueError(
-                f"schedule {self.name} has no warm-up: set optimizer.schedule.warmup_epochs=0 "
-                "or optimizer.schedule.name=cosine"
+                f"schedule {self.name} has no warm-up: add optimizer.schedule.warmup_epochs=0 "
+                "or use optimizer.schedule.name=cosine"
             )
         return self
 

@@ -35,11 +35,11 @@ def test_tracking_outage_loses_no_trial(outputs, sweep_args, tmp_path) -> None:
         assert not list((outputs / "spool").glob("*.jsonl"))
 
         client = MlflowClient(server.uri)
-        experiment = client.get_experiment_by_name("quick").experiment_id
+        experiment = client.get_experiment_by_name("smoke").experiment_id
         runs = {r.info.run_id: r for r in client.search_runs([experiment])}
         parents = [r for r in runs.values() if r.data.tags.get("satsweep.role") == "sweep"]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-        study = journal_study(outputs, "quick")
+        study = journal_study(outputs, "smoke")
         finished = [t for t in study.trials if t.state in FINISHED]
         assert len(finished) == 4
         for trial in finished:

@@ -47,7 +47,7 @@ def test_sigkilled_worker_loses_no_trial(outputs, sweep_args) -> None:
     assert killed, "the killed worker's trial is marked failed"
 
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     children = [r for r in runs if r.data.tags.get("satsweep.role") == "trial"]
     complete = sorted(
         int(r.data.tags["satsweep.trial"])
@@ -67,7 +67,7 @@ def test_password_in_storage_url_leaks_nowhere(outputs, tiny, postgres_url) -> N
     url = postgres_url.replace("postgres@", f"postgres:{password}@")  # trust auth accepts it
     data_and_trainer = [o for o in tiny if not o.startswith("model.")]
     args = [
-        "sweep=quick",
+        "sweep=smoke",
         *data_and_trainer,
         "storage=postgres",
         f"storage.url={url}",
@@ -76,14 +76,14 @@ def test_password_in_storage_url_leaks_nowhere(outputs, tiny, postgres_url) -> N
     ]
     result = run_satsweep("sweep", *args)
     assert result.returncode == 0, result.stderr
-    compared = run_satsweep("compare", "quick", "storage=postgres", f"storage.url={url}")
+    compared = run_satsweep("compare", "smoke", "storage=postgres", f"storage.url={url}")
     missing = run_satsweep("compare", "nope", "storage=postgres", f"storage.url={url}")
     assert compared.returncode == 0 and missing.returncode == 2
     console = "".join(r.stdout + r.stderr for r in (result, compared, missing))
     assert "***" in missing.stderr and password not in console
 
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     assert any(
         r.data.params.get("storage.url", "").endswith(
             "***@127.0.0.1:5432/" + postgres_url.rsplit("/", 1)[1]

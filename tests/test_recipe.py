@@ -1,0 +1,148 @@
+"""The training recipe's knobs each change what they should, on real models and images."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from satsweep import tta
+from satsweep.baseline import no_learning_floor
+from satsweep.cli import run
+from satsweep.config import load_run_config
+from satsweep.data import load_data
+from satsweep.models import BACKBONE_LAYER, build_model
+from satsweep.optim import learning_rate
+from satsweep.train import compile_model, phases
+
+
+@pytest.fixture
+def images(outputs, tiny) -> tuple[list[str], np.ndarray, np.ndarray]:
+    cfg = load_run_config(tiny)
+    dataset = load_data(cfg)
+    return tiny, dataset.train.images[:16], dataset.train.labels[:16]
+
+
+def _model(overrides: list[str], num_classes: int = 4) -> tuple[keras.Model, object]:
+    cfg = load_run_config(overrides)
+    keras.utils.set_random_seed(0)
+    return build_model(cfg.model, (16, 16, 3), num_classes), cfg
+
+
+def test_label_smoothing_changes_the_loss(images) -> None:
+    tiny, x, y = images
+    model, cfg = _model(tiny)
+    targets = keras.ops.one_hot(y, 4)
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        cfg = load_run_config([*tiny, f"trainer.label_smoothing={smoothing}"])
+        compile_model(model, cfg, steps=1, phase=phases(cfg, 0)[0])
+        losses[smoothing] = model.evaluate(x, targets, verbose=0, return_dict=True)["loss"]
+    assert losses[0.0] != pytest.approx(losses[0.2], abs=1e-4)
+    expected = keras.losses.CategoricalCrossentropy(label_smoothing=0.2)(targets, model.predict(x))
+    assert losses[0.2] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_tta_averages_the_predictions_of_transformed_inputs(images) -> None:
+    tiny, x, _ = images
+    model, _ = _model(tiny)
+    plain = model.predict(x, verbose=0)
+    flips = [plain, model.predict(x[:, :, ::-1], verbose=0), model.predict(x[:, ::-1], verbose=0)]
+    np.testing.assert_allclose(tta.predict(model, x, "flips", 8), np.mean(flips, axis=0), atol=1e-6)
+    np.testing.assert_allclose(tta.predict(model, x, "none", 8), plain, atol=1e-6)
+    dihedral = tta.predict(model, x, "dihedral", 8)
+    assert len(tta.transforms("dihedral")) == 8
+    assert not np.allclose(dihedral, plain, atol=1e-4)  # the network is not symmetric
+    turned = [model.predict(np.rot90(x, k, axes=(1, 2)), verbose=0) for k in range(4)]
+    flipped = [model.predict(np.rot90(x[:, :, ::-1], k, axes=(1, 2)), verbose=0) for k in range(4)]
+    np.testing.assert_allclose(dihedral, np.mean([*turned, *flipped], axis=0), atol=1e-6)
+
+
+def test_ema_changes_the_evaluated_weights(images) -> None:
+    tiny, x, y = images
+    weights = {}
+    for ema in (False, True):
+        model, cfg = _model([*tiny, f"optimizer.use_ema={str(ema).lower()}"])
+        compile_model(model, cfg, steps=4, phase=phases(cfg, 0)[0])
+        model.fit(x, keras.ops.one_hot(y, 4), batch_size=4, epochs=2, verbose=0, shuffle=False)
+        weights[ema] = [w.copy() for w in model.get_weights()]
+        if ema:  # Keras swaps the averaged weights in at the end of fit
+            averages = model.optimizer._model_variables_moving_average
+            kernel = model.trainable_variables[0]
+            index = [v.path for v in model.optimizer._trainable_variables].index(kernel.path)
+            np.testing.assert_allclose(kernel.numpy(), averages[index].numpy())
+    changed = [not np.allclose(a, b) for a, b in zip(weights[False], weights[True], strict=True)]
+    assert any(changed)
+
+
+def test_bn_momentum_reaches_every_batch_norm_layer(tiny) -> None:
+    model, _ = _model([*tiny, "model.bn_momentum=0.8"])
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {layer.momentum for layer in norms} == {0.8}
+
+
+@pytest.mark.parametrize("family", ["resnet", "separable", "cnn", "mlp"])
+def test_every_model_family_builds_and_predicts(tiny, family) -> None:
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    model, _ = _model([*data_and_trainer, f"model={family}"], num_classes=3)
+    out = model.predict(np.zeros((2, 16, 16, 3), np.uint8), verbose=0)
+    assert out.shape == (2, 3)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_schedules_warm_up_and_decay_to_zero() -> None:
+    for name in ("cosine", "onecycle"):
+        cfg = load_run_config([f"optimizer.schedule.name={name}", "optimizer.lr=0.01"])
+        schedule = learning_rate(0.01, cfg.optimizer.schedule, steps_per_epoch=10, epochs=5)
+        rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+        assert rates[0] < rates[1] < rates[2] == pytest.approx(0.01)  # one epoch of warm-up
+        assert rates[2] > rates[3] > rates[4] and rates[4] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_backbone_loads_a_local_weights_file_frozen_then_trainable(outputs, tiny, tmp_path) -> None:
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    base = [
+        *data_and_trainer,
+        "model=backbone",
+        "model.input_size=32",
+        "model.freeze_epochs=1",
+        "trainer.epochs=2",
+    ]
+    source, _ = _model(base)
+    path = tmp_path / "mobilenet.weights.h5"
+    source.get_layer(BACKBONE_LAYER).save_weights(path)
+    saved = source.get_layer(BACKBONE_LAYER).get_weights()
+
+    keras.utils.set_random_seed(1)  # a different random start: only the file can match
+    model, cfg = _model([*base, f"model.weights={path}"])
+    loaded = model.get_layer(BACKBONE_LAYER).get_weights()
+    assert len(loaded) == len(saved) > 10
+    for a, b in zip(loaded, saved, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    frozen, tuned = phases(cfg, 0)
+    assert (frozen.end_epoch, tuned.first_epoch, tuned.lr_scale) == (1, 1, 0.1)
+    compile_model(model, cfg, steps=1, phase=frozen)
+    head_only = len(model.trainable_weights)
+    assert not model.get_layer(BACKBONE_LAYER).trainable and head_only == 2  # the Dense head
+    compile_model(model, cfg, steps=1, phase=tuned)
+    assert model.get_layer(BACKBONE_LAYER).trainable and len(model.trainable_weights) > head_only
+
+    assert run(["train", *base, f"model.weights={path}", "tracking.log_model=false"]) == 0
+
+
+def test_backbone_weights_errors_are_one_line(outputs, tiny, tmp_path, capsys) -> None:
+    data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+    missing = tmp_path / "none.weights.h5"
+    assert run(["train", *data_and_trainer, "model=backbone", f"model.weights={missing}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "is not a file" in error and len(error.splitlines()) == 1
+
+
+def test_no_learning_floor_beats_chance_on_colourful_classes(outputs, tiny) -> None:
+    dataset = load_data(load_run_config(tiny))  # beaches, forests, ports and deserts
+    floor = no_learning_floor(dataset)
+    assert set(floor.logged) >= {"floor_val_f1_macro", "floor_test_f1_macro"}
+    assert floor.metrics["val_accuracy"] > 1.5 / dataset.num_classes
+    again = no_learning_floor(dataset)
+    assert again.metrics == floor.metrics  # the same split gives the same floor
