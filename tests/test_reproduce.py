@@ -46,6 +46,28 @@ def test_reproduce_gives_identical_metrics(outputs, tiny, capsys) -> None:
     assert again.data.metrics["reproduce_max_abs_diff"] == 0.0
 
 
+def test_reproduce_is_bit_for_bit_with_every_recipe_knob_on(outputs, tiny, capsys) -> None:
+    knobs = [
+        "optimizer=sgd",
+        "optimizer.schedule.name=onecycle",
+        "optimizer.weight_decay=0.01",
+        "optimizer.use_ema=true",
+        "trainer.label_smoothing=0.1",
+        "trainer.augment.translate=0.25",
+        "trainer.augment.brightness=0.2",
+        "trainer.augment.contrast=0.2",
+        "trainer.augment.mixup=0.2",
+        "trainer.augment.cutmix=1.0",
+        "trainer.tta=dihedral",
+    ]
+    assert run(["train", *_no_model(tiny), *knobs]) == 0
+    original = _runs(outputs)[0]
+    assert original.data.params["trainer.augment.cutmix"] == "1.0"
+    assert run(["reproduce", original.info.run_id]) == 0
+    output = capsys.readouterr().out
+    assert "confusion matrix: identical" in output and "reproduced: max |difference| 0" in output
+
+
 def test_reproduce_refuses_changed_data(outputs, tiny, aid_subset, capsys) -> None:
     data = [
         "data=folder",

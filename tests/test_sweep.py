@@ -177,3 +177,45 @@ def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, nam
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sweeps/broken.yaml" in lines[0] and named in lines[0], lines
     assert not (outputs / "optuna.journal").exists()
+
+
+def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
+    args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
+    result = run_satsweep("sweep", *args, "sweep.n_trials=2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "final model: test_f1_macro=" in result.stdout
+    assert "no-learning floor: test_f1_macro=" in result.stdout
+
+    study = _study(outputs)
+    record = study.user_attrs["satsweep_final_fit"]
+    assert record["trial"] == study.best_trial.number
+    client, parents, children = _runs(outputs)
+    experiment = client.get_experiment_by_name("smoke").experiment_id
+    finals = client.search_runs([experiment], "tags.`satsweep.role` = 'final'")
+    assert len(finals) == 1 and finals[0].info.run_id == record["run_id"]
+    final, parent = finals[0], parents[0]
+    assert final.info.status == "FINISHED"
+    assert final.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert final.data.params["trainer.epochs"] == "4"  # smoke's final_fit overrides
+    best_run = next(
+        c for c in children if c.info.run_id == parent.data.tags["satsweep.best_run_id"]
+    )
+    for key, value in study.best_trial.params.items():
+        if key != "optimizer":
+            assert final.data.params[key] == best_run.data.params[key] == str(value), key
+    assert parent.data.tags["satsweep.final_run_id"] == final.info.run_id
+    parent_metrics = parent.data.metrics
+    assert parent_metrics["final_test_f1_macro"] == final.data.metrics["test_f1_macro"]
+    assert 0.0 <= parent_metrics["floor_test_f1_macro"] <= 1.0
+    assert final.data.metrics["floor_test_f1_macro"] >= 0.0  # the final's own split's floor
+
+    csv = tmp_path / "board.csv"
+    assert run_satsweep("compare", "smoke", "--csv", str(csv)).returncode == 0
+    rows = [line.split(",")[:2] for line in csv.read_text().splitlines()[1:]]
+    assert rows[0] == ["final", "final"] and rows[-1] == ["floor", "floor"] and len(rows) == 4
+
+    again = run_satsweep("reproduce", "--study", "smoke", "--final")
+    assert again.returncode == 0 and "reproduced: max |difference| 0" in again.stdout, again.stderr
+    rerun = run_satsweep("sweep", *args, "sweep.n_trials=2")  # the study is done: no new fit
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(client.search_runs([experiment], "tags.`satsweep.role` = 'final'")) == 1

@@ -113,7 +113,12 @@ def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:
 
 @pytest.mark.parametrize(
     ("optimizer", "schedule", "warmup"),
-    [("sgd", "onecycle", 1), ("rmsprop", "step", 0), ("adamw", "plateau", 0), ("adam", "constant", 1)],
+    [
+        ("sgd", "onecycle", 1),
+        ("rmsprop", "step", 0),
+        ("adamw", "plateau", 0),
+        ("adam", "constant", 1),
+    ],
 )
 def test_every_optimizer_and_schedule_trains(outputs, tiny, optimizer, schedule, warmup) -> None:
     assert (

@@ -53,24 +53,33 @@ def _augment(
     return images, labels
 
 
-def _batch_mixer(cfg: AugmentConfig, seed: int) -> keras.layers.Layer | None:
-    """Keras' MixUp or CutMix (or, with both, one of them per batch)."""
+def _batch_mixers(cfg: AugmentConfig, seed: int) -> list[keras.layers.Layer]:
+    """Keras' MixUp and CutMix layers, as configured (none, one or both)."""
     mixers = []
     if cfg.mixup > 0:
         mixers.append(keras.layers.MixUp(alpha=cfg.mixup, seed=seed))
     if cfg.cutmix > 0:
         mixers.append(keras.layers.CutMix(factor=cfg.cutmix, seed=seed + 1))
-    if not mixers:
-        return None
-    return mixers[0] if len(mixers) == 1 else keras.layers.RandomChoice(mixers, seed=seed + 2)
+    return mixers
 
 
-def _mixed(data: tf.data.Dataset, mixer: keras.layers.Layer) -> tf.data.Dataset:
-    def mix(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _mixed(data: tf.data.Dataset, mixers: list[keras.layers.Layer], seed: int) -> tf.data.Dataset:
+    """Each batch goes through one mixer; with two, a seeded coin picks which (as in timm)."""
+
+    def through(mixer: keras.layers.Layer, images: tf.Tensor, labels: tf.Tensor) -> tuple:
         out = mixer({"images": tf.cast(images, tf.float32), "labels": labels}, training=True)
         return tf.saturate_cast(tf.round(out["images"]), tf.uint8), out["labels"]
 
-    return data.map(mix)  # sequential: the layers' seed state advances in a fixed order
+    def mix(batch: tuple[tf.Tensor, tf.Tensor], coin: tf.Tensor) -> tuple:
+        if len(mixers) == 1:
+            return through(mixers[0], *batch)
+        heads = tf.random.stateless_uniform([], tf.stack([coin, coin + 1])) < 0.5
+        return tf.cond(
+            heads, lambda: through(mixers[0], *batch), lambda: through(mixers[1], *batch)
+        )
+
+    coins = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(data, coins).map(mix)  # sequential: mixer seeds advance in order
 
 
 def training_dataset(
@@ -90,9 +99,9 @@ def training_dataset(
             deterministic=True,
         )
     data = data.batch(batch_size)
-    mixer = _batch_mixer(augment, seed)
-    if mixer is not None:
-        data = _mixed(data, mixer)
+    mixers = _batch_mixers(augment, seed)
+    if mixers:
+        data = _mixed(data, mixers, seed)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
