@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
 
-.PHONY: setup train sweep bench bench-hpo ui server test lint clean
+.PHONY: setup train sweep bench bench-quality bench-hpo ui server test lint clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ sweep: $(STAMP)  ## the main job: the quick sweep on AID
 
 bench: $(STAMP)  ## satsweep against bare Keras and its alternatives: ratios, outputs/bench/
 	$(BIN)/python -m satsweep.benchmarks $(ARGS)
+
+bench-quality: $(STAMP)  ## test macro F1 on AID: the floor, the old recipe, the new one, make sweep
+	$(BIN)/python -m satsweep.benchmarks.quality $(ARGS)
 
 bench-hpo: $(STAMP)  ## Optuna vs KerasTuner on equal budgets: make bench-hpo ARGS="sweep.compare.budget=60"
 	$(BIN)/satsweep compare-backends sweep=quick $(ARGS)

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import run_satsweep
 
 BAD_INPUTS: list[tuple[str, list[str], str]] = [
-    ("unknown model", ["train", "model=resnet"], "model/resnet"),
+    ("unknown model", ["train", "model=resnet9000"], "model/resnet9000"),
     ("unknown data", ["train", "data=imagenet"], "data/imagenet"),
     ("unknown optimizer", ["train", "optimizer=adagrad"], "optimizer/adagrad"),
     ("unknown experiment", ["train", "+experiment=nope"], "experiment/nope"),

@@ -26,6 +26,7 @@ SMALL = [
     "data.classes=[Beach,Forest,Port,Desert,River,Farmland]",
     "trainer.epochs=4",
     "sweep.pruner.name=none",
+    "sweep.final_fit.enabled=false",
     "tracking.log_model=false",
 ]
 

@@ -26,6 +26,7 @@ SAME_TRIALS = [  # random sampling from one seed: the trials do not depend on th
     "sweep.sampler.name=random",
     "~sweep.sampler.options",
     "+sweep.sampler.options={}",
+    "sweep.final_fit.enabled=false",  # trials only: the final fit is one more run
 ]
 # Trials of about 30 s on 2 cores: AID at 32 px, 2,100 training images, 30 epochs.
 OVERHEAD = [*SAME_TRIALS, "data.max_per_class=100", "trainer.epochs=30", "sweep.pruner.name=none"]

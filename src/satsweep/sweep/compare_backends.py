@@ -130,6 +130,7 @@ def _method_job(
         f"sweep.timeout={base.settings.compare.budget}",
         "sweep.n_trials=null",  # the budget is wall-clock time
         "sweep.workers=1",
+        "sweep.final_fit.enabled=false",  # the race compares searches, not final fits
         f"sweep.sampler.seed={seed}",
         f"seed={seed}",
     ]
