@@ -7,7 +7,7 @@ import pytest
 from satsweep.config import load_run_config
 from satsweep.errors import UserError
 from satsweep.schema import AdamWConfig, MLPConfig, ResNetConfig, SGDConfig
-from tests.conftest import run_satsweep
+from tests.conftest import REPO, run_satsweep
 
 
 def test_defaults_compose_to_typed_objects(outputs) -> None:
@@ -110,3 +110,14 @@ def test_cfg_job_prints_config_without_training(outputs) -> None:
     assert result.returncode == 0, result.stderr
     assert "hidden_units" in result.stdout and "name: mlp" in result.stdout
     assert not (outputs / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml") if p.stem != "_base")
+)
+def test_every_shipped_sweep_file_validates(outputs, name) -> None:
+    from satsweep.sweep.job import prepare_job
+
+    job = prepare_job([f"sweep={name}"])
+    assert job.settings.study_name == name and job.space.dimensions
+    assert job.settings.final_fit.enabled  # on by default: every sweep answers with a model

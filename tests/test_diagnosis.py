@@ -11,6 +11,14 @@ from satsweep.config import load_run_config
 CLASSES = ("a", "b", "c", "d")
 
 
+OVERFITTING = {
+    "loss": [1.2, 0.6, 0.3, 0.15, 0.08],
+    "val_loss": [1.1, 0.8, 0.85, 1.0, 1.2],
+    "accuracy": [0.5, 0.8, 0.92, 0.97, 0.99],
+    "val_accuracy": [0.5, 0.65, 0.66, 0.64, 0.62],
+}
+
+
 def _evidence(**changes) -> Evidence:
     """A healthy run: curves that fall together, balanced classes, spread-out errors."""
     healthy = {
@@ -42,13 +50,7 @@ def test_healthy_run_raises_no_alarm() -> None:
 
 
 def test_overfitting_is_detected() -> None:
-    history = {
-        "loss": [1.2, 0.6, 0.3, 0.15, 0.08],
-        "val_loss": [1.1, 0.8, 0.85, 1.0, 1.2],
-        "accuracy": [0.5, 0.8, 0.92, 0.97, 0.99],
-        "val_accuracy": [0.5, 0.65, 0.66, 0.64, 0.62],
-    }
-    findings = diagnose(_evidence(history=history))
+    findings = diagnose(_evidence(history=OVERFITTING))
     assert [f.rule for f in findings] == ["overfitting"]
     assert "model.dropout" in findings[0].config_keys
 
@@ -129,12 +131,6 @@ def test_weak_model_near_the_floor_is_flagged() -> None:
 
 
 def test_overfitting_advice_skips_augmentation_already_on() -> None:
-    history = {
-        "loss": [1.2, 0.6, 0.3, 0.15, 0.08],
-        "val_loss": [1.1, 0.8, 0.85, 1.0, 1.2],
-        "accuracy": [0.5, 0.8, 0.92, 0.97, 0.99],
-        "val_accuracy": [0.5, 0.65, 0.66, 0.64, 0.62],
-    }
-    (finding,) = diagnose(_evidence(history=history))
+    (finding,) = diagnose(_evidence(history=OVERFITTING))
     assert "trainer.augment.flip" not in finding.config_keys  # on by default
     assert "trainer.augment.mixup" in finding.config_keys

@@ -146,3 +146,35 @@ def test_no_learning_floor_beats_chance_on_colourful_classes(outputs, tiny) -> N
     assert floor.metrics["val_accuracy"] > 1.5 / dataset.num_classes
     again = no_learning_floor(dataset)
     assert again.metrics == floor.metrics  # the same split gives the same floor
+
+
+@pytest.mark.parametrize(
+    ("knob", "changes_labels"),
+    [
+        ("trainer.augment.translate=0.25", False),
+        ("trainer.augment.brightness=0.3", False),
+        ("trainer.augment.contrast=0.5", False),
+        ("trainer.augment.mixup=0.4", True),
+        ("trainer.augment.cutmix=1.0", True),
+    ],
+)
+def test_each_augmentation_changes_the_training_batches(outputs, tiny, knob, changes_labels):
+    from satsweep.pipeline import training_dataset
+
+    off = [
+        "trainer.augment.flip=false",
+        "trainer.augment.rot90=false",
+        "trainer.augment.translate=0",
+    ]
+    dataset = load_data(load_run_config(tiny))
+    batches = {}
+    for name, overrides in (("plain", off), ("augmented", [*off, knob])):
+        cfg = load_run_config([*tiny, *overrides])
+        data = training_dataset(dataset.train, 4, 48, cfg.trainer.augment, seed=0)
+        batches[name] = next(iter(data))
+    (plain_x, _), (x, y) = batches["plain"], batches["augmented"]
+    assert x.dtype == plain_x.dtype == "uint8" and x.shape == plain_x.shape
+    assert not np.array_equal(x.numpy(), plain_x.numpy())
+    np.testing.assert_allclose(y.numpy().sum(axis=1), 1.0, atol=1e-5)
+    soft = not np.isin(y.numpy(), (0.0, 1.0)).all()
+    assert soft == changes_labels
