@@ -117,7 +117,7 @@ def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
     assert before == after
     path = _client(outputs).download_artifacts(derived.info.run_id, "changes.yaml")
     changes = yaml.safe_load(Path(path).read_text())
-    assert changes == {"optimizer.lr": {"from": 0.001, "to": 0.01}}
+    assert changes == {"optimizer.lr": {"from": 0.003, "to": 0.01}}
 
 
 def test_reproduce_best_trial_of_a_sweep(outputs, sweep_args) -> None:

@@ -52,12 +52,18 @@ def leaderboard_table(table: pd.DataFrame, title: str, rows: int = LEADERBOARD_R
             overflow="fold",
             min_width=5,
         )
-    first, last = (table[table["trial"] == kind] for kind in SUMMARY_ROWS)
-    trials = table[~table["trial"].isin(SUMMARY_ROWS)].head(rows)
-    shown_rows = pd.concat([first, trials, last])  # the final model first, the floor last
-    for _, row in shown_rows.iterrows():
+    for _, row in _kept_rows(table, rows).iterrows():
         shown.add_row(*(_cell(row[c]) for c in columns))
     return shown
+
+
+def _kept_rows(table: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The first ``rows`` trials, with a sweep's final model above them and its floor below."""
+    if "trial" not in table.columns:  # not a sweep's leaderboard
+        return table.head(rows)
+    first, last = (table[table["trial"] == kind] for kind in SUMMARY_ROWS)
+    trials = table[~table["trial"].isin(SUMMARY_ROWS)].head(rows)
+    return pd.concat([first, trials, last])
 
 
 def _cell(value: object) -> str:

@@ -271,9 +271,14 @@ def apply(tracker: Tracker, write: Write) -> str | None:
             LocalArtifactDatasetSource(args["source"]), name=args["name"], digest=args["digest"]
         )
         context = InputTag(key="mlflow.data.context", value="training")
-        client.log_inputs(
-            run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
-        )
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[context])]
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+        except MlflowException as error:
+            if "UNIQUE constraint" not in str(error) and "duplicate key" not in str(error):
+                raise
+            # two workers inserted the same dataset at once: it exists now, link to it
+            client.log_inputs(run_id, datasets=inputs)
     elif write.op == "log_model":
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             mlflow.keras.log_model(
