@@ -92,7 +92,8 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     compared = run_satsweep("compare", "smoke", "--csv", str(csv))
     assert compared.returncode == 0, compared.stderr
     lines = csv.read_text().splitlines()
-    assert lines[0].startswith("trial,state,val_f1_macro") and len(lines) == 5
+    assert lines[0].startswith("trial,state,val_f1_macro") and len(lines) == 6
+    assert lines[-1].startswith("floor,floor,")  # 4 trials, then the no-learning floor
 
 
 def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -> None:
