@@ -65,7 +65,12 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     )
     try:
         result = fit_and_log(
-            cfg, dataset, tracker, run_id, [StopOnRequest(stop)], floor=no_learning_floor(dataset)
+            cfg,
+            dataset,
+            tracker,
+            run_id,
+            [StopOnRequest(stop)],
+            floor=no_learning_floor(dataset, cfg.seed),
         )
     except BaseException:
         tracker.end_run(run_id, "FAILED")

@@ -95,15 +95,13 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     processes = _start_workers(job, workers, logs)
     started = time.monotonic()
     interrupted = False
+    final: list[Worker] = []
     try:
         _watch(job, attached, processes, f"sweep {job.settings.study_name}", started)
         if _search_done(job, attached, processes) and job.settings.final_fit.enabled:
             LOG.info("final fit of the best trial (log: %s)", logs / "final.log")
-            final = [
-                _start(
-                    job, logs / "final.log", "--final-fit", "--threads", str(threads_per_worker(1))
-                )
-            ]
+            threads = job.base.trainer.threads or threads_per_worker(1)
+            final = [_start(job, logs / "final.log", "--final-fit", "--threads", str(threads))]
             processes += final
             _watch(job, attached, final, f"final fit {job.settings.study_name}", started)
     except KeyboardInterrupt:
@@ -120,6 +118,8 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     table = finalize(job, attached.study, attached.tracker, attached.parent_run_id, status)
     if interrupted:
         return 130, table
+    if any(process.returncode != 0 for process, _ in final):  # trials done, final fit not
+        return 1, table
     return (0 if done or not failed_workers else 2), table
 
 
