@@ -80,7 +80,8 @@ def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args
         _assert_conditions_hold(trial.params)
         logged = {k: v for k, v in run.data.params.items() if k in CONDITIONAL}
         assert set(logged) == (CONDITIONAL if trial.params["optimizer"] == "sgd" else set())
-    assert {t.params["optimizer"] for t in study.trials} == {"adam", "sgd"}
+    # which optimizers Hyperband's later rounds pick depends on training results; that both
+    # choices are proposed is test_every_oracle_respects_conditional_parameters' job
 
     # Hyperband's second round continues a first-round trial from its weights
     continued = [r for r in children.values() if "satsweep.kerastuner.continues_run" in r.data.tags]

@@ -138,7 +138,8 @@ def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
 
 
 def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> None:
-    args = [*sweep_args, "sweep.pruner.name=none"]
+    # trials of 30 tiny epochs: the interrupt lands while the second one runs
+    args = [*sweep_args, "sweep.pruner.name=none", "trainer.epochs=30"]
     process = start_satsweep("sweep", *args)
     wait_for_trials(outputs, process, running_after_one_complete)
     process.send_signal(signal.SIGINT)

@@ -90,13 +90,15 @@ class TrialObjective:
         self.last_state, self.last_error = "failed", ""
         trial.set_user_attr(WORKER_ATTR, worker_identity())
         overrides = [*self.job.space.suggest(trial), *self.plan.overrides]
-        run_id = create_trial_run(
-            self.job, self.tracker, self.parent_run_id, trial.number, overrides
-        )
-        trial.set_user_attr(RUN_ATTR, run_id)
-        if self.plan.tags:
-            self.tracker.set_tags(run_id, dict(self.plan.tags))
+        with self.stop.deferred():  # the run and its record on the trial, or neither
+            run_id = create_trial_run(
+                self.job, self.tracker, self.parent_run_id, trial.number, overrides
+            )
+            trial.set_user_attr(RUN_ATTR, run_id)
+            if self.plan.tags:
+                self.tracker.set_tags(run_id, dict(self.plan.tags))
         try:
+            self.stop.check()  # a stop held while the run was created fails it here
             values = self._train(trial, overrides, run_id)
         except optuna.TrialPruned:
             self.last_state = "pruned"

@@ -9,6 +9,8 @@ for a trial, and a Keras callback checks it after every batch.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
@@ -18,6 +20,19 @@ import keras
 @dataclass
 class StopRequest:
     requested: bool = False
+    deferring: bool = False  # inside ``deferred()``: remember the signal, raise on leaving
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold a stop during the block (a run created but not yet recorded would be lost).
+
+        The stop is remembered: the caller's next ``check()`` raises it.
+        """
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
 
     def install(self) -> None:
         """Handle SIGINT and SIGTERM in this process (call from the main thread)."""
@@ -27,7 +42,8 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del signum, frame
         self.requested = True
-        raise KeyboardInterrupt
+        if not self.deferring:
+            raise KeyboardInterrupt
 
     def check(self) -> None:
         if self.requested:
