@@ -92,6 +92,8 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+    # a shell starts background jobs with SIGINT ignored; `kill -INT` must still stop us
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     processes = _start_workers(job, workers, logs)
     started = time.monotonic()
     interrupted = False
