@@ -126,10 +126,13 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
 
 
 def _search_done(job: SweepJob, attached: Attached, processes: list[Worker]) -> bool:
-    """The trial budget is spent and every worker exited cleanly."""
+    """Every worker exited cleanly, having spent the trial budget or ``sweep.timeout``.
+
+    A worker exits cleanly with trials left only when its timeout ran out.
+    """
     clean = all(process.returncode == 0 for process, _ in processes)
     spent = Budget(job.settings.n_trials, None).remaining(attached.study)[0] <= 0
-    return clean and (spent or job.settings.n_trials is None)  # or its timeout ran out
+    return clean and (spent or job.settings.n_trials is None or job.settings.timeout is not None)
 
 
 def _any_running(processes: list[Worker]) -> bool:
