@@ -45,9 +45,14 @@ class MlflowServer:
 
     def start(self) -> MlflowServer:
         self.artifacts.mkdir(parents=True, exist_ok=True)
+        settings = ServerSettings("127.0.0.1", self.port, self.backend_uri, self.artifacts)
+        environment = settings.environment()
+        if self.through_satsweep:  # as a user would: the backend in satsweep's variable
+            environment = {**os.environ, "SATSWEEP_MLFLOW_BACKEND": self.backend_uri}
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                self._command(),
+                self._command(settings),
+                env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -65,8 +70,7 @@ class MlflowServer:
         self.stop()
         raise RuntimeError(f"mlflow server did not start: {self.log.read_text()[-2000:]}")
 
-    def _command(self) -> list[str]:
-        settings = ServerSettings("127.0.0.1", self.port, self.backend_uri, self.artifacts)
+    def _command(self, settings: ServerSettings) -> list[str]:
         if not self.through_satsweep:
             return settings.command()
         return [sys.executable, "-m", "satsweep", "server", *settings.arguments()]

@@ -80,12 +80,13 @@ def test_reproduce_refuses_changed_data(outputs, tiny, aid_subset, capsys) -> No
     victim = sorted((aid_subset / "Forest").glob("*.jpg"))[3]
     Image.open(victim).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(victim)
 
-    refused = run_satsweep("reproduce", run_id)
+    outside = f"data.path={aid_subset}"  # outside the data folder: the user must say so
+    refused = run_satsweep("reproduce", run_id, outside)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "data digest differs" in lines[0], refused.stderr
 
-    code = run(["reproduce", run_id, "--allow-data-change"])
+    code = run(["reproduce", run_id, outside, "--allow-data-change"])
     output = capsys.readouterr().out
     assert code in (0, 1) and "logged vs reproduced" in output
     assert len(_runs(outputs)) == 2

@@ -32,6 +32,8 @@ def _quiet_libraries() -> None:
     # (minutes, by default) would stall training while the server is down.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    # MLflow prints "View run ... at: <tracking URI>" with the URI's password in it.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for noisy in ("absl", "alembic", "mlflow", "optuna", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # We log models without a signature on purpose: inputs are raw uint8 chips.
@@ -129,9 +131,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from satsweep.sweep.job import prepare_job
+    from satsweep.sweep.job import inherited_overrides, prepare_job
 
-    job = prepare_job(args.overrides)
+    job = prepare_job([*inherited_overrides(), *args.overrides])
     if job.settings.backend == "kerastuner" and args.worker_index is None:
         raise UserError(
             "sweep.backend=kerastuner runs in the one worker `satsweep sweep` starts: "

@@ -79,6 +79,39 @@ def fetch_run(tracker: Tracker, run_id: str) -> LoggedRun:
     )
 
 
+def _given_keys(overrides: Sequence[str]) -> set[str]:
+    return {text.split("=", 1)[0].lstrip("+~") for text in overrides if "=" in text}
+
+
+def refuse_logged_writes(
+    logged: LoggedRun, environment: RunConfig, overrides: Sequence[str]
+) -> None:
+    """A run's record may not decide where satsweep writes or what it downloads.
+
+    Anyone who can edit a run's ``config.yaml`` in a shared store could otherwise
+    make a colleague's ``reproduce`` download into, or unpack over, any folder.
+    Such a config needs the user's own say-so on the command line.
+    """
+    given = _given_keys(overrides)
+    if "data" in given:  # the data group chosen afresh: nothing logged is used
+        return
+    data = logged.config.get("data") or {}
+    download = data.get("download") or {}
+    if download.get("enabled") and "data.download.enabled" not in given:
+        raise UserError(
+            f"run {logged.run_id}'s logged config downloads {redact(str(download.get('url')))} "
+            f"into {data.get('path')}: a logged run cannot start a download; "
+            "pass data.download.enabled=true to allow it"
+        )
+    path = Path(str(data.get("path", ""))).resolve()
+    data_dir = Path(environment.paths.data_dir).resolve()
+    if not path.is_relative_to(data_dir) and "data.path" not in given:
+        raise UserError(
+            f"run {logged.run_id}'s logged data.path {path} is outside the data folder "
+            f"{data_dir}: pass data.path={path} to use it, or set SATSWEEP_DATA_DIR"
+        )
+
+
 def restored_config(logged: LoggedRun, environment: RunConfig) -> RunConfig:
     """The logged experiment, logged where ``environment`` logs."""
     body = {key: logged.config[key] for key in experiment_keys() if key in logged.config}
@@ -123,6 +156,7 @@ def train_from_run(run_id: str, overrides: Sequence[str]) -> TrainResult:
     environment = load_run_config(overrides)
     tracker = Tracker(environment.tracking)
     logged = fetch_run(tracker, run_id)
+    refuse_logged_writes(logged, environment, overrides)
     cfg = derived_config(logged, overrides)
     changes = changed_keys(logged.config, cfg)
     result = train(
@@ -226,9 +260,11 @@ def reproduce(
 ) -> int:
     """Re-run ``run_id``; 0 when every final metric and the confusion matrix match."""
     console = console or Console()
-    environment = load_run_config(overrides)
+    # data.* overrides only consent to what the logged data asks (see refuse_logged_writes)
+    environment = load_run_config([o for o in overrides if not o.lstrip("+~").startswith("data")])
     tracker = Tracker(environment.tracking)
     logged = fetch_run(tracker, run_id)
+    refuse_logged_writes(logged, environment, overrides)
     cfg = restored_config(logged, environment)
     dataset = load_data(cfg)
     logged_digest = logged.tags[f"{TAG_PREFIX}data_digest"]

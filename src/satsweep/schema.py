@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -49,12 +49,22 @@ class SplitConfig(Strict):
         return self
 
 
+def _bare_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"{name!r} must be a plain file or folder name, without a path")
+    return name
+
+
+# Downloads land beside data.path and nowhere else, whatever a config says.
+BareName = Annotated[str, AfterValidator(_bare_name)]
+
+
 class DownloadConfig(Strict):
     enabled: bool
     url: str
     checksum: Annotated[str, Field(pattern=r"^(md5|sha256):[0-9a-f]+$")]
-    filename: str
-    subdir: str
+    filename: BareName  # the archive, saved beside the dataset folder
+    subdir: BareName  # the archive's top folder
 
 
 class DataConfig(Strict):

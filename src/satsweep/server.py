@@ -16,6 +16,7 @@ from satsweep.errors import UserError
 from satsweep.redact import redact
 
 DEFAULT_BACKEND = "postgresql://postgres@127.0.0.1:5432/satsweep_mlflow"
+BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"  # read by `mlflow server` in place of the flag
 
 
 @dataclass(frozen=True)
@@ -30,17 +31,24 @@ class ServerSettings:
         return f"http://{self.host}:{self.port}"
 
     def arguments(self) -> list[str]:
-        """The flags ``mlflow server`` and ``satsweep server`` share."""
+        """The flags ``mlflow server`` and ``satsweep server`` share.
+
+        The backend store URI is not among them: it may hold a password, and any
+        user on the machine can read a process's argv. It travels in the
+        environment (:meth:`environment`) instead.
+        """
         return [
             "--host",
             self.host,
             "--port",
             str(self.port),
-            "--backend-store-uri",
-            self.backend_store_uri,
             "--artifacts-destination",
             str(self.artifacts_destination),
         ]
+
+    def environment(self) -> dict[str, str]:
+        """This process's environment plus the backend store, for ``mlflow server``."""
+        return {**os.environ, BACKEND_ENV: self.backend_store_uri}
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "mlflow", "server", *self.arguments()]
@@ -54,17 +62,28 @@ def ensure_database(url: str) -> None:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    admin = parsed.set(drivername="postgresql", database="postgres")
+    # Keywords, not a rendered URL: libpq's URL parser rejects what SQLAlchemy accepts
+    # in a password (a raw space, for one).
+    params = {
+        "host": parsed.host,
+        "port": parsed.port,
+        "user": parsed.username,
+        "password": parsed.password,
+        **{key: str(value) for key, value in parsed.query.items()},
+    }
     try:
         with psycopg.connect(
-            admin.render_as_string(hide_password=False), autocommit=True, connect_timeout=10
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=10,
+            **{key: value for key, value in params.items() if value is not None},
         ) as connection:
             exists = connection.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)
             ).fetchone()
             if not exists:
                 connection.execute(f'CREATE DATABASE "{parsed.database}"')
-    except psycopg.OperationalError as error:
+    except psycopg.Error as error:
         raise UserError(
             f"cannot reach PostgreSQL for the backend store {redact(url)} "
             f"({' '.join(str(error).split())}): start it or pass --backend-store-uri"
@@ -81,4 +100,4 @@ def serve(settings: ServerSettings) -> None:
         flush=True,
     )
     command = settings.command()
-    os.execv(command[0], command)
+    os.execve(command[0], command, settings.environment())

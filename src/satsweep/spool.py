@@ -9,17 +9,23 @@ writes later, in order, through the same :func:`apply` function.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
-import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 OFFLINE_PREFIX = "offline-"
+LOCK_NAME = "spool.lock"
+TAKEN_SUFFIX = ".syncing"  # a spool file that sync has taken from its writer
+FILE_KEYS = ("blob_file", "model_file")
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,34 +62,83 @@ class Spool:
             model_path = files / f"{uuid.uuid4().hex}.keras"
             write.model.save(model_path)
             args["model_file"] = model_path.name
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps({"op": write.op, "run_id": write.run_id, "args": args}) + "\n")
+        line = json.dumps({"op": write.op, "run_id": write.run_id, "args": args}) + "\n"
+        with spool_lock(self.folder), open(self.path, "a") as handle:
+            handle.write(line)  # a whole line, or (if killed) a broken one sync skips
             handle.flush()
             os.fsync(handle.fileno())
 
 
-def spooled_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+@contextmanager
+def spool_lock(folder: Path) -> Iterator[None]:
+    """Writers append, and ``sync`` takes files away, only while holding this lock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def read_spool(path: Path, load_model: Callable[[Path], Any]) -> Iterator[Write]:
+def take_spools(folder: Path) -> list[Path]:
+    """The spool files to replay: ones a past sync took, then the current ones.
+
+    A current file is renamed under the lock, so a writer's next line starts a new
+    file rather than landing in one that sync is replaying and will delete.
+    """
+    taken = sorted(folder.glob(f"*{TAKEN_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    with spool_lock(folder):
+        for path in sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
+            target = path.with_name(path.name + TAKEN_SUFFIX)
+            if not target.exists():
+                path.rename(target)
+                taken.append(target)
+    return taken
+
+
+def _spooled_file(files: Path, name: object) -> Path:
+    """``files/name``, refusing any name that points elsewhere (``../x``, ``/etc/x``)."""
+    path = (files / str(name)).resolve()
+    if path.parent != files.resolve():
+        raise ValueError(f"file {name!r} is outside {files}")
+    return path
+
+
+def _parse(line: str, files: Path) -> tuple[dict[str, Any], dict[str, Path]]:
+    """One spooled line: its record and the files it names (checked to be in ``files``)."""
+    record = json.loads(line)
+    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
+        raise ValueError("not a spooled write")
+    named = {
+        key: _spooled_file(files, record["args"][key]) for key in FILE_KEYS if key in record["args"]
+    }
+    return record, named
+
+
+def read_spool(path: Path, load_model: Callable[[Path], Any]) -> Iterator[tuple[int, Write]]:
+    """(line number, write) for every sound line; a broken or crafted line is skipped."""
     files = path.parent / "files"
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        args = record["args"]
-        blob = (files / args.pop("blob_file")).read_bytes() if "blob_file" in args else None
-        model = load_model(files / args.pop("model_file")) if "model_file" in args else None
-        yield Write(record["op"], record["run_id"], args, blob, model)
+    for index, line in enumerate(path.read_text(errors="replace").splitlines()):
+        try:
+            record, named = _parse(line, files)
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            LOG.warning("skipping line %d of %s: %s", index + 1, path.name, error)
+            continue
+        args = {k: v for k, v in record["args"].items() if k not in FILE_KEYS}
+        blob = named["blob_file"].read_bytes() if "blob_file" in named else None
+        model = load_model(named["model_file"]) if "model_file" in named else None
+        yield index, Write(str(record["op"]), str(record["run_id"]), args, blob, model)
 
 
 def remove_spool(path: Path) -> None:
-    """Delete a replayed spool file and the artifact files it referenced."""
+    """Delete a replayed spool file and the files its sound lines named."""
     files = path.parent / "files"
-    for line in path.read_text().splitlines():
-        args = json.loads(line)["args"]
-        for key in ("blob_file", "model_file"):
-            if key in args:
-                (files / args[key]).unlink(missing_ok=True)
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            _, named = _parse(line, files)
+        except (ValueError, KeyError, TypeError):
+            continue
+        for file in named.values():
+            file.unlink(missing_ok=True)
     path.unlink()
-    if files.is_dir() and not any(files.iterdir()):
-        shutil.rmtree(files)

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from satsweep.config import load_run_config
-from satsweep.spool import OFFLINE_PREFIX, Write, read_spool, remove_spool, spooled_files
+from satsweep.spool import OFFLINE_PREFIX, Write, read_spool, remove_spool, take_spools
 from satsweep.sweep.attach import spool_folder
 from satsweep.sweep.runs import RELINKED_ATTR, RUN_ATTR
 from satsweep.sweep.storage import open_storage
@@ -89,10 +89,10 @@ def sync(overrides: Sequence[str]) -> SyncReport:
     tracker.check_reachable()
     folder = spool_folder(cfg)
     state = SyncState.load(folder / "state.json")
-    files = spooled_files(folder) if folder.is_dir() else []
+    files = take_spools(folder) if folder.is_dir() else []
     writes = created = 0
     for path in files:
-        for index, write in enumerate(read_spool(path, _load_model)):
+        for index, write in read_spool(path, _load_model):
             if index < state.done.get(path.name, 0):
                 continue
             created += _replay(tracker, write, state)

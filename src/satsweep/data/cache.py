@@ -11,6 +11,7 @@ import logging
 import os
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,21 +45,15 @@ def load_or_decode(
     """
     path = cache_path(cache_dir, digest, image_size)
     started = time.perf_counter()
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = DecodedArrays(
-                stored["images"],
-                stored["labels"],
-                stored["sources"],
-                tuple(str(s) for s in stored["skipped"]),
-            )
+    cached = _read(path) if path.is_file() else None
+    if cached is not None:
         LOG.info(
             "loaded %d images from cache %s in %.2fs",
-            len(arrays.labels),
+            len(cached.labels),
             path.name,
             time.perf_counter() - started,
         )
-        return arrays, True
+        return cached, True
     arrays = decode()
     _save_atomically(path, arrays)
     LOG.info(
@@ -68,6 +63,25 @@ def load_or_decode(
         path.name,
     )
     return arrays, False
+
+
+def _read(path: Path) -> DecodedArrays | None:
+    """The arrays in ``path``, or None (with a warning) when the file is damaged.
+
+    Writes are atomic, but a full disk or a copied-in file can still leave a
+    truncated entry; decoding again is always possible, failing every run is not.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return DecodedArrays(
+                stored["images"],
+                stored["labels"],
+                stored["sources"],
+                tuple(str(s) for s in stored["skipped"]),
+            )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        LOG.warning("cache file %s is damaged (%s): decoding the images again", path, error)
+        return None
 
 
 def _save_atomically(path: Path, arrays: DecodedArrays) -> None:

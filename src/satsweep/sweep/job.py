@@ -7,6 +7,8 @@ worker starts or any run is logged.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,14 @@ from satsweep.sweep.space import Dimension, SearchSpace, parse_space
 from satsweep.sweep.study import build_pruner, build_sampler
 
 SWEEP_GROUP = "sweep"
+# How a launcher hands its overrides to workers: the environment, never argv,
+# because they may hold passwords and every user on a machine can read argv.
+OVERRIDES_ENV = "SATSWEEP_WORKER_OVERRIDES"
+
+
+def inherited_overrides() -> list[str]:
+    """The overrides a launcher passed to this worker (none for a worker started by hand)."""
+    return [str(text) for text in json.loads(os.environ.get(OVERRIDES_ENV, "[]"))]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ done (or interrupted) writes the sweep's record to the parent MLflow run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from satsweep.baseline import no_learning_floor
 from satsweep.data import load_data
 from satsweep.eda import log_dataset_report
 from satsweep.sweep.attach import Attached, Budget, attach
-from satsweep.sweep.job import SweepJob
+from satsweep.sweep.job import OVERRIDES_ENV, SweepJob
 from satsweep.sweep.progress import Progress, snapshot
 from satsweep.sweep.report import finalize
 from satsweep.sweep.runs import FLOOR_ATTR
@@ -42,13 +43,19 @@ Worker = tuple[subprocess.Popen[bytes], Path]
 
 
 def _start(job: SweepJob, log_path: Path, *options: str) -> Worker:
-    """A ``satsweep worker`` process with ``options``, its output in ``log_path``."""
+    """A ``satsweep worker`` process with ``options``, its output in ``log_path``.
+
+    The overrides travel in the environment, not argv: they may hold storage and
+    tracking passwords, and any user on the machine can read a process's argv.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, OVERRIDES_ENV: json.dumps(list(job.overrides))}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "satsweep", "worker", *job.overrides, *options],
+            [sys.executable, "-m", "satsweep", "worker", *options],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=environment,
             start_new_session=True,  # Ctrl-C reaches this process, which stops them once
         )
     return process, log_path

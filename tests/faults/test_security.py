@@ -1,0 +1,257 @@
+"""The README's security promises, attacked: logged configs, spool lines, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from satsweep.redact import redact
+from tests.conftest import REPO, run_satsweep, start_satsweep
+from tests.servers import MlflowServer
+
+PASSWORDS = ["s3cr/et", "with space", "p@ss:w0rd", "50%off"]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+@pytest.mark.parametrize(
+    "template",
+    [
+        "postgresql://user:{}@127.0.0.1:5432/db",
+        "postgresql+psycopg://user:{}@db.example:5432/db?sslmode=require",
+        "http://user:{}@127.0.0.1:5000",
+        "error: cannot reach postgresql://user:{}@host:5432/db (timed out)",
+    ],
+)
+def test_redact_masks_any_password(template: str, password: str) -> None:
+    masked = redact(template.format(password))
+    assert password not in masked and "***" in masked and "user" in masked
+
+
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("postgresql://u@h/db?sslpassword=Qx9-secret&sslmode=require", "Qx9-secret"),
+        ("http://h:5000/api?token=abc123def", "abc123def"),
+        ("https://ghp_tok3n@example.com/x", "ghp_tok3n"),
+        ("see https://ghp_tok3n@example.com/x now", "ghp_tok3n"),
+    ],
+)
+def test_redact_masks_tokens_and_secret_query_parameters(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+
+
+def test_redact_keeps_urls_without_secrets() -> None:
+    for text in ("sqlite:////tmp/o/mlflow.db", "http://127.0.0.1:5000", "/tmp/o/optuna.journal"):
+        assert redact(text) == text
+
+
+def _artifact_dir(client: MlflowClient, run_id: str) -> Path:
+    uri = client.get_run(run_id).info.artifact_uri
+    return Path(urlparse(uri).path if uri.startswith("file:") else uri)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0], result.stderr
+
+
+@pytest.mark.faults
+def test_an_edited_logged_config_cannot_make_satsweep_write(outputs, tiny, tmp_path) -> None:
+    assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    experiment = client.get_experiment_by_name("satsweep").experiment_id
+    run_id = client.search_runs([experiment])[0].info.run_id
+    config_file = _artifact_dir(client, run_id) / "config.yaml"
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("2750/Beach/a.txt", "x")
+    victim = tmp_path / "victim"
+    config = yaml.safe_load(config_file.read_text())
+    config["data"]["path"] = str(victim / "2750")
+    config["data"]["download"] = {
+        "enabled": True,
+        "url": archive.as_uri(),
+        "checksum": "md5:00",
+        "filename": "EuroSAT.zip",
+        "subdir": "2750",
+    }
+    config_file.write_text(yaml.safe_dump(config))
+
+    for command in (["reproduce", run_id], ["train", "--from-run", run_id]):
+        _one_line_error(run_satsweep(*command), "cannot start a download")
+    config["data"]["download"]["enabled"] = False
+    config_file.write_text(yaml.safe_dump(config))
+    _one_line_error(run_satsweep("reproduce", run_id), "outside the data folder")
+
+    config["data"]["download"].update(enabled=True, filename=str(tmp_path / "pwned.zip"))
+    config_file.write_text(yaml.safe_dump(config))
+    consent = ["data.download.enabled=true", f"data.path={victim / '2750'}"]
+    _one_line_error(run_satsweep("reproduce", run_id, *consent), "plain file or folder name")
+    assert not victim.exists() and not (tmp_path / "pwned.zip").exists()
+
+
+def _spool_line(op: str, run_id: str, **args: object) -> str:
+    return json.dumps({"op": op, "run_id": run_id, "args": args}) + "\n"
+
+
+def _experiment(outputs: Path) -> tuple[MlflowClient, str]:
+    """An experiment whose artifacts stay in ``outputs``, for spooled runs."""
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    return client, client.create_experiment("spooled", str(outputs / "mlartifacts"))
+
+
+@pytest.mark.faults
+def test_sync_refuses_crafted_and_skips_broken_spool_lines(outputs, tmp_path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    spool = outputs / "spool"
+    (spool / "files").mkdir(parents=True)
+    (spool / "files" / "good.bin").write_text("hello")
+    offline = "offline-0123"
+    client, experiment = _experiment(outputs)
+    lines = [
+        _spool_line("create_run", offline, experiment_id=experiment, name="r", tags={}),
+        _spool_line(
+            "log_artifact", offline, artifact_file="a.txt", blob_file="../../../victim.txt"
+        ),
+        _spool_line("log_artifact", offline, artifact_file="b.txt", blob_file=str(victim)),
+        '{"op": "log_metrics", "run_id": "offline-0123", "args": {"metr\n',  # cut short
+        _spool_line("log_artifact", offline, artifact_file="good.txt", blob_file="good.bin"),
+        _spool_line("end_run", offline, status="FINISHED"),
+    ]
+    (spool / "w-1.jsonl").write_text("".join(lines))
+
+    synced = run_satsweep("sync")
+    assert synced.returncode == 0 and "Traceback" not in synced.stderr, synced.stderr
+    said = " ".join((synced.stdout + synced.stderr).split())
+    for line in (2, 3, 4):
+        assert f"skipping line {line} " in said, said
+    assert victim.read_text() == "keep me"
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"good.txt"}
+    again = run_satsweep("sync")
+    assert again.returncode == 0 and len(client.search_runs([experiment])) == 1
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from satsweep.spool import Spool, Write
+
+    spool, stop, experiment = Spool(Path(sys.argv[1])), Path(sys.argv[2]), sys.argv[3]
+    tags = {"experiment_id": experiment, "name": "w", "tags": {}}
+    spool.record(Write("create_run", "offline-w", tags))
+    step = 0
+    while not stop.exists() or step < 40:
+        spool.record(Write("log_metrics", "offline-w",
+                           {"metrics": {"loss": 1.0 / (step + 1)}, "step": step, "timestamp": 0}))
+        step += 1
+        time.sleep(0.01)
+    spool.record(Write("end_run", "offline-w", {"status": "FINISHED"}))
+    print(step)
+    """
+)
+
+
+@pytest.mark.faults
+def test_sync_while_a_worker_spools_keeps_every_epoch(outputs, tmp_path) -> None:
+    stop = tmp_path / "stop"
+    client, experiment = _experiment(outputs)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(outputs / "spool"), str(stop), experiment],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    while not list((outputs / "spool").glob("*.jsonl")):
+        time.sleep(0.05)
+    for _ in range(3):  # each sync takes what is spooled so far; the writer goes on
+        synced = run_satsweep("sync")
+        assert synced.returncode == 0, synced.stderr
+    stop.touch()
+    steps = int(writer.communicate(timeout=120)[0])
+    assert run_satsweep("sync").returncode == 0
+
+    (run,) = client.search_runs([experiment])
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(steps))
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.faults
+def test_a_truncated_cache_file_is_decoded_again(outputs, tiny) -> None:
+    assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
+    cache = Path(next(o for o in tiny if o.startswith("paths.cache=")).split("=", 1)[1])
+    for entry in cache.glob("*-16px.npz"):
+        entry.write_bytes(entry.read_bytes()[:1000])
+    again = run_satsweep("train", *tiny, "tracking.log_model=false")
+    assert again.returncode == 0, again.stderr
+    said = again.stdout + again.stderr
+    assert "damaged" in said and "Traceback" not in said
+
+
+def _command_lines() -> list[str]:
+    """Every process's argv, as ``ps`` shows it to any user of the machine."""
+    lines = []
+    for proc in Path("/proc").iterdir():
+        try:
+            lines.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # not a process, or gone
+            continue
+    return lines
+
+
+@pytest.mark.faults
+@pytest.mark.postgres
+def test_passwords_stay_out_of_argv_and_logs(outputs, tiny, postgres_databases, tmp_path) -> None:
+    # Raw '/' and ' ' in database URLs (SQLAlchemy takes them); encoded in the HTTP one.
+    storage_url = postgres_databases().replace("postgres@", "postgres:st0re/pa ss@")
+    storage_url += "?sslpassword=qu3ry-s3cret"
+    backend = postgres_databases().replace("postgres@", "postgres:b4ckend/pa ss@")
+    server = MlflowServer(backend, tmp_path / "artifacts", through_satsweep=True).start()
+    secrets = ("st0re", "b4ckend", "tr4ck", "qu3ry-s3cret")
+    try:
+        tracking_uri = server.uri.replace("://", "://user:tr4ck%2Fpa%20ss@")
+        data_and_trainer = [o for o in tiny if not o.startswith("model.")]
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the tracking URL from the environment
+        try:  # the storage URL on the command line: the user's own argv shows it, no other
+            sweep = start_satsweep(
+                "sweep", "sweep=smoke", *data_and_trainer, "storage=postgres",
+                f"storage.url='{storage_url}'", "tracking=server", "sweep.n_trials=2",
+                "trainer.epochs=1",
+            )  # fmt: skip
+            seen: set[str] = set()
+            while sweep.poll() is None:
+                seen.update(line for line in _command_lines() if "satsweep sweep" not in line)
+                time.sleep(0.2)
+        finally:
+            del os.environ["MLFLOW_TRACKING_URI"]
+        console = sweep.communicate()[0]
+        assert sweep.returncode == 0, console
+        assert any("satsweep worker" in line for line in seen), "no worker was seen running"
+        assert any("mlflow" in line for line in seen)
+        shown = "".join(seen) + console + server.log.read_text()
+        for path in outputs.rglob("*"):
+            if path.is_file() and path.suffix in (".log", ".yaml", ".txt", ".csv", ".json"):
+                shown += path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in shown, secret
+        client = MlflowClient(server.uri)
+        runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+        assert all(secret not in str(r.data.params) for r in runs for secret in secrets)
+    finally:
+        server.stop()
