@@ -26,10 +26,11 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, Ru
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from satsweep.errors import UserError
 from satsweep.figures import figure_png
+from satsweep.locks import store_lock
 from satsweep.redact import redact
 from satsweep.schema import TrackingConfig
 from satsweep.spool import OFFLINE_PREFIX, Spool, Write, new_offline_id
@@ -107,20 +108,35 @@ class Tracker:
         # The fluent API (used only to log models) reads the process-wide URI.
         mlflow.set_tracking_uri(cfg.uri)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets it on import
-        self.client = MlflowClient(tracking_uri=cfg.uri)
+        self.client = self._connect()
         self.spool = Spool(spool) if spool is not None else None
         self.offline_runs: set[str] = set()
         self._experiments: dict[str, str] = {}
+
+    def _connect(self) -> MlflowClient:
+        """The client; on a fresh database store, MLflow creates the schema here.
+
+        That runs under a lock: MLflow's migrations fail when two processes run
+        them at once, as when several workers start together.
+        """
+        try:
+            with store_lock(self.cfg.uri, "mlflow-schema"):
+                return MlflowClient(tracking_uri=self.cfg.uri)
+        except (MlflowException, SQLAlchemyError, OSError) as error:
+            raise self._unreachable(" ".join(str(error).split())[:300]) from error
+
+    def _unreachable(self, why: object) -> UserError:
+        return UserError(
+            f"cannot reach the MLflow tracking store {redact(self.cfg.uri)} ({why}): "
+            "start it (make server / make ui) or fix tracking.uri"
+        )
 
     def check_reachable(self) -> None:
         """One line and exit code 2 when the store is down at the start of a command."""
         try:
             with_retries(lambda: self.client.search_experiments(max_results=1), delays=(0.5,))
         except TrackingUnavailable as error:
-            raise UserError(
-                f"cannot reach the MLflow tracking store {redact(self.cfg.uri)} ({error}): "
-                "start it (make server / make ui) or fix tracking.uri"
-            ) from error
+            raise self._unreachable(error) from error
 
     def experiment_id(self, name: str) -> str:
         if name not in self._experiments:

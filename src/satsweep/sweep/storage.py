@@ -6,12 +6,10 @@ for a new one, so that parallel workers never run more than ``n_trials``.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import optuna
@@ -24,23 +22,10 @@ from optuna.storages import (
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from satsweep.locks import is_journal, local_file, store_lock
 from satsweep.schema import StorageConfig
 
 WORKER_ATTR = "satsweep_worker"  # "host:pid" of the process running a trial
-SQLITE_PREFIX = "sqlite:///"
-
-
-def is_journal(url: str) -> bool:
-    return "://" not in url
-
-
-def local_file(url: str) -> Path | None:
-    """The file behind a journal or SQLite storage URL; None for a database server."""
-    if is_journal(url):
-        return Path(url)
-    if url.startswith(SQLITE_PREFIX):
-        return Path(url.removeprefix(SQLITE_PREFIX))
-    return None
 
 
 class RetryAndReport(RetryHeartbeatStaleTrialCallback):
@@ -68,48 +53,19 @@ def open_storage(
         local.parent.mkdir(parents=True, exist_ok=True)
     if is_journal(cfg.url):
         return JournalStorage(JournalFileBackend(cfg.url))
-    return RDBStorage(
-        cfg.url,
-        heartbeat_interval=cfg.heartbeat_interval,
-        grace_period=cfg.grace_period,
-        heartbeat_stale_trial_callback=RetryAndReport(cfg.failed_trial_max_retry, on_stale),
-        engine_kwargs={"pool_pre_ping": True},
-    )
+    with store_lock(cfg.url, "schema"):  # one process at a time creates the tables
+        return RDBStorage(
+            cfg.url,
+            heartbeat_interval=cfg.heartbeat_interval,
+            grace_period=cfg.grace_period,
+            heartbeat_stale_trial_callback=RetryAndReport(cfg.failed_trial_max_retry, on_stale),
+            engine_kwargs={"pool_pre_ping": True},
+        )
 
 
-@contextmanager
-def budget_lock(cfg: StorageConfig, study_name: str) -> Iterator[None]:
+def budget_lock(cfg: StorageConfig, study_name: str) -> AbstractContextManager[None]:
     """An exclusive lock per study, across processes (and hosts, on PostgreSQL)."""
-    if cfg.url.startswith("postgresql"):
-        with _postgres_advisory_lock(cfg.url, study_name):
-            yield
-        return
-    local = local_file(cfg.url)
-    folder = local.parent if local is not None else Path(".")
-    lock_path = folder / f".{study_name}.budget.lock"
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def _postgres_advisory_lock(url: str, study_name: str) -> Iterator[None]:
-    import sqlalchemy
-
-    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-    finally:
-        engine.dispose()
+    return store_lock(cfg.url, f"{study_name}.budget")
 
 
 def worker_identity() -> str:
