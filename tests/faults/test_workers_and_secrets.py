@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -93,3 +94,33 @@ def test_password_in_storage_url_leaks_nowhere(outputs, tiny, postgres_url) -> N
     for path in outputs.rglob("*"):  # the whole store: database, artifacts, worker logs
         if path.is_file():
             assert password.encode() not in path.read_bytes(), path
+
+
+def _first_trial_or_its_retry(trial) -> bool:
+    return trial.number == 0 or trial.system_attrs.get("failed_trial") == 0
+
+
+@pytest.mark.faults
+def test_a_trial_that_kills_its_worker_is_retried_max_retry_times(outputs, sweep_args) -> None:
+    args = [*sweep_args, "sweep.pruner.name=none", "trainer.epochs=6"]
+    args += ["storage.failed_trial_max_retry=1"]
+    sweep = start_satsweep("sweep", *args)
+    killed: set[int] = set()
+    while sweep.poll() is None:  # SIGKILL the worker whenever it runs trial 0 or a retry
+        time.sleep(0.2)
+        try:
+            trials = journal_study(outputs).trials
+        except (KeyError, FileNotFoundError):
+            continue
+        for trial in trials:
+            running = trial.state == TrialState.RUNNING and WORKER in trial.user_attrs
+            if running and _first_trial_or_its_retry(trial) and trial.number not in killed:
+                os.kill(worker_pid(trial), signal.SIGKILL)
+                killed.add(trial.number)
+    output = sweep.communicate(timeout=600)[0]
+    assert sweep.returncode == 0, output  # killed workers were replaced; the sweep finished
+    study = journal_study(outputs)
+    doomed = [t for t in study.trials if _first_trial_or_its_retry(t)]
+    assert len(killed) == 2 and len(doomed) == 2, output  # the trial, then one retry
+    assert all(t.state == TrialState.FAIL for t in doomed)
+    assert sum(t.state in FINISHED for t in study.trials) == 4

@@ -22,7 +22,12 @@ from satsweep.schema import RunConfig
 from satsweep.sweep.compare import OBJECTIVES_ATTR
 from satsweep.sweep.job import SweepJob
 from satsweep.sweep.runs import close_orphaned_run, ensure_parent_run
-from satsweep.sweep.storage import budget_lock, fail_orphaned_trials, open_storage
+from satsweep.sweep.storage import (
+    RetryAndReport,
+    budget_lock,
+    fail_orphaned_trials,
+    open_storage,
+)
 from satsweep.sweep.study import open_study
 from satsweep.tracking import Tracker
 
@@ -102,10 +107,10 @@ def reap_dead_trials(
     Their MLflow runs are closed as FAILED rather than left RUNNING forever.
     """
     if is_journal(job.base.storage.url):
-        for trial in fail_orphaned_trials(study, storage):
-            LOG.warning(
-                "trial %d was left running by a dead worker: failed, queued again", trial.number
-            )
-            close_orphaned_run(tracker, trial)
+        retry = RetryAndReport(
+            job.base.storage.failed_trial_max_retry, lambda t: close_orphaned_run(tracker, t)
+        )
+        for trial in fail_orphaned_trials(study, storage, retry):
+            LOG.warning("trial %d was left running by a dead worker: failed", trial.number)
     elif job.base.storage.heartbeat_interval:
         optuna.storages.fail_stale_trials(study)  # open_storage's hook closes their runs

@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -62,26 +64,71 @@ def _start(job: SweepJob, log_path: Path, *options: str) -> Worker:
 
 
 def _start_workers(job: SweepJob, workers: int, logs: Path) -> list[Worker]:
+    return [_start_worker(job, workers, logs, index) for index in range(workers)]
+
+
+def _start_worker(job: SweepJob, workers: int, logs: Path, index: int) -> Worker:
     threads = job.base.trainer.threads or threads_per_worker(workers)
-    return [
-        _start(
-            job,
-            logs / f"worker-{index}.log",
-            "--threads",
-            str(threads),
-            "--worker-index",
-            str(index),
-        )
-        for index in range(workers)
-    ]
+    return _start(
+        job,
+        logs / f"worker-{index}.log",
+        "--threads",
+        str(threads),
+        "--worker-index",
+        str(index),
+    )
+
+
+@dataclass
+class Restarter:
+    """Replaces workers killed by a signal (SIGKILL, the OOM killer) while trials are left.
+
+    Their trials are failed and retried (up to ``storage.failed_trial_max_retry``) by
+    the next worker that asks for a trial; after ``sweep.max_failures`` restarts a
+    sweep gives up, so a worker that keeps dying cannot loop forever.
+    """
+
+    job: SweepJob
+    attached: Attached
+    start: Callable[[int], Worker]
+    left: int
+
+    def __call__(self, processes: list[Worker]) -> bool:
+        """Restart killed workers; returns whether any was restarted."""
+        restarted = False
+        for index, (process, log) in enumerate(processes):
+            code = process.returncode
+            if code is None or code >= 0 or self.left <= 0 or self._budget_spent():
+                continue
+            LOG.warning(
+                "worker %d was killed by signal %d (log: %s): starting another",
+                process.pid,
+                -code,
+                log,
+            )
+            processes[index] = self.start(index)
+            self.left -= 1
+            restarted = True
+        return restarted
+
+    def _budget_spent(self) -> bool:
+        return Budget(self.job.settings.n_trials, None).remaining(self.attached.study)[0] <= 0
 
 
 def _watch(
-    job: SweepJob, attached: Attached, processes: list[Worker], title: str, started: float
+    job: SweepJob,
+    attached: Attached,
+    processes: list[Worker],
+    title: str,
+    started: float,
+    restart: Restarter | None = None,
 ) -> None:
-    """Show the study's progress until every process has exited."""
+    """Show the study's progress until every process has exited (restarting killed ones)."""
     with Progress(title) as progress:
-        while _any_running(processes):
+        while True:
+            running = _any_running(processes)
+            if not (running or (restart is not None and restart(processes))):
+                break
             progress.update(
                 snapshot(attached.study, job.settings.n_trials, job.settings.objectives[0], started)
             )
@@ -106,7 +153,13 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     interrupted = False
     final: list[Worker] = []
     try:
-        _watch(job, attached, processes, f"sweep {job.settings.study_name}", started)
+        restart = Restarter(
+            job,
+            attached,
+            lambda index: _start_worker(job, workers, logs, index),
+            job.settings.max_failures,
+        )
+        _watch(job, attached, processes, f"sweep {job.settings.study_name}", started, restart)
         if _search_done(job, attached, processes) and job.settings.final_fit.enabled:
             LOG.info("final fit of the best trial (log: %s)", logs / "final.log")
             threads = job.base.trainer.threads or threads_per_worker(1)

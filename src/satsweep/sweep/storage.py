@@ -73,23 +73,24 @@ def worker_identity() -> str:
 
 
 def fail_orphaned_trials(
-    study: optuna.Study, storage: BaseStorage
+    study: optuna.Study, storage: BaseStorage, retry: RetryAndReport
 ) -> list[optuna.trial.FrozenTrial]:
-    """Fail, and queue again, RUNNING trials whose worker on this host is gone.
+    """Fail RUNNING trials whose worker on this host is gone, and hand them to ``retry``.
 
-    RDB storage does this itself through heartbeats and RetryHeartbeatStaleTrialCallback; a
-    journal file has no heartbeat, so a SIGKILLed worker's trial would stay RUNNING
-    forever. Returns the trials that were failed.
+    RDB storage does this itself through heartbeats and the same ``RetryAndReport``;
+    a journal file has no heartbeat, so a SIGKILLed worker's trial would stay
+    RUNNING forever. One retry path for both means ``failed_trial_max_retry``
+    holds on both. Returns the trials that were failed.
     """
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
     orphaned = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
         owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
         if owner_host == host and pid.isdigit() and not _alive(int(pid)):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            retry(study, trial)
             orphaned.append(trial)
     return orphaned
 
