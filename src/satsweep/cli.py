@@ -120,7 +120,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from satsweep.report import print_sweep_summary
     from satsweep.sweep.launcher import launch
 
-    workers = args.workers or job.settings.workers
+    workers = args.workers if args.workers != 0 else job.settings.workers
     try:
         check_worker_count(job.settings.backend, workers)
     except ValueError as error:
@@ -131,7 +131,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from satsweep.sweep.job import inherited_overrides, prepare_job
+    from satsweep.sweep.job import OVERRIDES_ENV, inherited_overrides, prepare_job
 
     job = prepare_job([*inherited_overrides(), *args.overrides])
     if job.settings.backend == "kerastuner" and args.worker_index is None:
@@ -140,7 +140,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "workers join Optuna sweeps only"
         )
     _load_tensorflow()
+    from satsweep.sweep.stopping import stop_with_launcher
     from satsweep.sweep.worker import run_final, run_worker
+
+    if OVERRIDES_ENV in os.environ:  # started by `satsweep sweep`: end with it
+        stop_with_launcher()
 
     if args.final_fit:
         run_final(job, args.threads)

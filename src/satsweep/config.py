@@ -9,10 +9,12 @@ becomes a one-line :class:`~satsweep.errors.UserError`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -54,6 +56,10 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name=PRIMARY_CONFIG, overrides=list(overrides))
+    except yaml.YAMLError as error:  # a config or sweep file that is not valid YAML
+        where = getattr(error, "problem_mark", None)
+        place = f" ({where.name}, line {where.line + 1})" if where else ""
+        raise UserError(f"a config file is not valid YAML{place}: {_one_line(error)}") from error
     except (HydraException, OmegaConfBaseException) as error:
         raise UserError(f"bad override: {_one_line(error)}") from error
     _absolutise_paths(cfg)
@@ -118,9 +124,16 @@ def _describe_validation_error(error: ValidationError) -> str:
     return f"invalid value {key}={value!r}: {message}; fix it with {key}=VALUE"
 
 
+# Hydra's hint for `a=1,2`; satsweep sweeps with `satsweep sweep`, not --multirun.
+_MULTIRUN_HINT = re.compile(r"\s*3\. To sweep over it, add --multirun to your command line")
+
+
 def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = " ".join(lines).split(" Config search path:")[0]
+    text = _MULTIRUN_HINT.sub(
+        " 3. To sweep over it, use satsweep sweep with key=choice(value1,value2)", text
+    )
     return text.replace("Available options in", "available options in")
 
 

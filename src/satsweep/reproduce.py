@@ -9,6 +9,7 @@ make satsweep write outside the current outputs folder.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ REPRODUCES_TAG = f"{TAG_PREFIX}reproduces"
 DERIVED_TAG = f"{TAG_PREFIX}derived_from"
 VERDICT_TAG = f"{TAG_PREFIX}reproduce_verdict"
 GROUPS = ("data", "model", "optimizer")
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,15 @@ def fetch_run(tracker: Tracker, run_id: str) -> LoggedRun:
             "or from the output of satsweep train"
         ) from error
     tags = dict(run.data.tags)
+    if tags.get(f"{TAG_PREFIX}role") == "sweep":
+        study = tags.get(f"{TAG_PREFIX}sweep", "NAME")
+        raise UserError(
+            f"run {run_id} is the parent run of sweep {study!r}, which trains nothing itself: "
+            f"reproduce its answer with satsweep reproduce --study {study} --final "
+            "(or --best, or --trial N)"
+        )
+    if run.info.lifecycle_stage == "deleted":
+        LOG.warning("run %s is deleted (in the MLflow trash): reproducing it anyway", run_id)
     if f"{TAG_PREFIX}data_digest" not in tags:
         raise UserError(
             f"run {run_id} was not made by satsweep (it has no {TAG_PREFIX}data_digest tag): "
@@ -354,10 +365,8 @@ def run_of_study(
     else:
         matches = [t for t in study.trials if t.number == trial]
         if not matches:
-            raise UserError(
-                f"study {study_name!r} has no trial {trial}: "
-                f"it has trials 0 to {len(study.trials) - 1}"
-            )
+            held = f"trials 0 to {len(study.trials) - 1}" if study.trials else "no trial yet"
+            raise UserError(f"study {study_name!r} has no trial {trial}: it has {held}")
         chosen = matches[0]
     run_id = trial_run_id(study, chosen)
     if not run_id:

@@ -57,6 +57,15 @@ def _bare_name(name: str) -> str:
 
 # Downloads land beside data.path and nowhere else, whatever a config says.
 BareName = Annotated[str, AfterValidator(_bare_name)]
+# Study and experiment names become folder names and MLflow names.
+SafeName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        max_length=200,
+        description="letters, digits, '_', '-' and '.', not starting with '.' or '-'",
+    ),
+]
 
 
 class DownloadConfig(Strict):
@@ -83,6 +92,14 @@ class DataConfig(Strict):
     @property
     def is_binary(self) -> bool:
         return bool(self.positive_classes)
+
+    @model_validator(mode="after")
+    def _classes_named_once(self) -> DataConfig:
+        for key, names in (("classes", self.classes), ("positive_classes", self.positive_classes)):
+            twice = sorted({name for name in names or [] if (names or []).count(name) > 1})
+            if twice:
+                raise ValueError(f"data.{key} names {twice[0]!r} twice: list each class once")
+        return self
 
 
 class CNNConfig(Strict):
@@ -236,7 +253,7 @@ class TrainerConfig(Strict):
     epochs: PositiveInt
     batch_size: PositiveInt
     early_stopping_patience: NonNegativeInt
-    monitor: str
+    monitor: Literal["val_f1_macro", "val_accuracy", "val_loss", "f1_macro", "accuracy", "loss"]
     deterministic: bool
     class_weights: bool
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -249,7 +266,7 @@ class TrainerConfig(Strict):
 class TrackingConfig(Strict):
     uri: str
     artifact_root: str
-    experiment: str
+    experiment: SafeName
     log_model: bool
     error_analysis: bool
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from satsweep.errors import UserError
+
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when decoding changes, so old entries are not reused
 
@@ -85,8 +87,14 @@ def _read(path: Path) -> DecodedArrays | None:
 
 
 def _save_atomically(path: Path, arrays: DecodedArrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    except OSError as error:
+        raise UserError(
+            f"cannot write the decode cache in {path.parent} ({error.strerror}): "
+            "set paths.cache to a writable folder"
+        ) from error
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(

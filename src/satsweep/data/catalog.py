@@ -9,6 +9,7 @@ file's content, identifies the data of a run: a changed pixel changes it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy as np
 from satsweep.data.images import is_image
 from satsweep.errors import UserError
 from satsweep.schema import DataConfig
+
+LOG = logging.getLogger(__name__)
 
 NEGATIVE_CLASS = "other"
 
@@ -49,8 +52,12 @@ class Catalog:
 
 
 def _file_sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    """The file's SHA-256; "unreadable" for a file that cannot be opened (decoding skips it)."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return "unreadable"
 
 
 def missing_dataset_message(path: Path, data_name: str) -> str:
@@ -63,16 +70,44 @@ def missing_dataset_message(path: Path, data_name: str) -> str:
 
 def class_folders(root: Path, data_name: str) -> dict[str, list[Path]]:
     """Class name -> sorted image files, for every sub-folder of ``root``."""
+    if root.is_file():
+        raise UserError(
+            f"data.path {root} is a file, not a folder: pass the folder that holds "
+            "one sub-folder per class"
+        )
     if not root.is_dir():
         raise UserError(missing_dataset_message(root, data_name))
-    folders = {
-        entry.name: sorted(p for p in entry.rglob("*") if p.is_file() and is_image(p))
-        for entry in sorted(root.iterdir())
-        if entry.is_dir() and not entry.name.startswith(".")
-    }
+    entries = [e for e in sorted(root.iterdir()) if e.is_dir() and not e.name.startswith(".")]
+    links = [e.name for e in entries if e.is_symlink()]
+    if links:  # usually a second name for a class folder: its images would count twice
+        LOG.warning("skipping %d linked folder(s) in %s: %s", len(links), root, ", ".join(links))
+    folders = {entry.name: _images(entry) for entry in entries if not entry.is_symlink()}
     if not folders:
         raise UserError(f"no class folders in {root}: expected {root}/<ClassName>/<image files>")
     return folders
+
+
+def _images(folder: Path) -> list[Path]:
+    """The image files under a class folder, with names that print (UTF-8)."""
+    try:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p))
+    except PermissionError as error:
+        raise UserError(
+            f"class folder {folder} cannot be read ({error.strerror}): fix its permissions "
+            "or list the other classes in data.classes"
+        ) from error
+    odd = [p for p in files if not _printable(p.name)]
+    if odd:
+        LOG.warning("skipping %d file(s) whose names are not UTF-8 in %s", len(odd), folder)
+    return [p for p in files if _printable(p.name)]
+
+
+def _printable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: bytes that are not UTF-8
+        return False
+    return True
 
 
 def build_catalog(cfg: DataConfig) -> Catalog:

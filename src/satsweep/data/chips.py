@@ -27,16 +27,29 @@ def chips_digest(path: Path, data_name: str) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def _pixels(values: np.ndarray, path: Path) -> np.ndarray:
+    """Chip values as 8-bit pixels; anything else would train on wrong images silently."""
+    if values.dtype.kind not in "iu" or (values.size and (values.min() < 0 or values.max() > 255)):
+        low, high = (values.min(), values.max()) if values.size else (0, 0)
+        kind = "fractions" if values.dtype.kind == "f" and high <= 1.0 else "values"
+        raise UserError(
+            f"{path}: chip values must be whole numbers 0..255, found {kind} from {low} to "
+            f"{high}: rescale the file to 8-bit pixel values (0..1 fractions times 255)"
+        )
+    return values.astype(np.uint8)
+
+
 def decode_chips(path: Path, chip_size: int, image_size: int) -> DecodedArrays:
     try:
         payload = json.loads(path.read_text())
-        flat = np.asarray(payload["data"], dtype=np.uint8)
+        values = np.asarray(payload["data"])
         labels = np.asarray(payload["labels"], dtype=np.int64)
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise UserError(
             f"{path} is not ShipsNet/PlanesNet JSON ({error}): expected "
             '{"data": [[...], ...], "labels": [...]}'
         ) from error
+    flat = _pixels(values, path)
     expected = 3 * chip_size * chip_size
     if flat.ndim != 2 or flat.shape[1] != expected or len(flat) != len(labels):
         raise UserError(

@@ -14,7 +14,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
-DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
+# DecompressionBombError: a header claiming more pixels than PIL will allocate.
+DECODE_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+)
 
 
 @dataclass(frozen=True)

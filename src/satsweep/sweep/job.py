@@ -83,6 +83,11 @@ def _split_sweep_expressions(overrides: Sequence[str]) -> tuple[list[str], dict[
             parsed = parser.parse_override(text)
         except HydraException as error:
             raise UserError(f"bad override {text!r}: {' '.join(str(error).split())}") from error
+        if parsed.is_sweep_override() and parsed.get_key_element().lstrip("+~") == SWEEP_GROUP:
+            raise UserError(
+                f"{text} names several sweep files: run one sweep at a time "
+                "(sweep=NAME, with NAME a file in sweeps/)"
+            )
         if parsed.is_sweep_override():
             swept[parsed.get_key_element()] = text.split("=", 1)[1]
         else:

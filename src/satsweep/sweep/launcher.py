@@ -23,7 +23,7 @@ import optuna
 import pandas as pd
 
 from satsweep.baseline import no_learning_floor
-from satsweep.data import load_data
+from satsweep.data import Dataset, load_data
 from satsweep.eda import log_dataset_report
 from satsweep.sweep.attach import Attached, Budget, attach
 from satsweep.sweep.job import OVERRIDES_ENV, SweepJob
@@ -141,8 +141,13 @@ def _watch(
 def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     """Run the sweep to its budget; returns (exit code, leaderboard)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
+    dataset = load_data(job.base)  # a missing dataset fails before anything is created
     attached = attach(job)  # creates the study and parent run once, before the workers
-    _log_dataset_report_once(job, attached)
+    try:
+        _log_dataset_report_once(job, attached, dataset)
+    except Exception:  # nothing is left RUNNING by a sweep that could not start
+        attached.tracker.end_run(attached.parent_run_id, "FAILED")
+        raise
     logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
@@ -200,7 +205,7 @@ def _any_running(processes: list[Worker]) -> bool:
     return any([process.poll() is None for process, _ in processes])
 
 
-def _log_dataset_report_once(job: SweepJob, attached: Attached) -> None:
+def _log_dataset_report_once(job: SweepJob, attached: Attached, dataset: Dataset) -> None:
     """The dataset report and the no-learning floor go to the parent run once, not on resume.
 
     The floor is also kept on the study: trials compare themselves to it.
@@ -209,7 +214,6 @@ def _log_dataset_report_once(job: SweepJob, attached: Attached) -> None:
     has_report = bool(tracker.client.list_artifacts(run_id, "eda"))
     if has_report and FLOOR_ATTR in study.user_attrs:
         return
-    dataset = load_data(job.base)
     if FLOOR_ATTR not in study.user_attrs:
         floor = no_learning_floor(dataset, job.base.seed)
         LOG.info("no-learning floor: test_f1_macro=%.4f", floor.metrics["test_f1_macro"])

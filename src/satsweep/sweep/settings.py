@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from satsweep.schema import Strict
+from satsweep.schema import SafeName, Strict
 
 Direction = Literal["maximize", "minimize"]
 
@@ -32,6 +32,8 @@ def known_objectives(binary: bool) -> tuple[str, ...]:
 
 def check_worker_count(backend: str, workers: int) -> None:
     """KerasTuner's own parallel mode needs a chief oracle over gRPC: satsweep runs it alone."""
+    if workers < 1:
+        raise ValueError(f"--workers {workers} starts no worker: give 1 or more")
     if backend == "kerastuner" and workers > 1:
         raise ValueError(
             f"sweep.backend=kerastuner runs one worker, not {workers}: "
@@ -76,8 +78,8 @@ class FinalFitSettings(Strict):
 
 
 class SweepSettings(Strict):
-    study_name: str
-    experiment: str  # the MLflow experiment of the sweep's runs
+    study_name: SafeName  # also a folder name (outputs/sweeps/NAME)
+    experiment: SafeName  # the MLflow experiment of the sweep's runs
     objectives: Annotated[list[str], Field(min_length=1, max_length=3)]
     directions: Annotated[list[Direction], Field(min_length=1, max_length=3)]
     n_trials: Annotated[int, Field(gt=0)] | None

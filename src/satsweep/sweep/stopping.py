@@ -8,7 +8,10 @@ for a trial, and a Keras callback checks it after every batch.
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,3 +62,19 @@ class StopOnRequest(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
         self.stop.check()
+
+
+def stop_with_launcher(poll_seconds: float = 1.0) -> None:
+    """SIGTERM this worker when the launcher that started it dies (even by SIGKILL).
+
+    Its trial is then failed and closed as usual, rather than a worker running on
+    unsupervised; the same ``satsweep sweep`` command resumes the study.
+    """
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()

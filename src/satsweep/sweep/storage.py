@@ -21,8 +21,11 @@ from optuna.storages import (
 )
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
+from satsweep.errors import UserError
 from satsweep.locks import is_journal, local_file, store_lock
+from satsweep.redact import redact
 from satsweep.schema import StorageConfig
 
 WORKER_ATTR = "satsweep_worker"  # "host:pid" of the process running a trial
@@ -53,14 +56,21 @@ def open_storage(
         local.parent.mkdir(parents=True, exist_ok=True)
     if is_journal(cfg.url):
         return JournalStorage(JournalFileBackend(cfg.url))
-    with store_lock(cfg.url, "schema"):  # one process at a time creates the tables
-        return RDBStorage(
-            cfg.url,
-            heartbeat_interval=cfg.heartbeat_interval,
-            grace_period=cfg.grace_period,
-            heartbeat_stale_trial_callback=RetryAndReport(cfg.failed_trial_max_retry, on_stale),
-            engine_kwargs={"pool_pre_ping": True},
-        )
+    try:
+        with store_lock(cfg.url, "schema"):  # one process at a time creates the tables
+            return RDBStorage(
+                cfg.url,
+                heartbeat_interval=cfg.heartbeat_interval,
+                grace_period=cfg.grace_period,
+                heartbeat_stale_trial_callback=RetryAndReport(cfg.failed_trial_max_retry, on_stale),
+                engine_kwargs={"pool_pre_ping": True},
+            )
+    except (SQLAlchemyError, ImportError, ValueError) as error:  # role, database, driver, URL
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())[:300]
+        raise UserError(
+            f"cannot open the Optuna storage {redact(cfg.url)} ({reason}): "
+            "check storage.url (user, password, host, database) or $SATSWEEP_OPTUNA_STORAGE"
+        ) from error
 
 
 def budget_lock(cfg: StorageConfig, study_name: str) -> AbstractContextManager[None]:
