@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -124,3 +125,34 @@ def test_a_trial_that_kills_its_worker_is_retried_max_retry_times(outputs, sweep
     assert len(killed) == 2 and len(doomed) == 2, output  # the trial, then one retry
     assert all(t.state == TrialState.FAIL for t in doomed)
     assert sum(t.state in FINISHED for t in study.trials) == 4
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat").read_text()  # a zombie has exited
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+@pytest.mark.faults
+def test_a_sigkilled_launcher_takes_its_workers_and_the_rerun_closes_the_sweep(
+    outputs, sweep_args
+) -> None:
+    args = [*sweep_args, "sweep.pruner.name=none"]
+    sweep = start_satsweep("sweep", *args)
+    trials = wait_for_trials(outputs, sweep, running_after_one_complete)
+    worker = worker_pid(next(t for t in trials if t.state == TrialState.RUNNING))
+    sweep.kill()  # SIGKILL: the launcher cannot clean up
+    sweep.wait()
+    while not _gone(worker):  # the worker sees its launcher die and stops on its own
+        time.sleep(0.2)
+    rerun = run_satsweep("sweep", *args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("satsweep.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "leaderboard.csv" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert all(r.info.status != "RUNNING" for r in runs)
