@@ -50,7 +50,8 @@ def test_compare_backends_races_four_methods_and_logs_one_comparison(outputs, sw
         "compare-backends",
         *[a for a in sweep_args if not a.startswith("sweep.n_trials")],
         "trainer.epochs=2",
-        "sweep.compare.budget=15",  # room for a trial on a loaded machine (issue 14: no budgets)
+        "sweep.compare.budget=null",  # an equal-trials race: no wall-clock budget in a test
+        "sweep.compare.trials=1",
         "sweep.compare.seeds=[0]",
         "model.filters=choice(8)",  # a sweep expression on the command line reaches every method
     )

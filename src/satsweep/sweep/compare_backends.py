@@ -36,6 +36,7 @@ from satsweep.report import leaderboard_table, wide_console
 from satsweep.sweep.job import SweepJob, prepare_job
 from satsweep.sweep.launcher import launch
 from satsweep.sweep.runs import PARENT_ATTR, trial_run_id
+from satsweep.sweep.settings import CompareSettings
 from satsweep.sweep.storage import open_storage
 from satsweep.tracking import Tracker
 
@@ -90,6 +91,7 @@ def compare_backends(overrides: Sequence[str]) -> Comparison:
         run_id,
         {
             "budget_seconds": settings.budget,
+            "budget_trials": settings.trials,
             "seeds": settings.seeds,
             "objective": job.settings.objectives[0],
             **{f"method.{name}": " ".join(extra) for name, extra in settings.methods.items()},
@@ -107,7 +109,7 @@ def compare_backends(overrides: Sequence[str]) -> Comparison:
     _log(tracker, run_id, job, runs, table)
     tracker.end_run(run_id, "FINISHED")
     console = wide_console()
-    console.print(leaderboard_table(table, f"{label}: {settings.budget:g}s per method and seed"))
+    console.print(leaderboard_table(table, f"{label}: {settings.label} per method and seed"))
     console.print(f"comparison run: {run_id} (MLflow experiment {experiment})")
     return Comparison(run_id, runs, table)
 
@@ -127,8 +129,7 @@ def _method_job(
         *extra,
         f"sweep.study_name={study}",
         f"sweep.experiment={experiment}",
-        f"sweep.timeout={base.settings.compare.budget}",
-        "sweep.n_trials=null",  # the budget is wall-clock time
+        *_budget(base.settings.compare),
         "sweep.workers=1",
         "sweep.final_fit.enabled=false",  # the race compares searches, not final fits
         f"sweep.sampler.seed={seed}",
@@ -140,13 +141,20 @@ def _method_job(
         raise UserError(f"sweep.compare.methods.{name}: {error}") from error
 
 
+def _budget(compare: CompareSettings) -> list[str]:
+    """Each method's budget: wall-clock seconds, or a number of finished trials."""
+    if compare.budget is not None:
+        return [f"sweep.timeout={compare.budget}", "sweep.n_trials=null"]
+    return [f"sweep.n_trials={compare.trials}", "sweep.timeout=null"]
+
+
 def _turns(methods: list[str], index: int) -> list[str]:
     shift = index % len(methods)
     return methods[shift:] + methods[:shift]
 
 
 def _race(job: SweepJob, name: str, seed: int, tracker: Tracker, run_id: str) -> MethodRun:
-    LOG.info("method %s, seed %d: %gs of search", name, seed, job.settings.compare.budget)
+    LOG.info("method %s, seed %d: %s of search", name, seed, job.settings.compare.label)
     started = time.monotonic()
     code, _ = launch(job, workers=1)
     wall = time.monotonic() - started
@@ -170,9 +178,14 @@ def read_method_run(
     if not starts:
         return MethodRun(name, seed, study.study_name, wall, 0, None, None, [])
     began = min(starts)
-    deadline = began + timedelta(seconds=job.settings.compare.budget)
+    budget = job.settings.compare.budget
+    deadline = began + timedelta(seconds=budget) if budget is not None else None
     within = sorted(
-        (t for t in trials if t.datetime_complete and t.datetime_complete <= deadline),
+        (
+            t
+            for t in trials
+            if t.datetime_complete and (deadline is None or t.datetime_complete <= deadline)
+        ),
         key=lambda t: t.datetime_complete,
     )
     maximize = job.settings.directions[0] == "maximize"
@@ -245,8 +258,9 @@ def _time_to(curve: list[tuple[float, float]], target: float, maximize: bool) ->
     return None
 
 
-def best_so_far_figure(runs: Sequence[MethodRun], objective: str, budget: float) -> Figure:
+def best_so_far_figure(runs: Sequence[MethodRun], objective: str, budget: float | None) -> Figure:
     """Best-so-far objective over wall time: one colour per method, one line per seed."""
+    budget = budget or max((r.wall_seconds for r in runs), default=1.0)
     figure, axes = plt.subplots(figsize=(8, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, method in enumerate(dict.fromkeys(r.method for r in runs)):

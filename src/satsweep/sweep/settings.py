@@ -65,9 +65,23 @@ class KerasTunerSettings(Strict):
 class CompareSettings(Strict):
     """``satsweep compare-backends``: search methods raced on equal wall-clock budgets."""
 
-    budget: Annotated[float, Field(gt=0)]  # seconds of search per method and seed
+    budget: Annotated[float, Field(gt=0)] | None  # seconds of search per method and seed
+    trials: Annotated[int, Field(gt=0)] | None  # or: finished trials per method and seed
     seeds: Annotated[list[int], Field(min_length=1)]
     methods: Annotated[dict[str, list[str]], Field(min_length=2)]  # name -> Hydra overrides
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> CompareSettings:
+        if (self.budget is None) == (self.trials is None):
+            raise ValueError(
+                "set one of sweep.compare.budget (seconds) and sweep.compare.trials "
+                "(an equal-trials race), and the other to null"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"{self.budget:g}s" if self.budget is not None else f"{self.trials} trials"
 
 
 class FinalFitSettings(Strict):
