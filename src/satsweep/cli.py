@@ -20,6 +20,7 @@ from satsweep.server import DEFAULT_BACKEND
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 LOG = logging.getLogger("satsweep")
+RAN_ENV = "SATSWEEP_WORKER_RAN"  # trials a re-executing worker ran before
 
 
 def _quiet_libraries() -> None:
@@ -150,9 +151,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         run_final(job, args.threads)
         return 0
     outcome = run_worker(job, args.threads, args.worker_index)
-    LOG.info("worker ran %d trial(s)", outcome.ran)
+    ran = int(os.environ.get(RAN_ENV, "0")) + outcome.ran  # across re-executions
     if outcome.recycle:
+        os.environ[RAN_ENV] = str(ran)
         _reexecute(args, outcome.seconds_left)
+    LOG.info("worker ran %d trial(s)", ran)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,9 +177,12 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
         _stop(processes)
     failed_workers = [(p, log) for p, log in processes if p.returncode not in (0, None)]
     for process, log in failed_workers:
-        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
         LOG.error(
-            "worker %d exited with %d: %s (log: %s)", process.pid, process.returncode, tail[0], log
+            "worker %d exited with %d: %s (log: %s)",
+            process.pid,
+            process.returncode,
+            _last_words(log),
+            log,
         )
     done = Budget(job.settings.n_trials, None).remaining(attached.study)[0] <= 0
     status = "KILLED" if interrupted else ("FINISHED" if done or not failed_workers else "FAILED")
@@ -188,6 +192,17 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     if any(process.returncode != 0 for process, _ in final):  # trials done, final fit not
         return 1, table
     return (0 if done or not failed_workers else 2), table
+
+
+# TensorFlow's C++ log lines (E0000 00:00:...) and absl's preamble say nothing of why.
+_NATIVE_LOG = re.compile(r"^([EWIF]\d{4} |WARNING: All log messages before absl)")
+
+
+def _last_words(log: Path) -> str:
+    """The last line of a worker's log that is not a TensorFlow native log line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    said = [line for line in lines if line and not _NATIVE_LOG.match(line)]
+    return said[-1] if said else "(no message in its log)"
 
 
 def _search_done(job: SweepJob, attached: Attached, processes: list[Worker]) -> bool:

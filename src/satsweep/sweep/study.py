@@ -89,21 +89,34 @@ def open_study(
     storage: BaseStorage,
     worker_index: int | None = 0,
 ) -> optuna.Study:
-    """Create the study, or load it to resume (same name, same storage)."""
+    """Load the study to resume or join it, else create it (same name, same storage).
+
+    Loading first keeps Optuna's "Using an existing study" note out of the logs of
+    workers joining a study their launcher has just created.
+    """
+    sampler = build_sampler(settings, space, worker_index)
     try:
+        study = optuna.load_study(
+            study_name=settings.study_name,
+            storage=storage,
+            sampler=sampler,
+            pruner=build_pruner(settings),
+        )
+    except KeyError:  # a new study; another process may create it at the same moment
         study = optuna.create_study(
             study_name=settings.study_name,
             storage=storage,
-            sampler=build_sampler(settings, space, worker_index),
+            sampler=sampler,
             pruner=build_pruner(settings),
             directions=settings.directions,
             load_if_exists=True,
         )
-    except ValueError as error:  # e.g. directions differ from the stored study's
+    stored = [direction.name.lower() for direction in study.directions]
+    if stored != list(settings.directions):
         raise UserError(
-            f"study {settings.study_name!r} exists with other settings ({error}): "
-            "choose another sweep.study_name"
-        ) from error
+            f"study {settings.study_name!r} exists with directions {stored}, not "
+            f"{list(settings.directions)}: choose another sweep.study_name"
+        )
     history = len(study.get_trials(deepcopy=False))
     if history:
         study.sampler = build_sampler(settings, space, worker_index, history)
