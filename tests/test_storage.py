@@ -22,7 +22,7 @@ def test_sqlite_storage_gets_its_folder_and_keeps_its_lock_beside_it(tmp_path, m
     study = optuna.create_study(study_name="s", storage=open_storage(cfg))
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
     with budget_lock(cfg, "s"):
-        assert (folder / ".s.budget.lock").is_file()
+        assert (folder / ".optuna.db.s.budget.lock").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not"]
 
 
