@@ -41,11 +41,12 @@ def store_lock(url: str, name: str) -> AbstractContextManager[None]:
     local = local_file(url)
     if local is None:
         return nullcontext()
-    return _file_lock(local.parent / f".{local.name}.{name}.lock")
+    return file_lock(local.parent / f".{local.name}.{name}.lock")
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created, with its folder, if missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -9,17 +9,18 @@ writes later, in order, through the same :func:`apply` function.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from satsweep.locks import file_lock
 
 OFFLINE_PREFIX = "offline-"
 LOCK_NAME = "spool.lock"
@@ -69,16 +70,9 @@ class Spool:
             os.fsync(handle.fileno())
 
 
-@contextmanager
-def spool_lock(folder: Path) -> Iterator[None]:
+def spool_lock(folder: Path) -> AbstractContextManager[None]:
     """Writers append, and ``sync`` takes files away, only while holding this lock."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_NAME, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return file_lock(folder / LOCK_NAME)
 
 
 def take_spools(folder: Path) -> list[Path]:
@@ -122,11 +116,11 @@ def read_spool(path: Path, load_model: Callable[[Path], Any]) -> Iterator[tuple[
     for index, line in enumerate(path.read_text(errors="replace").splitlines()):
         try:
             record, named = _parse(line, files)
-        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            blob = named["blob_file"].read_bytes() if "blob_file" in named else None
+        except (ValueError, KeyError, TypeError, OSError) as error:  # JSONDecodeError too
             LOG.warning("skipping line %d of %s: %s", index + 1, path.name, error)
             continue
         args = {k: v for k, v in record["args"].items() if k not in FILE_KEYS}
-        blob = named["blob_file"].read_bytes() if "blob_file" in named else None
         model = load_model(named["model_file"]) if "model_file" in named else None
         yield index, Write(str(record["op"]), str(record["run_id"]), args, blob, model)
 
