@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import (
     BaseStorage,
     JournalStorage,
@@ -39,7 +41,9 @@ class RetryAndReport(RetryHeartbeatStaleTrialCallback):
     """
 
     def __init__(self, max_retry: int, on_stale: Callable[[FrozenTrial], None]) -> None:
-        super().__init__(max_retry=max_retry)
+        with warnings.catch_warnings():  # used on purpose: its interface is pinned by tests
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            super().__init__(max_retry=max_retry)
         self.on_stale = on_stale
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:

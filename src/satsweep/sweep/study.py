@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.pruners import (
     BasePruner,
     HyperbandPruner,
@@ -78,7 +80,9 @@ def build_pruner(settings: SweepSettings) -> BasePruner:
 
 def _construct(kind: type, key: str, *args: Any, **options: Any) -> Any:
     try:
-        return kind(*args, **options)
+        with warnings.catch_warnings():  # options a sweep file chose (TPE's group, ...)
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return kind(*args, **options)
     except (TypeError, ValueError) as error:
         raise UserError(f"bad {key}.options for {kind.__name__}: {error}") from error
 
