@@ -104,8 +104,6 @@ def refuse_logged_writes(
     Such a config needs the user's own say-so on the command line.
     """
     given = _given_keys(overrides)
-    if "data" in given:  # the data group chosen afresh: nothing logged is used
-        return
     data = logged.config.get("data") or {}
     download = data.get("download") or {}
     if download.get("enabled") and "data.download.enabled" not in given:
@@ -167,7 +165,8 @@ def train_from_run(run_id: str, overrides: Sequence[str]) -> TrainResult:
     environment = load_run_config(overrides)
     tracker = Tracker(environment.tracking)
     logged = fetch_run(tracker, run_id)
-    refuse_logged_writes(logged, environment, overrides)
+    if "data" not in _given_keys(overrides):  # a data group chosen afresh drops the logged one
+        refuse_logged_writes(logged, environment, overrides)
     cfg = derived_config(logged, overrides)
     changes = changed_keys(logged.config, cfg)
     result = train(
