@@ -89,5 +89,11 @@ def _binary_metrics(
     }
 
 
+# Keras names the per-epoch validation curves val_*; the evaluation after training
+# logs its single values under this prefix, so curves and results never share a name.
+FINAL_VAL = "final_val"
+RESULT_PREFIXES = (f"{FINAL_VAL}_", "test_")  # a run's evaluated results, one value each
+
+
 def prefixed(metrics: dict[str, float], split: str) -> dict[str, float]:
     return {f"{split}_{name}": value for name, value in metrics.items()}

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from satsweep.analysis.diagnosis import one_line
+from satsweep.metrics import RESULT_PREFIXES
 from satsweep.sweep.report import SUMMARY_ROWS
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from satsweep.train import TrainResult
 
 LEADERBOARD_ROWS = 15
-HIDDEN_IN_TERMINAL = ("mlflow_run_id", "val_accuracy", "test_accuracy")
+HIDDEN_IN_TERMINAL = ("mlflow_run_id", "final_val_accuracy", "test_accuracy")
 WIDE_CONSOLE = 200  # leaderboards are wide; CI logs have no terminal width to respect
 
 
@@ -34,27 +35,56 @@ def print_train_summary(result: TrainResult, console: Console | None = None) -> 
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(result.metrics.items()):
-        if name.startswith(("val_", "test_")):
+        if name.startswith(RESULT_PREFIXES):
             table.add_row(name, f"{value:.4f}")
     console.print(table)
     if result.diagnosis:
         console.print(one_line(result.diagnosis))
-    console.print(f"MLflow run id: {result.run_id}")
+    console.print(f"MLflow run {result.run_id}: {result.link or '(offline)'}", soft_wrap=True)
 
 
-def leaderboard_table(table: pd.DataFrame, title: str, rows: int = LEADERBOARD_ROWS) -> Table:
-    shown = Table(title=title)
+def leaderboard_table(
+    table: pd.DataFrame, title: str, width: int, rows: int = LEADERBOARD_ROWS
+) -> Table:
+    """The leaderboard as wide as ``width`` allows: columns are dropped, never wrapped.
+
+    Columns keep their order of importance (trial, state, objectives, metrics,
+    then parameters); those that do not fit are named in the caption.
+    ``--csv`` output keeps every column.
+    """
+    kept = _kept_rows(table, rows)
     columns = [c for c in table.columns if c not in HIDDEN_IN_TERMINAL]
+    headers = _short_headers(columns)
+    cells = {c: [_cell(v) for v in kept[c]] for c in columns}
+    shown, used = [], 1  # the table's left border
     for column in columns:
-        shown.add_column(
-            str(column),
-            justify="left" if column == "state" else "right",
-            overflow="fold",
-            min_width=5,
+        needed = max(len(headers[column]), *map(len, cells[column]), 1) + 3  # padding, border
+        if used + needed <= width:
+            shown.append(column)
+            used += needed
+    dropped = [headers[c] for c in columns if c not in shown]
+    rendered = Table(
+        title=title,
+        caption=f"not shown: {', '.join(dropped)} (a wider terminal, or --csv)"
+        if dropped
+        else None,
+    )
+    for column in shown:
+        rendered.add_column(
+            headers[column], justify="left" if column == "state" else "right", no_wrap=True
         )
-    for _, row in _kept_rows(table, rows).iterrows():
-        shown.add_row(*(_cell(row[c]) for c in columns))
-    return shown
+    for index in range(len(kept)):
+        rendered.add_row(*(cells[c][index] for c in shown))
+    return rendered
+
+
+def _short_headers(columns: list[str]) -> dict[str, str]:
+    """``trainer.augment.translate`` -> ``translate`` where the last part is unique."""
+    last = [str(c).rsplit(".", 1)[-1] for c in columns]
+    return {
+        c: short if last.count(short) == 1 else str(c)
+        for c, short in zip(columns, last, strict=True)
+    }
 
 
 def _kept_rows(table: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -79,7 +109,7 @@ def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | N
     if table.empty:
         console.print("no trials ran")
         return
-    console.print(leaderboard_table(table, f"sweep {job.settings.study_name}"))
+    console.print(leaderboard_table(table, f"sweep {job.settings.study_name}", console.width))
     complete = table[table["state"] == "complete"]
     if complete.empty:
         console.print("no trial completed")
@@ -96,7 +126,7 @@ def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | N
             row = rows.iloc[0]
             console.print(
                 f"{label}: test_f1_macro={_cell(row.get('test_f1_macro'))} "
-                f"val_f1_macro={_cell(row.get('val_f1_macro'))}"
+                f"val_f1_macro={_cell(row.get('val_f1_macro', row.get('final_val_f1_macro')))}"
                 + (
                     f" ({row['state']}, MLflow run {row['mlflow_run_id']})"
                     if kind == "final"

@@ -27,6 +27,7 @@ from rich.table import Table
 from satsweep.config import config_dir, load_run_config, spell, validate
 from satsweep.data import load_data
 from satsweep.errors import UserError
+from satsweep.metrics import RESULT_PREFIXES
 from satsweep.provenance import git_state, package_versions
 from satsweep.redact import redact
 from satsweep.runtime import accelerator
@@ -202,7 +203,7 @@ def compare_metrics(
     logged: dict[str, float], reproduced: dict[str, float], tolerance: float, confusion_equal: bool
 ) -> Verdict:
     rows = []
-    for name in sorted(k for k in logged if k.startswith(("val_", "test_")) or k == "epochs_run"):
+    for name in sorted(k for k in logged if k.startswith(RESULT_PREFIXES) or k == "epochs_run"):
         before, after = logged[name], reproduced.get(name, math.nan)
         both_nan = math.isnan(before) and math.isnan(after)
         difference = math.nan if both_nan else after - before

@@ -266,6 +266,7 @@ class TrainerConfig(Strict):
 class TrackingConfig(Strict):
     uri: str
     artifact_root: str
+    ui: str  # the MLflow UI's address, for the links satsweep prints
     experiment: SafeName
     log_model: bool
     error_analysis: bool

@@ -36,6 +36,7 @@ from satsweep.schema import TrackingConfig
 from satsweep.spool import OFFLINE_PREFIX, Spool, Write, new_offline_id
 
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, in Markdown
 MAX_PARAMS_PER_BATCH = 100
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # backoff between attempts on a transient error
 TRANSIENT_MARKERS = (
@@ -161,6 +162,15 @@ class Tracker:
                 raise
             return found.experiment_id
 
+    def describe_experiment(self, experiment_id: str, markdown: str) -> None:
+        """The experiment's description in the UI; skipped with a warning while offline."""
+        try:
+            with_retries(lambda: self.client.set_experiment_tag(experiment_id, NOTE_TAG, markdown))
+        except TrackingUnavailable as error:
+            LOG.warning(
+                "MLflow store unreachable (%s): the experiment keeps its description", error
+            )
+
     def create_run(
         self,
         experiment_id: str,
@@ -249,8 +259,9 @@ class Tracker:
             Write("log_dataset", run_id, {"name": name, "digest": digest[:36], "source": source})
         )
 
-    def log_keras_model(self, run_id: str, model: keras.Model) -> None:
-        self._write(Write("log_model", run_id, model=model))
+    def log_keras_model(self, run_id: str, model: keras.Model, name: str, step: int) -> None:
+        """The model, named ``name``, carrying the run's metrics logged at ``step``."""
+        self._write(Write("log_model", run_id, {"name": name, "step": step}, model=model))
 
     def download_text(self, run_id: str, artifact_path: str) -> str:
         with tempfile.TemporaryDirectory() as folder:
@@ -298,7 +309,10 @@ def apply(tracker: Tracker, write: Write) -> str | None:
     elif write.op == "log_model":
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             mlflow.keras.log_model(
-                write.model, name="model", pip_requirements=_model_requirements()
+                write.model,
+                name=args.get("name", "model"),
+                step=args.get("step", 0),
+                pip_requirements=_model_requirements(),
             )
     elif write.op == "end_run":
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.from_string(args["status"])))

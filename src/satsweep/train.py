@@ -12,8 +12,9 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -24,17 +25,19 @@ from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose
 from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
 from satsweep.baseline import Floor, no_learning_floor
 from satsweep.data import Dataset, load_data
-from satsweep.metrics import Evaluation, evaluate_predictions, prefixed
+from satsweep.links import announce, run_link
+from satsweep.metrics import FINAL_VAL, Evaluation, evaluate_predictions, prefixed
 from satsweep.models import build_model, set_backbone_trainable
 from satsweep.optim import build_optimizer, optimizer_callbacks
 from satsweep.pipeline import evaluation_dataset, training_dataset
 from satsweep.provenance import git_state, package_versions
 from satsweep.redact import redact_tree
 from satsweep.runtime import accelerator, prepare_run
-from satsweep.schema import BackboneConfig, RunConfig, as_plain
+from satsweep.schema import BackboneConfig, RunConfig, as_plain, experiment_keys
 from satsweep.tracking import TAG_PREFIX, Tracker, flatten
 
 LOG = logging.getLogger(__name__)
+MACHINE_PARAMS = ("data.path", "data.download")  # config keys kept out of the run's params
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class TrainResult:
     seconds: float
     images_per_second: float = 0.0
     diagnosis: list[Finding] = field(default_factory=list)
+    link: str = ""  # the run's page in the MLflow UI, once the caller knows its experiment
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -98,10 +102,21 @@ def run_tags(cfg: RunConfig, dataset: Dataset) -> dict[str, str]:
     return tags
 
 
+def experiment_params(plain: dict[str, Any]) -> dict[str, Any]:
+    """The flat params that define what is trained, for the MLflow UI's columns.
+
+    Where things are (data folder, download source) and where they are logged
+    (tracking, storage, paths) are the same in every trial and say nothing about
+    the experiment: they stay in ``config.yaml`` only.
+    """
+    flat = flatten({key: plain[key] for key in experiment_keys()})
+    return {k: v for k, v in flat.items() if not k.startswith(MACHINE_PARAMS)}
+
+
 def log_run_inputs(tracker: Tracker, run_id: str, cfg: RunConfig, dataset: Dataset) -> None:
     """What defines the run, logged before training so that the UI shows it at once."""
     plain = redact_tree(as_plain(cfg))
-    tracker.log_params(run_id, flatten(plain))
+    tracker.log_params(run_id, experiment_params(plain))
     tracker.log_yaml(run_id, plain, "config.yaml")
     tracker.set_tags(run_id, run_tags(cfg, dataset))
     tracker.log_dataset(run_id, dataset.name, dataset.digest, str(cfg.data.path))
@@ -149,6 +164,7 @@ def fit_and_log(
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     initial_epoch: int = 0,
     floor: Floor | None = None,
+    model_name: str = "model",
 ) -> TrainResult:
     """Train ``cfg`` on ``dataset`` inside the existing MLflow run ``run_id``.
 
@@ -156,7 +172,8 @@ def fit_and_log(
     epochs so far have been logged. ``initial_epoch`` is for runs that continue
     earlier weights (KerasTuner's Hyperband rounds): epochs are numbered from it.
     ``floor``, the no-learning baseline of this split, lets the diagnosis say
-    when a model is weak for its task.
+    when a model is weak for its task. The model is logged last, as
+    ``model_name``, so that MLflow attaches every final metric to it.
     """
     started = time.perf_counter()
     log_run_inputs(tracker, run_id, cfg, dataset)
@@ -207,7 +224,7 @@ def fit_and_log(
         metrics.update(floor.logged)
         tracker.log_metrics(run_id, floor.logged, step=epochs_run)
     diagnosis = (
-        _analyse_and_log(tracker, run_id, dataset, test, history, metrics, cfg, floor)
+        _analyse_and_log(tracker, run_id, dataset, test, history, metrics, cfg, floor, epochs_run)
         if cfg.tracking.error_analysis
         else []
     )
@@ -218,6 +235,8 @@ def fit_and_log(
     tracker.log_metrics(
         run_id, {k: metrics[k] for k in ("params_count", "seconds", "fit_seconds")}, step=epochs_run
     )
+    if cfg.tracking.log_model:
+        tracker.log_keras_model(run_id, model, model_name, step=epochs_run)
     return TrainResult(
         run_id=run_id,
         metrics=metrics,
@@ -269,7 +288,7 @@ def _evaluate_and_log(
         for name, split in (("val", dataset.val), ("test", dataset.test))
     }
     metrics = {
-        **prefixed(evaluations["val"].metrics, "val"),
+        **prefixed(evaluations["val"].metrics, FINAL_VAL),
         **prefixed(evaluations["test"].metrics, "test"),
         "epochs_run": float(epochs_run),
     }
@@ -284,8 +303,6 @@ def _evaluate_and_log(
         run_id, confusion_figure(test.confusion, dataset.class_names), "confusion_matrix.png"
     )
     tracker.log_text(run_id, test.per_class.to_csv(index=False), "per_class_report.csv")
-    if cfg.tracking.log_model:
-        tracker.log_keras_model(run_id, model)
     return metrics, test
 
 
@@ -298,6 +315,7 @@ def _analyse_and_log(
     metrics: dict[str, float],
     cfg: RunConfig,
     floor: Floor | None,
+    step: int,
 ) -> list[Finding]:
     """Error analysis and "what to try next", logged under ``error_analysis/``."""
     analysis = analyse_errors(
@@ -312,7 +330,7 @@ def _analyse_and_log(
     for name, table in analysis.tables.items():
         tracker.log_text(run_id, table.to_csv(index=False), f"{ERROR_ANALYSIS}/{name}")
     extra = prefixed(analysis.metrics, "test")
-    tracker.log_metrics(run_id, extra, step=len(history.get("loss", [])))
+    tracker.log_metrics(run_id, extra, step=step)
     metrics.update(extra)
     findings = diagnose(
         Evidence(
@@ -354,10 +372,12 @@ def train(
     name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"
     run_id = tracker.create_run(experiment_id, name, tags=tags or {})
     tracker.set_tags(run_id, {f"{TAG_PREFIX}reproduce_command": f"satsweep reproduce {run_id}"})
+    link = run_link(cfg.tracking, experiment_id, run_id)
+    announce(f"run {name}", link)
     try:
-        result = fit_and_log(cfg, dataset, tracker, run_id, floor=floor)
+        result = fit_and_log(cfg, dataset, tracker, run_id, floor=floor, model_name=name)
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
     tracker.end_run(run_id, "FINISHED")
-    return result
+    return replace(result, link=link)

@@ -47,7 +47,9 @@ def test_tracking_outage_loses_no_trial(outputs, sweep_args, tmp_path) -> None:
             assert run.data.tags["satsweep.trial"] == str(trial.number)
             assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
             assert run.info.status == "FINISHED" and "test_f1_macro" in run.data.metrics
-            assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 4
+            assert (
+                len(client.get_metric_history(run.info.run_id, "val_loss")) == 3
+            )  # one point per epoch
         assert "leaderboard.csv" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     finally:
         server.stop()

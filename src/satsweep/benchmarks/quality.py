@@ -71,7 +71,7 @@ def train_row(name: str, command: list[str], outputs: Path, note: str) -> Qualit
         [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
     )[0]
     metrics = latest.data.metrics
-    return QualityRow(name, metrics["test_f1_macro"], metrics["val_f1_macro"], seconds, note)
+    return QualityRow(name, metrics["test_f1_macro"], metrics["final_val_f1_macro"], seconds, note)
 
 
 def sweep_row(overrides: list[str], outputs: Path) -> QualityRow:
@@ -87,7 +87,7 @@ def sweep_row(overrides: list[str], outputs: Path) -> QualityRow:
     return QualityRow(
         "default sweep (make sweep): final model",
         final.metrics["test_f1_macro"],
-        final.metrics["val_f1_macro"],
+        final.metrics["final_val_f1_macro"],
         seconds,
         f"{len(study.trials)} trials ({pruned} pruned), then trial {final.trial} retrained "
         "on all of AID; the time is the whole sweep",

@@ -34,7 +34,7 @@ def compare(study_name: str, overrides: Sequence[str], csv: str | None) -> None:
     tracker.check_reachable()
     table = leaderboard(study, objectives, tracker)
     console = wide_console()
-    console.print(leaderboard_table(table, f"study {study_name}", rows=len(table)))
+    console.print(leaderboard_table(table, f"study {study_name}", console.width, rows=len(table)))
     if csv:
         Path(csv).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(csv, index=False)

@@ -36,7 +36,7 @@ from satsweep.report import leaderboard_table, wide_console
 from satsweep.sweep.job import SweepJob, prepare_job
 from satsweep.sweep.launcher import launch
 from satsweep.sweep.runs import PARENT_ATTR, trial_run_id
-from satsweep.sweep.settings import CompareSettings
+from satsweep.sweep.settings import CompareSettings, test_metric
 from satsweep.sweep.storage import open_storage
 from satsweep.tracking import Tracker
 
@@ -109,7 +109,9 @@ def compare_backends(overrides: Sequence[str]) -> Comparison:
     _log(tracker, run_id, job, runs, table)
     tracker.end_run(run_id, "FINISHED")
     console = wide_console()
-    console.print(leaderboard_table(table, f"{label}: {settings.label} per method and seed"))
+    console.print(
+        leaderboard_table(table, f"{label}: {settings.label} per method and seed", console.width)
+    )
     console.print(f"comparison run: {run_id} (MLflow experiment {experiment})")
     return Comparison(run_id, runs, table)
 
@@ -217,7 +219,7 @@ def _test_twin(
     if trial is None or not objective.startswith("val_"):
         return None
     metrics = tracker.client.get_run(trial_run_id(study, trial)).data.metrics
-    return metrics.get("test_" + objective.removeprefix("val_"))
+    return metrics.get(test_metric(objective))
 
 
 def summarise(runs: Sequence[MethodRun], maximize: bool) -> pd.DataFrame:

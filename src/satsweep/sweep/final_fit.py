@@ -19,7 +19,16 @@ from satsweep.data import load_data
 from satsweep.schema import RunConfig
 from satsweep.sweep.attach import Attached
 from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import FINAL_ATTR, FINAL_ROLE, FinalFit, sweep_tags
+from satsweep.sweep.runs import (
+    FINAL_ATTR,
+    FINAL_ROLE,
+    RUN_NAME_TAG,
+    FinalFit,
+    final_run_name,
+    scored_name,
+    sweep_tags,
+)
+from satsweep.sweep.settings import test_metric
 from satsweep.sweep.stopping import StopOnRequest, StopRequest
 from satsweep.train import fit_and_log
 
@@ -57,9 +66,10 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     cfg = final_config(job, trial)
     dataset = load_data(cfg)
     LOG.info("final fit of trial %d on %d training images", trial.number, len(dataset.train))
+    name = final_run_name(job.settings.study_name, trial.number)
     run_id = tracker.create_run(
         tracker.experiment_id(job.settings.experiment),
-        f"{job.settings.study_name}-final",
+        name,
         tags=_final_tags(job, trial),
         parent_run_id=attached.parent_run_id,
     )
@@ -71,10 +81,15 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
             run_id,
             [StopOnRequest(stop)],
             floor=no_learning_floor(dataset, cfg.seed),
+            model_name=name,
         )
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
+    tracker.set_tags(
+        run_id,
+        {RUN_NAME_TAG: scored_name(name, test_metric(job.settings.objectives[0]), result.metrics)},
+    )
     tracker.end_run(run_id, "FINISHED")
     final = FinalFit(trial.number, run_id, _plain(result.metrics))
     study.set_user_attr(FINAL_ATTR, final.__dict__)

@@ -26,6 +26,7 @@ import pandas as pd
 from satsweep.baseline import no_learning_floor
 from satsweep.data import Dataset, load_data
 from satsweep.eda import log_dataset_report
+from satsweep.links import announce, runs_link
 from satsweep.sweep.attach import Attached, Budget, attach
 from satsweep.sweep.job import OVERRIDES_ENV, SweepJob
 from satsweep.sweep.progress import Progress, snapshot
@@ -151,6 +152,8 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
         raise
     logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
+    link = runs_link(job.base.tracking, attached.tracker.experiment_id(job.settings.experiment))
+    announce(f"sweep {job.settings.study_name}: its runs", link)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     # a shell starts background jobs with SIGINT ignored; `kill -INT` must still stop us
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -187,6 +190,7 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     done = Budget(job.settings.n_trials, None).remaining(attached.study)[0] <= 0
     status = "KILLED" if interrupted else ("FINISHED" if done or not failed_workers else "FAILED")
     table = finalize(job, attached.study, attached.tracker, attached.parent_run_id, status)
+    announce(f"sweep {job.settings.study_name}: compare its runs", link)
     if interrupted:
         return 130, table
     if any(process.returncode != 0 for process, _ in final):  # trials done, final fit not

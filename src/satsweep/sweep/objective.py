@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import keras
 import optuna
-from optuna_integration import KerasPruningCallback
 
 from satsweep.baseline import Floor
 from satsweep.data import Dataset, load_data
@@ -25,7 +24,17 @@ from satsweep.redact import redact
 from satsweep.runtime import peak_rss_mib
 from satsweep.schema import DataConfig
 from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import FLOOR_ATTR, RUN_ATTR, close_trial_run, create_trial_run
+from satsweep.sweep.pruning import ExplainedPruningCallback
+from satsweep.sweep.runs import (
+    FLOOR_ATTR,
+    PRUNED_TAG,
+    RUN_ATTR,
+    close_trial_run,
+    create_trial_run,
+    scored_name,
+    trial_run_name,
+)
+from satsweep.sweep.settings import result_metric
 from satsweep.sweep.stopping import StopOnRequest, StopRequest
 from satsweep.sweep.storage import WORKER_ATTR, worker_identity
 from satsweep.tracking import Tracker
@@ -100,17 +109,23 @@ class TrialObjective:
         try:
             self.stop.check()  # a stop held while the run was created fails it here
             values = self._train(trial, overrides, run_id)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as pruned:
             self.last_state = "pruned"
-            close_trial_run(self.tracker, run_id, "pruned")
+            self.tracker.set_tags(run_id, {PRUNED_TAG: str(pruned)})
+            close_trial_run(self.tracker, run_id, "pruned", f"{self._run_name(trial)} pruned")
             raise
         except BaseException as error:
-            self._record_failure(run_id, error)
+            self._record_failure(run_id, error, f"{self._run_name(trial)} failed")
             trial.set_user_attr(FAILURE_ATTR, redact(self.last_error)[:2000])
             raise
         self.last_state, self.last_values = "complete", values
-        close_trial_run(self.tracker, run_id, "complete")
+        objective = self.job.settings.objectives[0]
+        name = scored_name(self._run_name(trial), objective, {objective: values[0]})
+        close_trial_run(self.tracker, run_id, "complete", name)
         return values[0] if len(values) == 1 else values
+
+    def _run_name(self, trial: optuna.Trial) -> str:
+        return trial_run_name(self.job.settings.study_name, trial.number)
 
     def _train(self, trial: optuna.Trial, overrides: list[str], run_id: str) -> list[float]:
         cfg = self.job.trial_config(overrides)
@@ -118,7 +133,9 @@ class TrialObjective:
         settings = self.job.settings
         callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop), *self.plan.callbacks]
         if settings.prunes:
-            callbacks.append(KerasPruningCallback(trial, monitor=settings.objectives[0]))
+            callbacks.append(
+                ExplainedPruningCallback(trial, settings.objectives[0], settings.pruner)
+            )
         floor_metrics = trial.study.user_attrs.get(FLOOR_ATTR)
         result = fit_and_log(
             cfg,
@@ -128,11 +145,12 @@ class TrialObjective:
             callbacks,
             initial_epoch=self.plan.initial_epoch,
             floor=Floor(floor_metrics) if floor_metrics else None,
+            model_name=self._run_name(trial),
         )
         rss = peak_rss_mib()  # a worker that keeps growing over trials leaks
         trial.set_user_attr(RSS_ATTR, rss)
         self.tracker.log_metrics(run_id, {RSS_ATTR: rss}, step=result.epochs_run)
-        values = [result.metrics[name] for name in settings.objectives]
+        values = [result.metrics[result_metric(name)] for name in settings.objectives]
         bad = [n for n, v in zip(settings.objectives, values, strict=True) if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(f"objective {bad[0]} is not finite")
@@ -143,10 +161,10 @@ class TrialObjective:
         )
         return values
 
-    def _record_failure(self, run_id: str, error: BaseException) -> None:
+    def _record_failure(self, run_id: str, error: BaseException, name: str) -> None:
         self.last_error = f"{type(error).__name__}: {error}"
         interrupted = isinstance(error, KeyboardInterrupt)
         self.tracker.set_tags(run_id, {"satsweep.failure": redact(self.last_error)[:5000]})
         if not interrupted:
             self.tracker.log_text(run_id, redact(traceback.format_exc()), "failure/traceback.txt")
-        close_trial_run(self.tracker, run_id, "failed")
+        close_trial_run(self.tracker, run_id, "failed", name)

@@ -26,29 +26,47 @@ from optuna.trial import TrialState
 from satsweep.analysis.errors import ERROR_ANALYSIS
 from satsweep.redact import redact_tree
 from satsweep.schema import as_plain
+from satsweep.sweep.description import sweep_description
 from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import FLOOR_ATTR, PARENT_ATTR, FinalFit, trial_run_id
-from satsweep.tracking import Tracker, TrackingUnavailable, with_retries
+from satsweep.sweep.runs import FLOOR_ATTR, PARENT_ATTR, STATE_NAMES, FinalFit, trial_run_id
+from satsweep.sweep.settings import result_metric
+from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retries
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 SUMMARY_ROWS = ("final", "floor")  # leaderboard rows that are not trials: the answer, the floor
-KEY_METRICS = ("val_f1_macro", "val_accuracy", "test_f1_macro", "test_accuracy", "epochs_run")
+# Final values from each trial's MLflow run, shown beside the objectives.
+KEY_METRICS = (
+    "final_val_f1_macro",
+    "final_val_accuracy",
+    "test_f1_macro",
+    "test_accuracy",
+    "epochs_run",
+)
+PRUNED_AT = "pruned_at_epoch"
 
 
 def leaderboard(
     study: optuna.Study, objectives: list[str], tracker: Tracker | None
 ) -> pd.DataFrame:
-    """One row per trial, best first by the first objective."""
+    """One row per trial: finished trials first, best first by the first objective.
+
+    Optuna gives a pruned trial the value of its last report; that is an epoch's
+    value, not a result, so it does not stand in the objective's column (the
+    trial's ``pruned_at_epoch`` does).
+    """
     runs = _readable(lambda: _trial_metrics(study, tracker), {}) if tracker else {}
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower()}
-        values = trial.values or [None] * len(objectives)
+        row: dict[str, Any] = {"trial": trial.number, "state": STATE_NAMES[trial.state]}
+        complete = trial.state == TrialState.COMPLETE and trial.values
+        values = trial.values if complete else [None] * len(objectives)
         row.update(dict(zip(objectives, values, strict=True)))
         for key in KEY_METRICS:
-            if key not in objectives:
+            if key not in (*objectives, *map(result_metric, objectives)):
                 row[key] = runs.get(trial.number, {}).get(key)
+        pruned = trial.state == TrialState.PRUNED and trial.intermediate_values
+        row[PRUNED_AT] = max(trial.intermediate_values) + 1 if pruned else None
         row["seconds"] = trial.duration.total_seconds() if trial.duration else None
         row.update(trial.params)
         row["mlflow_run_id"] = trial_run_id(study, trial)
@@ -76,7 +94,9 @@ def _summary_row(study: optuna.Study, objectives: list[str], kind: str) -> dict[
             return None
         metrics, run_id = floor, ""
     row: dict[str, Any] = {"trial": kind, "state": kind}
-    row.update({key: metrics.get(key) for key in (*objectives, *KEY_METRICS)})
+    # A final fit logged result names (final_val_*); the floor keeps the split's own.
+    named = result_metric if kind == "final" else str
+    row.update({key: metrics.get(named(key)) for key in (*objectives, *KEY_METRICS)})
     row["seconds"] = metrics.get("seconds")
     row["mlflow_run_id"] = run_id
     return row
@@ -148,15 +168,38 @@ def finalize(
         )
         tracker.log_metrics(
             parent_run_id,
-            {f"final_{k}": v for k, v in final.metrics.items() if k.startswith(("val_", "test_"))},
+            {
+                f"final_{k.removeprefix('final_')}": v
+                for k, v in final.metrics.items()
+                if k.startswith(("final_val_", "test_"))
+            },
             step=0,
         )
     trials = table[~table["trial"].isin(SUMMARY_ROWS)] if not table.empty else table
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     tracker.set_tags(parent_run_id, {f"satsweep.trials_{k}": v for k, v in counts.items()})
+    _describe(job, tracker, parent_run_id, table, trials)
     _log_plots(study, objectives, tracker, parent_run_id)
     tracker.end_run(parent_run_id, status)
     return table
+
+
+def _describe(
+    job: SweepJob, tracker: Tracker, parent_run_id: str, table: pd.DataFrame, trials: pd.DataFrame
+) -> None:
+    """The sweep's Markdown summary on its parent run and on its experiment."""
+    experiment_id = tracker.experiment_id(job.settings.experiment)
+    complete = trials[trials["state"] == "complete"] if not trials.empty else trials
+    finals = table[table["trial"] == "final"] if not table.empty else table
+    note = sweep_description(
+        job,
+        experiment_id,
+        trials,
+        complete.iloc[0].to_dict() if not complete.empty else None,
+        finals.iloc[0].to_dict() if not finals.empty else None,
+    )
+    tracker.set_tags(parent_run_id, {NOTE_TAG: note})
+    tracker.describe_experiment(experiment_id, note)
 
 
 def _copy_error_analysis(tracker: Tracker, trial_run_id: str, parent_run_id: str) -> None:
@@ -170,9 +213,6 @@ def _copy_error_analysis(tracker: Tracker, trial_run_id: str, parent_run_id: str
 
 def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run_id: str) -> None:
     """Optuna's plots as interactive HTML and static PNG; skipped when there is too little data."""
-    from optuna import visualization as html_plots
-    from optuna.visualization import matplotlib as png_plots
-
     single = len(objectives) == 1
     target = None if single else (lambda t: t.values[0])
     plots = {
@@ -184,6 +224,20 @@ def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run
         plots["intermediate_values"] = {}
     if not single:
         plots["pareto_front"] = {"target_names": objectives}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials" is not news here
+    try:
+        _write_plots(study, plots, tracker, run_id)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _write_plots(
+    study: optuna.Study, plots: dict[str, dict[str, Any]], tracker: Tracker, run_id: str
+) -> None:
+    from optuna import visualization as html_plots
+    from optuna.visualization import matplotlib as png_plots
+
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, options in plots.items():

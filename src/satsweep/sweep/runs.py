@@ -18,10 +18,34 @@ PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
 RELINKED_ATTR = "mlflow_relinked_runs"  # offline run id -> MLflow run id, set by `sync`
 STATE_TAG = "satsweep.trial_state"
+PRUNED_TAG = "satsweep.pruned"  # why a trial was pruned: its epoch, value and threshold
+RUN_NAME_TAG = "mlflow.runName"  # setting it renames the run in MLflow's store
 FLOOR_ATTR = "satsweep_floor"  # the no-learning floor's metrics on the sweep's split
 FINAL_ATTR = "satsweep_final_fit"  # the final fit's record, see FinalFit
 FINAL_ROLE = "final"
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+# One word per Optuna state, the same in tags, run names and the leaderboard.
+STATE_NAMES = {
+    optuna.trial.TrialState.COMPLETE: "complete",
+    optuna.trial.TrialState.PRUNED: "pruned",
+    optuna.trial.TrialState.FAIL: "failed",
+    optuna.trial.TrialState.RUNNING: "running",
+    optuna.trial.TrialState.WAITING: "waiting",
+}
+
+
+def trial_run_name(study_name: str, number: int) -> str:
+    return f"{study_name}-trial-{number:03d}"
+
+
+def final_run_name(study_name: str, trial_number: int) -> str:
+    return f"{study_name}-final-of-trial-{trial_number:03d}"
+
+
+def scored_name(name: str, metric: str, metrics: dict[str, float]) -> str:
+    """``quick-trial-003 val_f1_macro=0.4936``: the runs table sorts and reads at a glance."""
+    value = metrics.get(metric)
+    return f"{name} {metric}={value:.4f}" if value is not None else name
 
 
 @dataclass(frozen=True)
@@ -75,7 +99,7 @@ def create_trial_run(
     experiment_id = tracker.experiment_id(job.settings.experiment)
     run_id = tracker.create_run(
         experiment_id,
-        f"{job.settings.study_name}-trial-{trial_number:03d}",
+        trial_run_name(job.settings.study_name, trial_number),
         tags={
             **sweep_tags(job),
             "satsweep.role": "trial",
@@ -89,8 +113,9 @@ def create_trial_run(
     return run_id
 
 
-def close_trial_run(tracker: Tracker, run_id: str, state: str) -> None:
-    tracker.set_tags(run_id, {STATE_TAG: state})
+def close_trial_run(tracker: Tracker, run_id: str, state: str, name: str | None = None) -> None:
+    """End the run with the MLflow status of ``state``, renamed to ``name`` if given."""
+    tracker.set_tags(run_id, {STATE_TAG: state, **({RUN_NAME_TAG: name} if name else {})})
     tracker.end_run(run_id, RUN_STATUS[state])
 
 

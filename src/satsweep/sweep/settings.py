@@ -25,6 +25,21 @@ FLOOR_METRICS = tuple(f"floor_{s}_{m}" for s in ("val", "test") for m in ("accur
 EPOCH_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
 
 
+def result_metric(objective: str) -> str:
+    """The metric a run logs for ``objective`` once trained.
+
+    ``val_*`` names are Keras' per-epoch curves, which pruners watch; the value
+    after training (and TTA) is logged as ``final_val_*``, and only by runs that
+    finished, so sorting on it in the MLflow UI puts finished trials first.
+    """
+    return f"final_{objective}" if objective.startswith("val_") else objective
+
+
+def test_metric(objective: str) -> str:
+    """The test-split counterpart of a ``val_*`` objective: how the model does unseen."""
+    return "test_" + objective.removeprefix("val_") if objective.startswith("val_") else objective
+
+
 def known_objectives(binary: bool) -> tuple[str, ...]:
     per_split = SPLIT_METRICS + (BINARY_METRICS if binary else ())
     return tuple(f"{s}_{m}" for s in ("val", "test") for m in per_split) + RUN_METRICS
@@ -48,7 +63,7 @@ class SamplerSettings(Strict):
 
 
 class PrunerSettings(Strict):
-    name: Literal["median", "percentile", "successive_halving", "hyperband", "none"]
+    name: Literal["median", "percentile", "successive_halving", "hyperband", "threshold", "none"]
     options: dict[str, Any]  # passed to the Optuna pruner's constructor
 
 

@@ -14,6 +14,7 @@ from optuna.pruners import (
     NopPruner,
     PercentilePruner,
     SuccessiveHalvingPruner,
+    ThresholdPruner,
 )
 from optuna.samplers import (
     BaseSampler,
@@ -42,6 +43,7 @@ PRUNERS: dict[str, type[BasePruner]] = {
     "percentile": PercentilePruner,
     "successive_halving": SuccessiveHalvingPruner,
     "hyperband": HyperbandPruner,
+    "threshold": ThresholdPruner,
     "none": NopPruner,
 }
 

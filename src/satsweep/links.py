@@ -1,0 +1,40 @@
+"""Addresses in the MLflow UI, for the links satsweep prints and writes into descriptions.
+
+MLflow 3 opens an experiment on its GenAI overview (traces, tokens, cost). The
+``workflowType=machine_learning`` query opens the runs table instead, which is
+what a sweep's user came for. Credentials in a tracking URL never appear in a link.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from satsweep.schema import TrackingConfig
+
+RUNS_VIEW = "runs?workflowType=machine_learning"
+
+
+def ui_address(tracking: TrackingConfig) -> str:
+    """The UI of a tracking server is the server; a local store's is ``tracking.ui``."""
+    base = tracking.uri if tracking.uri.startswith(("http://", "https://")) else tracking.ui
+    parts = urlsplit(base)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def runs_link(tracking: TrackingConfig, experiment_id: str) -> str:
+    """The experiment's runs table."""
+    return f"{ui_address(tracking)}/#/experiments/{experiment_id}/{RUNS_VIEW}"
+
+
+def run_link(tracking: TrackingConfig, experiment_id: str, run_id: str) -> str:
+    """One run's page: its params, metrics, artifacts and logged model."""
+    return f"{ui_address(tracking)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def announce(what: str, link: str) -> None:
+    """One line, never wrapped (a log handler would break the link and it would not open)."""
+    print(f"{what} in the MLflow UI (make ui): {link}", flush=True)

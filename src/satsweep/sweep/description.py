@@ -1,0 +1,93 @@
+"""The sweep's summary in Markdown, shown by the MLflow UI on its experiment and parent run.
+
+MLflow renders the ``mlflow.note.content`` tag as a run's or an experiment's
+description. Writing the sweep's objective, sampler, pruner, space, best trial
+and final model there answers "which trial is best, and why?" where users look.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from satsweep.links import run_link, runs_link
+from satsweep.sweep.job import SweepJob
+from satsweep.sweep.settings import result_metric, test_metric
+
+SUMMARY_STATES = ("complete", "pruned", "failed")
+
+
+def sweep_description(
+    job: SweepJob,
+    experiment_id: str,
+    table: pd.DataFrame,
+    best: Mapping[str, Any] | None,
+    final: Mapping[str, Any] | None,
+) -> str:
+    """Markdown: what the sweep searched, how, and what it found, with links to the runs.
+
+    ``best`` and ``final`` are leaderboard rows (``trial``, the objectives,
+    ``mlflow_run_id``); either is None until it exists.
+    """
+    settings, tracking = job.settings, job.base.tracking
+    objective = settings.objectives[0]
+    counts = table["state"].value_counts().to_dict() if not table.empty else {}
+    lines = [
+        f"## Sweep `{settings.study_name}`",
+        "",
+        f"- **Objective:** {_objectives(job)}. Each trial logs it as "
+        f"`{result_metric(objective)}` once finished; `{objective}` is its per-epoch curve.",
+        f"- **Sampler:** {settings.sampler.name} {_options(settings.sampler.options)}; "
+        f"**pruner:** {settings.pruner.name} {_options(settings.pruner.options)}.",
+        f"- **Trials:** {', '.join(f'{counts.get(s, 0)} {s}' for s in SUMMARY_STATES)} "
+        f"(budget: {_budget(settings.n_trials, settings.timeout)}).",
+    ]
+    if best is not None:
+        link = run_link(tracking, experiment_id, str(best["mlflow_run_id"]))
+        lines.append(
+            f"- **Best trial:** [trial {best['trial']}]({link}), "
+            f"{objective}={_number(best.get(objective))}."
+        )
+    if final is not None:
+        link = run_link(tracking, experiment_id, str(final["mlflow_run_id"]))
+        test = test_metric(objective)
+        lines.append(
+            f"- **Final model:** [retrained]({link}) with "
+            f"`{' '.join(settings.final_fit.overrides)}`: {test}={_number(final.get(test))}."
+        )
+    lines += [
+        f"- **All runs:** [runs table]({runs_link(tracking, experiment_id)}).",
+        "",
+        "| parameter | searched over |",
+        "|---|---|",
+        *(f"| `{key}` | `{value}` |" for key, value in _space(job).items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _objectives(job: SweepJob) -> str:
+    pairs = zip(job.settings.directions, job.settings.objectives, strict=True)
+    return ", ".join(f"{direction} `{name}`" for direction, name in pairs)
+
+
+def _space(job: SweepJob) -> dict[str, str]:
+    space = dict(job.settings.params)
+    for condition, params in job.settings.conditional.items():
+        space.update({f"{key} (if {condition})": value for key, value in params.items()})
+    return space
+
+
+def _budget(trials: int | None, timeout: float | None) -> str:
+    parts = [f"{trials} finished trials"] if trials else []
+    parts += [f"{timeout:g} s per invocation"] if timeout else []
+    return ", ".join(parts)
+
+
+def _options(options: Mapping[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else ""
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) and value == value else "-"

@@ -1,0 +1,76 @@
+"""Pruning that says why: the epoch, the value, and the threshold it fell short of.
+
+Optuna's Keras callback raises ``TrialPruned("Trial was pruned at epoch 4.")``.
+A user comparing runs in MLflow wants to know against what: for the median and
+percentile pruners the threshold is the percentile of the completed trials'
+values at the same epoch, which this callback recomputes for the record.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+from optuna_integration import KerasPruningCallback
+
+from satsweep.sweep.settings import PrunerSettings
+
+PERCENTILE_PRUNERS = {"median": 50.0}  # plus "percentile", whose option says
+
+
+class ExplainedPruningCallback(KerasPruningCallback):
+    """Optuna's Keras pruning callback, raising with a reason fit for the run's record."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str, pruner: PrunerSettings) -> None:
+        super().__init__(trial, monitor)
+        self.pruner = pruner
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        try:
+            super().on_epoch_end(epoch, logs)
+        except optuna.TrialPruned:
+            value = float((logs or {})[self._monitor])
+            raise optuna.TrialPruned(self.reason(epoch, value)) from None
+
+    def reason(self, epoch: int, value: float) -> str:
+        said = f"pruned by the {self.pruner.name} pruner after epoch {epoch + 1}: "
+        said += f"{self._monitor}={value:.4f}"
+        threshold = self.threshold(epoch)
+        if threshold is not None:
+            said += f", short of {threshold:.4f} ({threshold_words(self.pruner)})"
+        return said
+
+    def threshold(self, epoch: int) -> float | None:
+        """The value the pruner compared against, where it has one."""
+        if self.pruner.name == "threshold":
+            maximize = self._trial.study.direction == StudyDirection.MAXIMIZE
+            bound = self.pruner.options.get("lower" if maximize else "upper")
+            return None if bound is None else float(bound)
+        percentile = percentile_of(self.pruner)
+        if percentile is None:
+            return None
+        study = self._trial.study
+        values = [
+            t.intermediate_values[epoch]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if epoch in t.intermediate_values
+        ]
+        if not values:
+            return None
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        return float(np.nanpercentile(values, 100 - percentile if maximize else percentile))
+
+
+def percentile_of(pruner: PrunerSettings) -> float | None:
+    if pruner.name == "percentile":
+        return float(pruner.options["percentile"])
+    return PERCENTILE_PRUNERS.get(pruner.name)
+
+
+def threshold_words(pruner: PrunerSettings) -> str:
+    if pruner.name == "threshold":
+        return "the pruner's bound"
+    if pruner.name == "median":
+        return "the median of completed trials at that epoch"
+    return f"the {percentile_of(pruner):g}th percentile of completed trials at that epoch"
