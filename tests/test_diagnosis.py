@@ -37,6 +37,7 @@ def _evidence(**changes) -> Evidence:
         "test_f1_macro": 0.75,
         "floor_f1_macro": 0.4,
         "augment": load_run_config([]).trainer.augment,
+        "capacity_knobs": ("model.stages", "model.width"),  # the default model, a ResNet
     }
     return Evidence(**{**healthy, **changes})
 
@@ -65,6 +66,9 @@ def test_underfitting_is_detected() -> None:
     findings = diagnose(_evidence(history=history))
     assert [f.rule for f in findings] == ["underfitting"]
     assert "optimizer.lr" in findings[0].config_keys
+    # it names the knobs of the model trained: a ResNet has stages, not blocks
+    assert "model.stages" in findings[0].config_keys
+    assert "model.blocks" not in findings[0].config_keys
 
 
 def test_learning_rate_too_high_is_detected() -> None:

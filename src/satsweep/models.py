@@ -28,6 +28,14 @@ from satsweep.schema import (
 
 Builder = Callable[[ModelConfig, keras.KerasTensor], keras.KerasTensor]
 BACKBONE_LAYER = "backbone"  # the name of the keras.applications sub-model
+# Per model type, the keys that give it more capacity, for "what to try next".
+CAPACITY_KNOBS = {
+    "cnn": ("model.blocks", "model.filters"),
+    "mlp": ("model.hidden_units",),
+    "resnet": ("model.stages", "model.width"),
+    "separable": ("model.stages", "model.width"),
+    "backbone": ("model.architecture", "model.input_size"),
+}
 
 
 def _bn_relu(x: keras.KerasTensor, momentum: float) -> keras.KerasTensor:

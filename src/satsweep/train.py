@@ -7,6 +7,7 @@ Callers add behaviour through Keras callbacks (a sweep adds its pruning callback
 
 from __future__ import annotations
 
+import getpass
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from satsweep.baseline import Floor, no_learning_floor
 from satsweep.data import Dataset, load_data
 from satsweep.links import announce, run_link
 from satsweep.metrics import FINAL_VAL, Evaluation, evaluate_predictions, prefixed
-from satsweep.models import build_model, set_backbone_trainable
+from satsweep.models import CAPACITY_KNOBS, build_model, set_backbone_trainable
 from satsweep.optim import build_optimizer, optimizer_callbacks
 from satsweep.pipeline import evaluation_dataset, training_dataset
 from satsweep.provenance import git_state, package_versions
@@ -97,6 +98,9 @@ def run_tags(cfg: RunConfig, dataset: Dataset) -> dict[str, str]:
         f"{TAG_PREFIX}cpu_count": str(os.cpu_count()),
         f"{TAG_PREFIX}device": accelerator(),
         "mlflow.source.git.commit": commit,
+        "mlflow.source.name": "satsweep",  # the UI's "Source" column
+        "mlflow.source.type": "LOCAL",
+        "mlflow.user": getpass.getuser(),  # the UI's "Created by" column
     }
     tags.update({f"{TAG_PREFIX}version.{k}": v for k, v in package_versions().items()})
     return tags
@@ -344,6 +348,7 @@ def _analyse_and_log(
             test_f1_macro=metrics["test_f1_macro"],
             floor_f1_macro=floor.metrics["test_f1_macro"] if floor else None,
             augment=cfg.trainer.augment,
+            capacity_knobs=CAPACITY_KNOBS[cfg.model.name],
         )
     )
     tracker.log_text(run_id, as_markdown(findings), f"{ERROR_ANALYSIS}/diagnosis.md")

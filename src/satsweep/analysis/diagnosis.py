@@ -56,6 +56,7 @@ class Evidence:
     test_f1_macro: float
     floor_f1_macro: float | None  # the no-learning floor's test macro F1, when known
     augment: AugmentConfig  # what augmentation was already on
+    capacity_knobs: tuple[str, ...]  # the keys that make this model bigger
 
 
 def _overfitting(e: Evidence) -> Finding | None:
@@ -94,7 +95,7 @@ def _underfitting(e: Evidence) -> Finding | None:
         "underfitting",
         f"training loss fell only {drop:.0%} and train accuracy ended at {accuracy[-1]:.2f}: "
         "use a bigger model, a higher learning rate or more epochs",
-        ("model.blocks", "model.filters", "optimizer.lr", "trainer.epochs"),
+        (*e.capacity_knobs, "optimizer.lr", "trainer.epochs"),
     )
 
 

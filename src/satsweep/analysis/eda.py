@@ -97,7 +97,9 @@ def _montage(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...
             if column < len(chosen):
                 axis.imshow(images[chosen[column]])
         axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
-    figure.suptitle("Sample images per class")
+    height = figure.get_figheight()  # margins in inches: a fixed fraction leaves bands
+    figure.suptitle("Sample images per class", y=1 - 0.08 / height, va="top")
+    figure.subplots_adjust(top=1 - 0.45 / height, bottom=0.1 / height, hspace=0.08, wspace=0.05)
     return figure
 
 
