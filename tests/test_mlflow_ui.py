@@ -8,6 +8,7 @@ reads the experiment as the MLflow UI does.
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -29,7 +30,7 @@ SWEEP = (
 MACHINE_KEYS = ("paths.", "tracking.", "storage.", "data.path", "data.download")
 
 
-def _sweep(folder: Path, tiny: list[str], *overrides: str) -> int:
+def _sweep(folder: Path, tiny: list[str], *overrides: str) -> tuple[int, str]:
     data_and_trainer = [o for o in tiny if not o.startswith("model.")]
     result = run_satsweep(
         "sweep",
@@ -39,18 +40,21 @@ def _sweep(folder: Path, tiny: list[str], *overrides: str) -> int:
         *overrides,
     )
     assert "Traceback" not in result.stderr, result.stderr
-    return result.returncode
+    return result.returncode, result.stdout
 
 
 def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir) -> None:
     (tmp_path / "conf" / "sweep").mkdir(parents=True)
     (tmp_path / "conf" / "sweep" / "ui.yaml").write_text(SWEEP)
     folder = tmp_path / "conf"
-    assert _sweep(folder, tiny, "sweep.n_trials=1") == 0  # trial 0 completes
+    code, printed = _sweep(folder, tiny, "sweep.n_trials=1")  # trial 0 completes
+    assert code == 0
     pruned = ["sweep.pruner.name=threshold", "+sweep.pruner.options={lower: 1.01}"]
-    assert _sweep(folder, tiny, "sweep.n_trials=2", *pruned, "sweep.final_fit.enabled=true") == 0
+    code, _ = _sweep(folder, tiny, "sweep.n_trials=2", *pruned, "sweep.final_fit.enabled=true")
+    assert code == 0
     # trial 2 diverges; one failure in a row ends the invocation with exit code 2
-    assert _sweep(folder, tiny, "sweep.n_trials=3", "optimizer.lr=1e12", "sweep.max_failures=1")
+    code, _ = _sweep(folder, tiny, "sweep.n_trials=3", "optimizer.lr=1e12", "sweep.max_failures=1")
+    assert code == 2
 
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     experiment = client.get_experiment_by_name("ui")
@@ -69,6 +73,13 @@ def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir)
         assert "1 complete, 1 pruned, 1 failed" in note
         assert f"/runs/{trials[0].info.run_id})" in note and "**Final model:**" in note
         assert "| `model.dropout` | `interval(0.0, 0.2)` |" in note
+
+    # the printed link opens a saved view: sorted by the objective, swept params shown
+    view = json.loads(experiment.tags["mlflow.sharedViewState.satsweep"])
+    assert view["orderByKey"] == "metrics.`final_val_f1_macro`" and view["orderByAsc"] is False
+    assert "params.`model.dropout`" in view["selectedColumns"]
+    assert "metrics.`test_f1_macro`" in view["selectedColumns"]
+    assert "runs?workflowType=machine_learning&viewStateShareKey=satsweep" in printed
 
     # run names say what matters
     assert re.fullmatch(r"ui-trial-000 val_f1_macro=0\.\d{4}", trials[0].info.run_name)

@@ -7,11 +7,17 @@ what a sweep's user came for. Credentials in a tracking URL never appear in a li
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from satsweep.schema import TrackingConfig
 
 RUNS_VIEW = "runs?workflowType=machine_learning"
+# MLflow's "share view": an experiment tag holding the runs table's state (columns,
+# sort order), opened by the link's viewStateShareKey. satsweep writes one per sweep.
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+VIEW_KEY = "satsweep"
 
 
 def ui_address(tracking: TrackingConfig) -> str:
@@ -25,9 +31,30 @@ def ui_address(tracking: TrackingConfig) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-def runs_link(tracking: TrackingConfig, experiment_id: str) -> str:
-    """The experiment's runs table."""
-    return f"{ui_address(tracking)}/#/experiments/{experiment_id}/{RUNS_VIEW}"
+def runs_link(tracking: TrackingConfig, experiment_id: str, view: bool = False) -> str:
+    """The experiment's runs table; with ``view``, in the state satsweep saved for it."""
+    shared = f"&viewStateShareKey={VIEW_KEY}" if view else ""
+    return f"{ui_address(tracking)}/#/experiments/{experiment_id}/{RUNS_VIEW}{shared}"
+
+
+def runs_view(
+    sort_metric: str, ascending: bool, metrics: Sequence[str], params: Sequence[str]
+) -> dict[str, str]:
+    """The experiment tag that opens the runs table sorted, with these columns shown.
+
+    Column keys are the UI's own: ``metrics.`name```, ``params.`name```.
+    """
+    columns = [
+        *(f"metrics.`{name}`" for name in metrics),
+        *(f"params.`{name}`" for name in params),
+        "attributes.`Models`",
+    ]
+    state = {
+        "orderByKey": f"metrics.`{sort_metric}`",
+        "orderByAsc": ascending,
+        "selectedColumns": columns,
+    }
+    return {f"{SHARED_VIEW_TAG}{VIEW_KEY}": json.dumps(state)}
 
 
 def run_link(tracking: TrackingConfig, experiment_id: str, run_id: str) -> str:

@@ -162,14 +162,19 @@ class Tracker:
                 raise
             return found.experiment_id
 
-    def describe_experiment(self, experiment_id: str, markdown: str) -> None:
-        """The experiment's description in the UI; skipped with a warning while offline."""
+    def set_experiment_tags(self, experiment_id: str, tags: Mapping[str, str]) -> None:
+        """The experiment's description and saved view; skipped with a warning while offline.
+
+        Runs' writes are spooled while the store is down; these are not, as the
+        next sweep on the experiment writes them again.
+        """
         try:
-            with_retries(lambda: self.client.set_experiment_tag(experiment_id, NOTE_TAG, markdown))
+            for key, value in tags.items():
+                with_retries(
+                    lambda k=key, v=value: self.client.set_experiment_tag(experiment_id, k, v)
+                )
         except TrackingUnavailable as error:
-            LOG.warning(
-                "MLflow store unreachable (%s): the experiment keeps its description", error
-            )
+            LOG.warning("MLflow store unreachable (%s): experiment tags not updated", error)
 
     def create_run(
         self,

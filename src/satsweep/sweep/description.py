@@ -58,7 +58,7 @@ def sweep_description(
             f"`{' '.join(settings.final_fit.overrides)}`: {test}={_number(final.get(test))}."
         )
     lines += [
-        f"- **All runs:** [runs table]({runs_link(tracking, experiment_id)}).",
+        f"- **All runs:** [runs table]({runs_link(tracking, experiment_id, view=True)}).",
         "",
         "| parameter | searched over |",
         "|---|---|",

@@ -26,12 +26,14 @@ import pandas as pd
 from satsweep.baseline import no_learning_floor
 from satsweep.data import Dataset, load_data
 from satsweep.eda import log_dataset_report
-from satsweep.links import announce, runs_link
+from satsweep.links import announce, runs_link, runs_view
 from satsweep.sweep.attach import Attached, Budget, attach
 from satsweep.sweep.job import OVERRIDES_ENV, SweepJob
 from satsweep.sweep.progress import Progress, snapshot
 from satsweep.sweep.report import finalize
 from satsweep.sweep.runs import FLOOR_ATTR
+from satsweep.sweep.settings import result_metric, test_metric
+from satsweep.tracking import Tracker
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -44,6 +46,21 @@ def threads_per_worker(workers: int) -> int:
 
 
 Worker = tuple[subprocess.Popen[bytes], Path]
+
+
+def _save_runs_view(job: SweepJob, tracker: Tracker) -> str:
+    """The runs table sorted by the objective, with the swept params: the link that opens it."""
+    settings = job.settings
+    experiment_id = tracker.experiment_id(settings.experiment)
+    results = [result_metric(name) for name in settings.objectives]
+    view = runs_view(
+        results[0],
+        settings.directions[0] == "minimize",
+        [*results, test_metric(settings.objectives[0]), "epochs_run"],
+        [*settings.params, *(k for p in settings.conditional.values() for k in p)],
+    )
+    tracker.set_experiment_tags(experiment_id, view)
+    return runs_link(job.base.tracking, experiment_id, view=True)
 
 
 def _start(job: SweepJob, log_path: Path, *options: str) -> Worker:
@@ -152,7 +169,7 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
         raise
     logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
-    link = runs_link(job.base.tracking, attached.tracker.experiment_id(job.settings.experiment))
+    link = _save_runs_view(job, attached.tracker)
     announce(f"sweep {job.settings.study_name}: its runs", link)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     # a shell starts background jobs with SIGINT ignored; `kill -INT` must still stop us

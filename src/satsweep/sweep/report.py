@@ -199,7 +199,7 @@ def _describe(
         finals.iloc[0].to_dict() if not finals.empty else None,
     )
     tracker.set_tags(parent_run_id, {NOTE_TAG: note})
-    tracker.describe_experiment(experiment_id, note)
+    tracker.set_experiment_tags(experiment_id, {NOTE_TAG: note})
 
 
 def _copy_error_analysis(tracker: Tracker, trial_run_id: str, parent_run_id: str) -> None:
