@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
 
-.PHONY: setup train sweep bench bench-quality bench-hpo ui server test lint clean
+.PHONY: setup train sweep bench bench-quality bench-hpo ui screenshots server test lint clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ bench-hpo: $(STAMP)  ## Optuna vs KerasTuner on equal budgets: make bench-hpo AR
 ui: $(STAMP)  ## MLflow UI over the same store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(OUTPUTS))/mlflow.db \
 		--host $(HOST) --port $(PORT)
+
+screenshots: $(STAMP)  ## after make sweep: the MLflow UI in headless Chromium, docs/screenshots/
+	$(BIN)/python docs/screenshots.py --outputs $(OUTPUTS)
 
 server: $(STAMP)  ## MLflow tracking server on PostgreSQL for many workers
 	$(BIN)/satsweep server --host $(HOST) --port $(PORT)

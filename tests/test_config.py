@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from satsweep.config import load_run_config
@@ -121,3 +123,13 @@ def test_every_shipped_sweep_file_validates(outputs, name) -> None:
     job = prepare_job([f"sweep={name}"])
     assert job.settings.study_name == name and job.space.dimensions
     assert job.settings.final_fit.enabled  # on by default: every sweep answers with a model
+
+
+def test_help_lists_the_config_groups_and_their_options() -> None:
+    from satsweep.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "config groups" in text
+    assert re.search(r"^  model +backbone, cnn, mlp, resnet, separable$", text, re.MULTILINE)
+    assert re.search(r"^  sweep +aid_pareto, aid_tpe, quick, smoke$", text, re.MULTILINE)
+    assert "_common" not in text  # files starting with _ are bases, not options

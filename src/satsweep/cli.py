@@ -238,11 +238,28 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_groups() -> str:
+    """The config groups and their options, read from conf/, for --help."""
+    from satsweep.config import project_root
+
+    folder = project_root() / "conf"
+    if not folder.is_dir():
+        return ""
+    lines = ["config groups (choose with GROUP=OPTION, e.g. model=cnn; see --cfg job):"]
+    for group in sorted(p for p in folder.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in group.glob("*.yaml") if not f.stem.startswith("_"))
+        prefix = "+" if group.name == "experiment" else ""
+        lines.append(f"  {prefix + group.name:<12} {', '.join(options)}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="satsweep",
         description="Hyper-parameter experiments for Keras image classifiers: "
         "Hydra configs, Optuna sweeps, MLflow tracking.",
+        epilog=_config_groups(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

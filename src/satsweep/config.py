@@ -8,6 +8,7 @@ becomes a one-line :class:`~satsweep.errors.UserError`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Sequence
@@ -61,9 +62,35 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
         place = f" ({where.name}, line {where.line + 1})" if where else ""
         raise UserError(f"a config file is not valid YAML{place}: {_one_line(error)}") from error
     except (HydraException, OmegaConfBaseException) as error:
+        unknown = _UNKNOWN_KEY.search(str(error))
+        if unknown and not any(o.startswith("+") for o in overrides if unknown[1] in o):
+            raise UserError(_unknown_key(unknown[1], overrides)) from error
         raise UserError(f"bad override: {_one_line(error)}") from error
     _absolutise_paths(cfg)
     return cfg
+
+
+# Hydra's error for `key=value` where the key does not exist (it suggests `+key`).
+_UNKNOWN_KEY = re.compile(r"Could not override '([^']+)'")
+
+
+def _unknown_key(key: str, overrides: Sequence[str]) -> str:
+    """Name the closest existing key: a typo is likelier than a wish for a new key."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        groups = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
+        try:
+            known = _keys(OmegaConf.to_container(compose(PRIMARY_CONFIG, groups), resolve=False))
+        except (HydraException, OmegaConfBaseException):
+            known = []
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else "see --cfg job for the valid keys"
+    return f"unknown config key {key}: {hint}"
+
+
+def _keys(tree: Any, prefix: str = "") -> list[str]:
+    if not isinstance(tree, dict):
+        return [prefix.rstrip(".")]
+    return [k for name, value in tree.items() for k in _keys(value, f"{prefix}{name}.")]
 
 
 def _absolutise_paths(cfg: DictConfig) -> None:

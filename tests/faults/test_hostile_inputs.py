@@ -198,6 +198,9 @@ CASES = [
         "trainer.monitor",
     ),
     Case("too few images for the split", ["train", "data.max_per_class=2"], "at least 3"),
+    # a typo names the closest key, not Hydra's "+key" (which would add a new one)
+    Case("misspelt key", ["train", "trainer.epoch=3"], "did you mean trainer.epochs?"),
+    Case("misspelt group", ["train", "modle.blocks=3"], "did you mean model.blocks_per_stage?"),
     # names used as file paths or MLflow names
     Case("empty study name", ["sweep", "sweep=smoke", "sweep.study_name=''"], "study_name"),
     Case("study name with a slash", ["sweep", "sweep=smoke", "sweep.study_name=a/b"], "study_name"),

@@ -48,6 +48,20 @@ def threads_per_worker(workers: int) -> int:
 Worker = tuple[subprocess.Popen[bytes], Path]
 
 
+def _say_if_complete(job: SweepJob, attached: Attached) -> None:
+    """A finished study runs no trial: say so, and how to extend it."""
+    n_trials = job.settings.n_trials
+    if n_trials is None or Budget(n_trials, None).remaining(attached.study)[0] > 0:
+        return
+    LOG.info(
+        "study %s already has its %d finished trials: no new trial runs. To extend it, "
+        "raise sweep.n_trials (e.g. make sweep ARGS=sweep.n_trials=%d)",
+        job.settings.study_name,
+        n_trials,
+        2 * n_trials,
+    )
+
+
 def _save_runs_view(job: SweepJob, tracker: Tracker) -> str:
     """The runs table sorted by the objective, with the swept params: the link that opens it."""
     settings = job.settings
@@ -170,6 +184,7 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
     link = _save_runs_view(job, attached.tracker)
+    _say_if_complete(job, attached)
     announce(f"sweep {job.settings.study_name}: its runs", link)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     # a shell starts background jobs with SIGINT ignored; `kill -INT` must still stop us
