@@ -22,7 +22,7 @@ from urllib.parse import quote
 from mlflow.tracking import MlflowClient
 
 HERE = Path(__file__).resolve().parent
-WINDOW = "1600,1000"
+WINDOW = "2200,1200"
 RENDER_MS = 20_000  # virtual time for the single-page app to fetch and draw
 
 
