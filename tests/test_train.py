@@ -59,8 +59,10 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
         "confusion_matrix.png",
         "confusion_matrix.csv",
         "per_class_report.csv",
+        "per_class_report.json",  # an MLflow table: the UI shows it as one
         "config.yaml",
     } <= artifacts
+    assert "per_class_report.json" in logged.data.tags["mlflow.loggedArtifacts"]
     analysis = {a.path for a in client.list_artifacts(run_id, "error_analysis")}
     assert {
         f"error_analysis/{name}"

@@ -7,6 +7,7 @@ trial's child run at once, in any process.
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 import time
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import mlflow
 import numpy as np
+import pandas as pd
 import requests
 import yaml
 from matplotlib.figure import Figure
@@ -251,6 +253,11 @@ class Tracker:
     def log_bytes(self, run_id: str, content: bytes, artifact_file: str) -> None:
         self._write(Write("log_artifact", run_id, {"artifact_file": artifact_file}, content))
 
+    def log_table(self, run_id: str, table: pd.DataFrame, artifact_file: str) -> None:
+        """A table the MLflow UI shows as one (its artifact view and evaluation tab)."""
+        blob = table.to_json(orient="split", index=False).encode()
+        self._write(Write("log_table", run_id, {"artifact_file": artifact_file}, blob))
+
     def log_figure(self, run_id: str, figure: Figure, artifact_file: str) -> None:
         self.log_bytes(run_id, figure_png(figure, dpi=100), artifact_file)
 
@@ -296,6 +303,9 @@ def apply(tracker: Tracker, write: Write) -> str | None:
         )
     elif write.op == "set_tags":
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in args["tags"].items()])
+    elif write.op == "log_table":
+        table = pd.read_json(io.BytesIO(write.blob or b"{}"), orient="split")
+        client.log_table(run_id, table, args["artifact_file"])
     elif write.op == "log_artifact":
         _log_blob(client, run_id, write.blob or b"", args["artifact_file"])
     elif write.op == "log_dataset":

@@ -307,6 +307,7 @@ def _evaluate_and_log(
         run_id, confusion_figure(test.confusion, dataset.class_names), "confusion_matrix.png"
     )
     tracker.log_text(run_id, test.per_class.to_csv(index=False), "per_class_report.csv")
+    tracker.log_table(run_id, test.per_class, "per_class_report.json")
     return metrics, test
 
 

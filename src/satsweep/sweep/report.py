@@ -139,6 +139,7 @@ def finalize(
     objectives = job.settings.objectives
     table = leaderboard(study, objectives, tracker)
     tracker.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
+    tracker.log_table(parent_run_id, table, "leaderboard.json")
     tracker.log_yaml(parent_run_id, redact_tree(job.sweep_node), "sweep.yaml")
     tracker.log_yaml(parent_run_id, redact_tree(as_plain(job.base)), "base_config.yaml")
     best = best_trials(study)
