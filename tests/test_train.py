@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from satsweep.cli import run
+from tests.conftest import run_satsweep
 
 
 def _only_run(outputs):
@@ -86,6 +88,16 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
         assert tags[f"satsweep.version.{package}"]
     assert tags["satsweep.version.tensorflow-cpu"].startswith("2.21")
     assert logged.inputs.dataset_inputs[0].dataset.digest == tags["satsweep.data_digest"][:36]
+
+
+def test_train_prints_no_tensorflow_native_notes(outputs, tiny, monkeypatch) -> None:
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # the suite sets one
+    result = run_satsweep("train", *tiny, "tracking.log_model=false")
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout + result.stderr
+    assert "NodeDef" not in printed and "oneDNN" not in printed
+    assert not re.search(r"^[EWI]\d{4} ", printed, re.MULTILINE)  # absl's C++ log lines
+    assert "in the MLflow UI (make ui): http://127.0.0.1:5000/#/experiments/" in printed
 
 
 def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:

@@ -21,12 +21,12 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 LOG = logging.getLogger("satsweep")
 RAN_ENV = "SATSWEEP_WORKER_RAN"  # trials a re-executing worker ran before
+TRAINS_IN_PROCESS = ("train", "reproduce", "eda")  # the rest leave TensorFlow to workers
 
 
 def _quiet_libraries() -> None:
     # Heartbeats and journal storage are marked experimental by Optuna; users cannot act on it.
     warnings.filterwarnings("ignore", message=".*experimental.*", category=Warning)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # satsweep retries with its own backoff and then spools; MLflow's own retries
@@ -39,6 +39,17 @@ def _quiet_libraries() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # We log models without a signature on purpose: inputs are raw uint8 chips.
     logging.getLogger("mlflow.keras.save").setLevel(logging.ERROR)
+
+
+def _quiet_tensorflow(command: str) -> None:
+    """TensorFlow's C++ notes (oneDNN, NodeDef attributes) say nothing a user can act on.
+
+    Commands that train in their own process hide them all; a sweep's workers,
+    whose logs are for debugging, keep TensorFlow's warnings and errors. A level
+    the user set wins.
+    """
+    level = "3" if command in TRAINS_IN_PROCESS else "2"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", level)
 
 
 def _load_tensorflow() -> None:
@@ -409,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> int:
     _quiet_libraries()
     args = build_parser().parse_args(argv)
+    _quiet_tensorflow(args.command)
     _configure_logging(args.debug)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
