@@ -80,6 +80,8 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     assert "eda/eda_report.html" in {a.path for a in client.list_artifacts(parent, "eda")}
     best_analysis = {a.path for a in client.list_artifacts(parent, "best_trial/error_analysis")}
     assert "best_trial/error_analysis/misclassified.png" in best_analysis
+    best = {a.path for a in client.list_artifacts(parent, "best_trial")}
+    assert {"best_trial/confusion_matrix.png", "best_trial/config.yaml"} <= best
     plots = {a.path for a in client.list_artifacts(parent, "plots")}
     assert {
         "plots/optimization_history.html",

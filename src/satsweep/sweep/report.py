@@ -44,6 +44,13 @@ KEY_METRICS = (
     "epochs_run",
 )
 PRUNED_AT = "pruned_at_epoch"
+# What the parent run repeats of its best trial, under best_trial/.
+BEST_TRIAL_ARTIFACTS = (
+    "config.yaml",
+    "confusion_matrix.png",
+    "per_class_report.csv",
+    ERROR_ANALYSIS,
+)
 
 
 def leaderboard(
@@ -204,12 +211,17 @@ def _describe(
 
 
 def _copy_error_analysis(tracker: Tracker, trial_run_id: str, parent_run_id: str) -> None:
-    """The best trial's error analysis, repeated in the parent run where users look first."""
-    if not trial_run_id or not tracker.client.list_artifacts(trial_run_id, ERROR_ANALYSIS):
+    """The best trial's evaluation, repeated in the parent run where users look first."""
+    if not trial_run_id:
         return
+    present = {a.path for a in tracker.client.list_artifacts(trial_run_id)}
     with tempfile.TemporaryDirectory() as folder:
-        local = tracker.client.download_artifacts(trial_run_id, ERROR_ANALYSIS, folder)
-        tracker.log_directory(parent_run_id, Path(local), f"best_trial/{ERROR_ANALYSIS}")
+        for path in (p for p in BEST_TRIAL_ARTIFACTS if p in present):
+            local = Path(tracker.client.download_artifacts(trial_run_id, path, folder))
+            if local.is_dir():
+                tracker.log_directory(parent_run_id, local, f"best_trial/{path}")
+            else:
+                tracker.log_bytes(parent_run_id, local.read_bytes(), f"best_trial/{path}")
 
 
 def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run_id: str) -> None:
