@@ -30,6 +30,7 @@ TRIAL_ARTIFACTS = {
     "confusion_matrix.csv",
     "confusion_matrix.png",
     "per_class_report.csv",
+    "per_class_report.json",
     "error_analysis",
 }
 TINY = [

@@ -84,7 +84,7 @@ def fetch_run(tracker: Tracker, run_id: str) -> LoggedRun:
     return LoggedRun(
         run_id,
         run.info.experiment_id,
-        run.info.run_name or run_id,
+        (run.info.run_name or run_id).split(" ", 1)[0],  # without the score in the name
         config,
         tags,
         dict(run.data.metrics),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -273,7 +274,8 @@ class Tracker:
 
     def log_keras_model(self, run_id: str, model: keras.Model, name: str, step: int) -> None:
         """The model, named ``name``, carrying the run's metrics logged at ``step``."""
-        self._write(Write("log_model", run_id, {"name": name, "step": step}, model=model))
+        args = {"name": logged_model_name(name), "step": step}
+        self._write(Write("log_model", run_id, args, model=model))
 
     def download_text(self, run_id: str, artifact_path: str) -> str:
         with tempfile.TemporaryDirectory() as folder:
@@ -334,6 +336,11 @@ def apply(tracker: Tracker, write: Write) -> str | None:
     else:
         raise ValueError(f"unknown tracking write {write.op!r}")
     return None
+
+
+def logged_model_name(name: str) -> str:
+    """``name`` as MLflow accepts for a logged model: none of / : . % " ' or spaces."""
+    return re.sub(r"[/:.%\"'\s]+", "-", name).strip("-") or "model"
 
 
 def _log_blob(client: MlflowClient, run_id: str, content: bytes, artifact_file: str) -> None:
