@@ -81,6 +81,11 @@ def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir)
     assert "metrics.`test_f1_macro`" in view["selectedColumns"]
     assert "runs?workflowType=machine_learning&viewStateShareKey=satsweep" in printed
 
+    # the parent run charts the objective over trials: one point per complete trial
+    history = client.get_metric_history(parent.info.run_id, "trial_val_f1_macro")
+    assert [m.step for m in history] == [0]  # three finalizes, the point logged once
+    assert history[0].value == trials[0].data.metrics["final_val_f1_macro"]
+
     # run names say what matters
     assert re.fullmatch(r"ui-trial-000 val_f1_macro=0\.\d{4}", trials[0].info.run_name)
     assert trials[1].info.run_name == "ui-trial-001 pruned"

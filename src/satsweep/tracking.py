@@ -231,15 +231,19 @@ class Tracker:
         values = {key: _param_value(value) for key, value in params.items()}
         self._write(Write("log_params", run_id, {"params": values}))
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float],
+        step: int,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """Finite values only. A fixed ``timestamp_ms`` makes a repeated write a no-op."""
         finite = {k: float(v) for k, v in metrics.items() if _finite(v)}
+        stamp = timestamp_ms if timestamp_ms is not None else get_current_time_millis()
         if finite:
             self._write(
-                Write(
-                    "log_metrics",
-                    run_id,
-                    {"metrics": finite, "step": step, "timestamp": get_current_time_millis()},
-                )
+                Write("log_metrics", run_id, {"metrics": finite, "step": step, "timestamp": stamp})
             )
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:

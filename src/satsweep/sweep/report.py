@@ -168,6 +168,7 @@ def finalize(
             {f"best_{name}": value for name, value in zip(objectives, top.values, strict=True)},
             step=finished,
         )
+    _log_objective_by_trial(study, objectives, tracker, parent_run_id)
     final = FinalFit.of(study)
     if final is not None:
         tracker.set_tags(
@@ -190,6 +191,24 @@ def finalize(
     _log_plots(study, objectives, tracker, parent_run_id)
     tracker.end_run(parent_run_id, status)
     return table
+
+
+def _log_objective_by_trial(
+    study: optuna.Study, objectives: list[str], tracker: Tracker, parent_run_id: str
+) -> None:
+    """Each complete trial's objective on the parent run, at step = trial number.
+
+    MLflow draws it as the sweep's history chart on the parent's page. Each point
+    keeps its trial's completion time, so a resumed sweep's finalize adds none twice.
+    """
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        done = trial.datetime_complete
+        tracker.log_metrics(
+            parent_run_id,
+            {f"trial_{name}": value for name, value in zip(objectives, trial.values, strict=True)},
+            step=trial.number,
+            timestamp_ms=int(done.timestamp() * 1000) if done else None,
+        )
 
 
 def _describe(
