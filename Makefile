@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
 
-.PHONY: setup train sweep bench bench-quality bench-hpo ui screenshots server test lint clean
+.PHONY: setup setup-gpu tensorflow-cuda train sweep bench bench-quality bench-hpo ui screenshots server test lint clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,24 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	if [ -f $(VENV)/.gpu ]; then $(MAKE) --no-print-directory tensorflow-cuda; fi
 	touch $(STAMP)
+
+# NVIDIA GPUs on Linux: TensorFlow's CUDA build (with its CUDA libraries from PyPI)
+# in place of the CPU one, at the same version; later reinstalls keep it.
+setup-gpu: $(STAMP)
+	touch $(VENV)/.gpu
+	$(MAKE) --no-print-directory tensorflow-cuda
+	$(BIN)/python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
+
+tensorflow-cuda:
+	tf=$$($(BIN)/python -c "from importlib.metadata import version as v; print(v('tensorflow-cpu'))" \
+		2>/dev/null); \
+	if [ -n "$$tf" ]; then \
+		$(BIN)/python -m pip uninstall --quiet -y tensorflow-cpu && \
+		$(BIN)/python -m pip install --quiet --force-reinstall --no-deps "tensorflow==$$tf" && \
+		$(BIN)/python -m pip install --quiet "tensorflow[and-cuda]==$$tf"; \
+	fi
 
 train: $(STAMP)  ## one run: make train ARGS="model=mlp optimizer.lr=0.01"
 	$(BIN)/satsweep train $(ARGS)

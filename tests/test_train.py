@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
+from collections.abc import Iterator
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,3 +168,24 @@ def test_mlp_baseline_trains(outputs, tiny) -> None:
         )
         == 0
     )
+
+
+@pytest.fixture
+def float32_after() -> Iterator[None]:
+    yield
+    keras.mixed_precision.set_global_policy("float32")  # later tests build models directly
+
+
+def test_mixed_precision_and_xla_train_and_log(outputs, tiny, float32_after) -> None:
+    knobs = ["trainer.precision=mixed_bfloat16", "trainer.jit_compile=true"]
+    assert run(["train", *tiny, *knobs, "tracking.log_model=false"]) == 2  # needs nondeterminism
+    knobs.append("trainer.deterministic=false")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run(["train", *tiny, *knobs, "tracking.log_model=false"]) == 0
+    assert not [w for w in caught if "jit_compile" in str(w.message)]  # XLA was not dropped
+    _, logged = _only_run(outputs)
+    assert logged.data.params["trainer.precision"] == "mixed_bfloat16"
+    assert logged.data.params["trainer.jit_compile"] == "True"
+    assert 0.0 <= logged.data.metrics["test_f1_macro"] <= 1.0
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"

@@ -237,7 +237,10 @@ def build_model(
     """A softmax classifier over ``num_classes`` (binary tasks use two classes)."""
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
     features = BUILDERS[cfg.name](cfg, inputs)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(features)
+    # float32 probabilities under mixed precision: a 16-bit softmax loses small ones
+    outputs = layers.Dense(
+        num_classes, activation="softmax", name="probabilities", dtype="float32"
+    )(features)
     return keras.Model(inputs, outputs, name=cfg.name)
 
 

@@ -11,6 +11,7 @@ import resource
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 LOG = logging.getLogger(__name__)
 
@@ -26,14 +27,19 @@ def configure_threads(threads: int) -> None:
         LOG.debug("TensorFlow already started; keeping its thread settings")
 
 
-def prepare_run(seed: int, deterministic: bool) -> None:
-    """Fresh Keras state, seeded; with ``deterministic``, TF ops are made deterministic too."""
+def prepare_run(seed: int, deterministic: bool, precision: str) -> None:
+    """Fresh Keras state, seeded; with ``deterministic``, TF ops are made deterministic too.
+
+    ``precision`` is Keras' global dtype policy, set per run because the previous
+    run in this process (a sweep's worker) may have used another.
+    """
     keras.backend.clear_session(free_memory=True)
+    keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    else:
-        tf.config.experimental.disable_op_determinism()
+    else:  # a worker's previous run may have enabled it; TF exports no public "disable"
+        tf_config.disable_op_determinism()
 
 
 def accelerator() -> str:

@@ -260,7 +260,20 @@ class TrainerConfig(Strict):
     augment: AugmentConfig
     tta: Literal["none", "flips", "dihedral"]  # predictions averaged over transformed inputs
     threads: NonNegativeInt
+    # Keras' dtype policy: mixed precision computes in 16 bits, keeps weights in 32
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"]
+    jit_compile: bool  # XLA compilation of the train step
     verbose: Annotated[int, Field(ge=0, le=2)]
+
+    @model_validator(mode="after")
+    def _xla_needs_nondeterminism(self) -> TrainerConfig:
+        # Keras silently drops jit_compile under TensorFlow's op determinism.
+        if self.jit_compile and self.deterministic:
+            raise ValueError(
+                "trainer.jit_compile=true needs trainer.deterministic=false "
+                "(Keras does not XLA-compile under TensorFlow's op determinism)"
+            )
+        return self
 
 
 class TrackingConfig(Strict):

@@ -13,7 +13,6 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +33,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from satsweep.errors import UserError
 from satsweep.figures import figure_png
 from satsweep.locks import store_lock
+from satsweep.provenance import package_versions
 from satsweep.redact import redact
 from satsweep.schema import TrackingConfig
 from satsweep.spool import OFFLINE_PREFIX, Spool, Write, new_offline_id
@@ -364,5 +364,11 @@ def _finite(value: float) -> bool:
 
 
 def _model_requirements() -> list[str]:
-    """Pinned requirements, given up front so MLflow does not load the model to infer them."""
-    return [f"keras=={version('keras')}", f"tensorflow-cpu=={version('tensorflow-cpu')}"]
+    """Pinned requirements, given up front so MLflow does not load the model to infer them.
+
+    TensorFlow is whichever build is installed: ``tensorflow-cpu`` by default,
+    ``tensorflow`` after ``make setup GPU=1``.
+    """
+    versions = package_versions()
+    build = next(name for name in ("tensorflow-cpu", "tensorflow") if name in versions)
+    return [f"keras=={versions['keras']}", f"{build}=={versions[build]}"]

@@ -157,6 +157,7 @@ def compile_model(model: keras.Model, cfg: RunConfig, steps: int, phase: Phase) 
         ),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.trainer.label_smoothing),
         metrics=["accuracy", keras.metrics.F1Score(average="macro", name="f1_macro")],
+        jit_compile=cfg.trainer.jit_compile,
     )
 
 
@@ -181,7 +182,7 @@ def fit_and_log(
     """
     started = time.perf_counter()
     log_run_inputs(tracker, run_id, cfg, dataset)
-    prepare_run(cfg.seed, cfg.trainer.deterministic)
+    prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision)
     trainer = cfg.trainer
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
     steps = max(1, math.ceil(len(dataset.train) / trainer.batch_size))

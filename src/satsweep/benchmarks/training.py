@@ -73,13 +73,14 @@ def bare_fit(cfg: RunConfig, dataset: Dataset) -> float:
 
     Returns the seconds of ``model.fit`` alone, as ``fit_seconds`` counts them for a run.
     """
-    prepare_run(cfg.seed, cfg.trainer.deterministic)
+    prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision)
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
     steps = math.ceil(len(dataset.train) / cfg.trainer.batch_size)
     model.compile(
         optimizer=build_optimizer(cfg.optimizer, steps, cfg.trainer.epochs),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
+        jit_compile=cfg.trainer.jit_compile,
     )
     started = time.perf_counter()
     model.fit(
