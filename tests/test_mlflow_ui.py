@@ -86,6 +86,10 @@ def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir)
     assert [m.step for m in history] == [0]  # three finalizes, the point logged once
     assert history[0].value == trials[0].data.metrics["final_val_f1_macro"]
 
+    # a trial's page describes it
+    assert trials[0].data.tags["mlflow.note.content"].startswith("Trial 0 of sweep `ui`: complete")
+    assert "pruned by the threshold pruner" in trials[1].data.tags["mlflow.note.content"]
+
     # run names say what matters
     assert re.fullmatch(r"ui-trial-000 val_f1_macro=0\.\d{4}", trials[0].info.run_name)
     assert trials[1].info.run_name == "ui-trial-001 pruned"

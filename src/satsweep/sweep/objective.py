@@ -32,6 +32,7 @@ from satsweep.sweep.runs import (
     close_trial_run,
     create_trial_run,
     scored_name,
+    trial_note,
     trial_run_name,
 )
 from satsweep.sweep.settings import result_metric
@@ -112,7 +113,8 @@ class TrialObjective:
         except optuna.TrialPruned as pruned:
             self.last_state = "pruned"
             self.tracker.set_tags(run_id, {PRUNED_TAG: str(pruned)})
-            close_trial_run(self.tracker, run_id, "pruned", f"{self._run_name(trial)} pruned")
+            note = self._note(trial, str(pruned), overrides, run_id)
+            close_trial_run(self.tracker, run_id, "pruned", f"{self._run_name(trial)} pruned", note)
             raise
         except BaseException as error:
             self._record_failure(run_id, error, f"{self._run_name(trial)} failed")
@@ -121,8 +123,12 @@ class TrialObjective:
         self.last_state, self.last_values = "complete", values
         objective = self.job.settings.objectives[0]
         name = scored_name(self._run_name(trial), objective, {objective: values[0]})
-        close_trial_run(self.tracker, run_id, "complete", name)
+        note = self._note(trial, f"complete, {objective}={values[0]:.4f}", overrides, run_id)
+        close_trial_run(self.tracker, run_id, "complete", name, note)
         return values[0] if len(values) == 1 else values
+
+    def _note(self, trial: optuna.Trial, outcome: str, overrides: list[str], run_id: str) -> str:
+        return trial_note(self.job.settings.study_name, trial.number, outcome, overrides, run_id)
 
     def _run_name(self, trial: optuna.Trial) -> str:
         return trial_run_name(self.job.settings.study_name, trial.number)

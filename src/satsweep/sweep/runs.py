@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import optuna
 
 from satsweep.sweep.job import SweepJob
-from satsweep.tracking import Tracker
+from satsweep.tracking import NOTE_TAG, Tracker
 
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"
@@ -113,10 +113,28 @@ def create_trial_run(
     return run_id
 
 
-def close_trial_run(tracker: Tracker, run_id: str, state: str, name: str | None = None) -> None:
-    """End the run with the MLflow status of ``state``, renamed to ``name`` if given."""
-    tracker.set_tags(run_id, {STATE_TAG: state, **({RUN_NAME_TAG: name} if name else {})})
+def close_trial_run(
+    tracker: Tracker, run_id: str, state: str, name: str | None = None, note: str | None = None
+) -> None:
+    """End the run with the MLflow status of ``state``, renamed to ``name`` if given.
+
+    ``note`` becomes the run's description on its page in the MLflow UI.
+    """
+    tags = {STATE_TAG: state, **({RUN_NAME_TAG: name} if name else {})}
+    tracker.set_tags(run_id, {**tags, **({NOTE_TAG: note} if note else {})})
     tracker.end_run(run_id, RUN_STATUS[state])
+
+
+def trial_note(
+    study_name: str, number: int, outcome: str, overrides: list[str], run_id: str
+) -> str:
+    """A trial's description in Markdown: how it ended, what was searched, how to rerun it."""
+    searched = " ".join(overrides) or "(nothing: the sweep's base config)"
+    return (
+        f"Trial {number} of sweep `{study_name}`: {outcome}.\n\n"
+        f"- Searched values: `{searched}`\n"
+        f"- Reproduce: `satsweep reproduce {run_id}`\n"
+    )
 
 
 def close_orphaned_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
