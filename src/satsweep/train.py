@@ -177,8 +177,8 @@ def fit_and_log(
     epochs so far have been logged. ``initial_epoch`` is for runs that continue
     earlier weights (KerasTuner's Hyperband rounds): epochs are numbered from it.
     ``floor``, the no-learning baseline of this split, lets the diagnosis say
-    when a model is weak for its task. The model is logged last, as
-    ``model_name``, so that MLflow attaches every final metric to it.
+    when a model is weak for its task. The model is logged as ``model_name``
+    after the results, so that MLflow attaches them to it.
     """
     started = time.perf_counter()
     log_run_inputs(tracker, run_id, cfg, dataset)
@@ -233,15 +233,15 @@ def fit_and_log(
         if cfg.tracking.error_analysis
         else []
     )
-    seconds = time.perf_counter() - started
+    if cfg.tracking.log_model:  # after the results, which MLflow then attaches to it
+        tracker.log_keras_model(run_id, model, model_name, step=epochs_run)
+    seconds = time.perf_counter() - started  # the model's upload included
     metrics.update(
         params_count=float(model.count_params()), seconds=seconds, fit_seconds=fit_seconds
     )
     tracker.log_metrics(
         run_id, {k: metrics[k] for k in ("params_count", "seconds", "fit_seconds")}, step=epochs_run
     )
-    if cfg.tracking.log_model:
-        tracker.log_keras_model(run_id, model, model_name, step=epochs_run)
     return TrainResult(
         run_id=run_id,
         metrics=metrics,
