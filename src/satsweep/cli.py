@@ -10,10 +10,10 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 
 from satsweep.errors import UserError
+from satsweep.quiet import load_tensorflow, quiet_libraries, quiet_tensorflow
 from satsweep.redact import redact
 from satsweep.server import DEFAULT_BACKEND
 
@@ -22,53 +22,6 @@ EXIT_INTERRUPTED = 130
 LOG = logging.getLogger("satsweep")
 RAN_ENV = "SATSWEEP_WORKER_RAN"  # trials a re-executing worker ran before
 TRAINS_IN_PROCESS = ("train", "reproduce", "eda")  # the rest leave TensorFlow to workers
-
-
-def _quiet_libraries() -> None:
-    # Heartbeats and journal storage are marked experimental by Optuna; users cannot act on it.
-    warnings.filterwarnings("ignore", message=".*experimental.*", category=Warning)
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # satsweep retries with its own backoff and then spools; MLflow's own retries
-    # (minutes, by default) would stall training while the server is down.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    # MLflow prints "View run ... at: <tracking URI>" with the URI's password in it.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    for noisy in ("absl", "alembic", "mlflow", "optuna", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # We log models without a signature on purpose: inputs are raw uint8 chips.
-    logging.getLogger("mlflow.keras.save").setLevel(logging.ERROR)
-
-
-def _quiet_tensorflow(command: str) -> None:
-    """TensorFlow's C++ notes (oneDNN, NodeDef attributes) say nothing a user can act on.
-
-    Commands that train in their own process hide them all; a sweep's workers,
-    whose logs are for debugging, keep TensorFlow's warnings and errors. A level
-    the user set wins.
-    """
-    level = "3" if command in TRAINS_IN_PROCESS else "2"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", level)
-
-
-def _load_tensorflow() -> None:
-    """Import TensorFlow with its C++ start-up notes silenced.
-
-    TensorFlow writes notes (oneDNN, absl) to the stderr file descriptor before its
-    log level applies, which would turn a one-line user error into several lines.
-    Python errors from the import still surface: the descriptor is restored first.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _configure_logging(debug: bool) -> None:
@@ -91,21 +44,10 @@ def _print_config(overrides: Sequence[str]) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.cfg:
         return _print_config(args.overrides)
-    from satsweep.config import load_run_config
-
-    cfg = load_run_config(args.overrides)  # validated before anything heavy is imported
-    _load_tensorflow()
+    from satsweep import api
     from satsweep.report import print_train_summary
 
-    if args.from_run:
-        from satsweep.reproduce import train_from_run
-
-        result = train_from_run(args.from_run, args.overrides)
-    else:
-        from satsweep.train import train
-
-        result = train(cfg)
-    print_train_summary(result)
+    print_train_summary(api.train(args.overrides, from_run=args.from_run))
     return 0
 
 
@@ -117,33 +59,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise UserError("give a RUN_ID, or --study NAME with --final, --best or --trial N")
     if args.study and [args.final, args.best, args.trial is not None].count(True) != 1:
         raise UserError("with --study, give exactly one of --final, --best or --trial N")
-    _load_tensorflow()
-    from satsweep.reproduce import reproduce, run_of_study
+    load_tensorflow()  # before reproduction imports Keras, which would print TensorFlow's notes
+    from satsweep import api
+    from satsweep.report import print_verdict
+    from satsweep.reproduction import run_of_study
 
     run_id = args.run_id or run_of_study(args.study, args.trial, args.overrides, args.final)
-    return reproduce(run_id, args.overrides, args.allow_data_change, args.tolerance)
+    verdict = api.reproduce(
+        run_id,
+        args.overrides,
+        allow_data_change=args.allow_data_change,
+        tolerance=args.tolerance,
+    )
+    print_verdict(verdict)
+    return 0 if verdict.matches else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from satsweep.sweep.job import prepare_job
-    from satsweep.sweep.settings import check_worker_count
-
-    job = prepare_job(args.overrides)  # every sweep error surfaces before a worker starts
+    from satsweep import api
     from satsweep.report import print_sweep_summary
-    from satsweep.sweep.launcher import launch
 
-    workers = args.workers if args.workers != 0 else job.settings.workers
-    try:
-        check_worker_count(job.settings.backend, workers)
-    except ValueError as error:
-        raise UserError(str(error)) from error
-    code, table = launch(job, workers)
-    print_sweep_summary(job, table)
-    return code
+    result = api.sweep(args.overrides, workers=args.workers or None)
+    print_sweep_summary(result.job, result.leaderboard)
+    return result.exit_code
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from satsweep.sweep.job import OVERRIDES_ENV, inherited_overrides, prepare_job
+    from satsweep.search.job import OVERRIDES_ENV, inherited_overrides, prepare_job
 
     job = prepare_job([*inherited_overrides(), *args.overrides])
     if job.settings.backend == "kerastuner" and args.worker_index is None:
@@ -151,9 +93,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "sweep.backend=kerastuner runs in the one worker `satsweep sweep` starts: "
             "workers join Optuna sweeps only"
         )
-    _load_tensorflow()
-    from satsweep.sweep.stopping import stop_with_launcher
-    from satsweep.sweep.worker import run_final, run_worker
+    load_tensorflow()
+    from satsweep.search.stopping import stop_with_launcher
+    from satsweep.search.worker import run_final, run_worker
 
     if OVERRIDES_ENV in os.environ:  # started by `satsweep sweep`: end with it
         stop_with_launcher()
@@ -186,29 +128,26 @@ def _reexecute(args: argparse.Namespace, seconds_left: float | None) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from satsweep.sweep.compare import compare
+    from satsweep.search.compare import compare
 
     compare(args.study, args.overrides, args.csv)
     return 0
 
 
 def cmd_compare_backends(args: argparse.Namespace) -> int:
-    from satsweep.sweep.job import prepare_job
+    from satsweep.search.job import prepare_job
 
     prepare_job(args.overrides)  # config errors before the heavy imports
-    from satsweep.sweep.compare_backends import compare_backends
+    from satsweep.search.compare_backends import compare_backends
 
     compare_backends(args.overrides)
     return 0
 
 
 def cmd_eda(args: argparse.Namespace) -> int:
-    from satsweep.config import load_run_config
+    from satsweep import api
 
-    load_run_config(args.overrides)  # config errors before the heavy imports
-    from satsweep.eda import run_eda
-
-    result = run_eda(args.overrides)
+    result = api.eda(args.overrides)
     metrics = result.report.metrics
     print(
         f"{metrics['images']:.0f} images in {metrics['classes']:.0f} classes, imbalance ratio "
@@ -418,9 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     args = build_parser().parse_args(argv)
-    _quiet_tensorflow(args.command)
+    quiet_tensorflow(args.command in TRAINS_IN_PROCESS)
     _configure_logging(args.debug)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

@@ -13,3 +13,7 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: a notebook sees the CLI's one line."""
+        return [f"satsweep: error: {self}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -10,11 +11,12 @@ from rich.table import Table
 
 from satsweep.analysis.diagnosis import one_line
 from satsweep.metrics import RESULT_PREFIXES
-from satsweep.sweep.report import SUMMARY_ROWS
+from satsweep.search.report import SUMMARY_ROWS
 
 if TYPE_CHECKING:
-    from satsweep.sweep.job import SweepJob
-    from satsweep.train import TrainResult
+    from satsweep.reproduction import Verdict
+    from satsweep.search.job import SweepJob
+    from satsweep.training import TrainResult
 
 LEADERBOARD_ROWS = 15
 HIDDEN_IN_TERMINAL = ("mlflow_run_id", "final_val_accuracy", "test_accuracy")
@@ -133,3 +135,31 @@ def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | N
                     else ""
                 )
             )
+
+
+def _plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+def print_verdict(verdict: Verdict, console: Console | None = None) -> None:
+    """``satsweep reproduce``'s answer: versions that changed, then metric by metric."""
+    console = console or Console()
+    if verdict.versions:
+        console.print(
+            _plain_table("package versions differ", ("package", "logged", "now"), verdict.versions)
+        )
+    columns = ("metric", "logged", "reproduced", "difference")
+    rows = list(verdict.table[list(columns)].itertuples(index=False))
+    console.print(
+        _plain_table(f"logged vs reproduced (tolerance {verdict.tolerance:g})", columns, rows)
+    )
+    console.print(f"confusion matrix: {'identical' if verdict.confusion_equal else 'DIFFERS'}")
+    word = "reproduced" if verdict.matches else "NOT reproduced"
+    console.print(
+        f"{word}: max |difference| {verdict.max_difference:.3g}; new run {verdict.run_id}"
+    )

@@ -16,10 +16,10 @@ from pathlib import Path
 import optuna
 
 from satsweep.config import load_run_config
+from satsweep.search.attach import spool_folder
+from satsweep.search.runs import RELINKED_ATTR, RUN_ATTR
+from satsweep.search.storage import open_storage
 from satsweep.spool import OFFLINE_PREFIX, Write, read_spool, remove_spool, take_spools
-from satsweep.sweep.attach import spool_folder
-from satsweep.sweep.runs import RELINKED_ATTR, RUN_ATTR
-from satsweep.sweep.storage import open_storage
 from satsweep.tracking import PARENT_TAG, Tracker, apply
 
 

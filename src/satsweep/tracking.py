@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import InvalidUrlException, MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -141,6 +141,11 @@ class Tracker:
             with_retries(lambda: self.client.search_experiments(max_results=1), delays=(0.5,))
         except TrackingUnavailable as error:
             raise self._unreachable(error) from error
+        except InvalidUrlException as error:  # e.g. a '/' in the password, not %-encoded
+            raise UserError(
+                f"tracking.uri={self.cfg.uri} is not a valid URL: percent-encode what is "
+                "special in its user name or password (/ as %2F, @ as %40, : as %3A)"
+            ) from error
 
     def experiment_id(self, name: str) -> str:
         if name not in self._experiments:

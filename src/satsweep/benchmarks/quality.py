@@ -33,7 +33,7 @@ from satsweep.baseline import no_learning_floor
 from satsweep.benchmarks.harness import machine, seconds_of
 from satsweep.config import load_run_config
 from satsweep.data import load_data
-from satsweep.sweep.runs import FinalFit
+from satsweep.search.runs import FinalFit
 
 QUICK_DATA = ["data=aid", "data.image_size=32", "data.max_per_class=100"]
 

@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 from satsweep.benchmarks.harness import Comparison, at_most, median, seconds_of
 from satsweep.benchmarks.training import bare_fit
 from satsweep.data import load_data
-from satsweep.sweep.job import SweepJob, prepare_job
-from satsweep.sweep.objective import RSS_ATTR
-from satsweep.sweep.storage import open_storage
+from satsweep.search.job import SweepJob, prepare_job
+from satsweep.search.objective import RSS_ATTR
+from satsweep.search.storage import open_storage
 from satsweep.tracking import Tracker
 
 SAME_TRIALS = [  # random sampling from one seed: the trials do not depend on the results

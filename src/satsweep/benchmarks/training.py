@@ -25,7 +25,7 @@ from satsweep.models import build_model
 from satsweep.optim import build_optimizer
 from satsweep.runtime import prepare_run
 from satsweep.schema import RunConfig
-from satsweep.train import train
+from satsweep.training import train
 
 # AID at 32 px, 2,100 training images: a few seconds per epoch on 2 cores.
 THROUGHPUT = [

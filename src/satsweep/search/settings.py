@@ -15,7 +15,7 @@ from satsweep.schema import SafeName, Strict
 
 Direction = Literal["maximize", "minimize"]
 
-# Metrics every run logs (see satsweep.metrics and satsweep.train).
+# Metrics every run logs (see satsweep.metrics and satsweep.training).
 SPLIT_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
 BINARY_METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc")
 RUN_METRICS = ("params_count", "epochs_run", "seconds", "fit_seconds")

@@ -17,9 +17,9 @@ import optuna
 from satsweep.baseline import no_learning_floor
 from satsweep.data import load_data
 from satsweep.schema import RunConfig
-from satsweep.sweep.attach import Attached
-from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import (
+from satsweep.search.attach import Attached
+from satsweep.search.job import SweepJob
+from satsweep.search.runs import (
     FINAL_ATTR,
     FINAL_ROLE,
     RUN_NAME_TAG,
@@ -28,9 +28,9 @@ from satsweep.sweep.runs import (
     scored_name,
     sweep_tags,
 )
-from satsweep.sweep.settings import test_metric
-from satsweep.sweep.stopping import StopOnRequest, StopRequest
-from satsweep.train import fit_and_log
+from satsweep.search.settings import test_metric
+from satsweep.search.stopping import StopOnRequest, StopRequest
+from satsweep.training import fit_and_log
 
 LOG = logging.getLogger(__name__)
 

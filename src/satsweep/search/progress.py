@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 
@@ -62,6 +63,8 @@ def _panel(snap: Snapshot, title: str) -> Table:
     table.add_column(style="bold")
     table.add_column()
     total = snap.total if snap.total is not None else "?"
+    if snap.total:
+        table.add_row("progress", ProgressBar(total=snap.total, completed=snap.done, width=30))
     for label, value in (
         ("trials done", f"{snap.done}/{total}"),
         ("running", snap.running),
@@ -85,7 +88,7 @@ class Progress:
         self.last_line = ""
 
     def __enter__(self) -> Progress:
-        if self.console.is_terminal:
+        if self.console.is_terminal or self.console.is_jupyter:  # a notebook redraws too
             self.live = Live(console=self.console, refresh_per_second=2, transient=False)
             self.live.__enter__()
         return self

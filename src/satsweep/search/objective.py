@@ -1,7 +1,7 @@
 """The Optuna objective: one trial is one training run, logged as a child run.
 
 The trial composes its config through Hydra (the trial's overrides on top of the
-user's) and trains through :func:`satsweep.train.fit_and_log`, exactly like
+user's) and trains through :func:`satsweep.training.fit_and_log`, exactly like
 ``satsweep train``; Optuna sees it only through the pruning callback and the
 returned objective values.
 """
@@ -23,9 +23,9 @@ from satsweep.errors import UserError
 from satsweep.redact import redact
 from satsweep.runtime import peak_rss_mib
 from satsweep.schema import DataConfig
-from satsweep.sweep.job import SweepJob
-from satsweep.sweep.pruning import ExplainedPruningCallback
-from satsweep.sweep.runs import (
+from satsweep.search.job import SweepJob
+from satsweep.search.pruning import ExplainedPruningCallback
+from satsweep.search.runs import (
     FLOOR_ATTR,
     PRUNED_TAG,
     RUN_ATTR,
@@ -35,11 +35,11 @@ from satsweep.sweep.runs import (
     trial_note,
     trial_run_name,
 )
-from satsweep.sweep.settings import result_metric
-from satsweep.sweep.stopping import StopOnRequest, StopRequest
-from satsweep.sweep.storage import WORKER_ATTR, worker_identity
+from satsweep.search.settings import result_metric
+from satsweep.search.stopping import StopOnRequest, StopRequest
+from satsweep.search.storage import WORKER_ATTR, worker_identity
 from satsweep.tracking import Tracker
-from satsweep.train import fit_and_log
+from satsweep.training import fit_and_log
 
 LOG = logging.getLogger(__name__)
 FAILURE_ATTR = "failure"

@@ -26,10 +26,10 @@ from optuna.trial import TrialState
 from satsweep.analysis.errors import ERROR_ANALYSIS
 from satsweep.redact import redact_tree
 from satsweep.schema import as_plain
-from satsweep.sweep.description import sweep_description
-from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import FLOOR_ATTR, PARENT_ATTR, STATE_NAMES, FinalFit, trial_run_id
-from satsweep.sweep.settings import result_metric
+from satsweep.search.description import sweep_description
+from satsweep.search.job import SweepJob
+from satsweep.search.runs import FLOOR_ATTR, PARENT_ATTR, STATE_NAMES, FinalFit, trial_run_id
+from satsweep.search.settings import result_metric
 from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retries
 
 LOG = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from satsweep.links import run_link, runs_link
-from satsweep.sweep.job import SweepJob
-from satsweep.sweep.settings import result_metric, test_metric
+from satsweep.search.job import SweepJob
+from satsweep.search.settings import result_metric, test_metric
 
 SUMMARY_STATES = ("complete", "pruned", "failed")
 

@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 
 from satsweep.runtime import configure_threads
-from satsweep.sweep.attach import Budget, attach, reap_dead_trials
-from satsweep.sweep.job import SweepJob
-from satsweep.sweep.objective import TrialObjective, too_many_failures
-from satsweep.sweep.stopping import StopRequest
-from satsweep.sweep.storage import budget_lock
+from satsweep.search.attach import Budget, attach, reap_dead_trials
+from satsweep.search.job import SweepJob
+from satsweep.search.objective import TrialObjective, too_many_failures
+from satsweep.search.stopping import StopRequest
+from satsweep.search.storage import budget_lock
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
@@ -34,7 +34,7 @@ class WorkerExit:
 
 def run_final(job: SweepJob, threads: int) -> None:
     """Retrain the sweep's best trial with the final-fit budget (``worker --final-fit``)."""
-    from satsweep.sweep.final_fit import run_final_fit
+    from satsweep.search.final_fit import run_final_fit
 
     configure_threads(threads)
     stop = StopRequest()
@@ -55,7 +55,7 @@ def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> WorkerE
         settings.n_trials, time.monotonic() + settings.timeout if settings.timeout else None
     )
     if settings.backend == "kerastuner":
-        from satsweep.sweep.kerastuner import run_kerastuner  # imports KerasTuner
+        from satsweep.search.kerastuner import run_kerastuner  # imports KerasTuner
 
         ran, recycle = run_kerastuner(job, study, objective, budget)
         return WorkerExit(ran, recycle, budget.seconds_left())

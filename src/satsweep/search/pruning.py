@@ -14,7 +14,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
-from satsweep.sweep.settings import PrunerSettings
+from satsweep.search.settings import PrunerSettings
 
 PERCENTILE_PRUNERS = {"median": 50.0}  # plus "percentile", whose option says
 

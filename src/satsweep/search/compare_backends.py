@@ -33,11 +33,11 @@ from optuna.trial import TrialState
 from satsweep.errors import UserError
 from satsweep.redact import redact_tree
 from satsweep.report import leaderboard_table, wide_console
-from satsweep.sweep.job import SweepJob, prepare_job
-from satsweep.sweep.launcher import launch
-from satsweep.sweep.runs import PARENT_ATTR, trial_run_id
-from satsweep.sweep.settings import CompareSettings, test_metric
-from satsweep.sweep.storage import open_storage
+from satsweep.search.job import SweepJob, prepare_job
+from satsweep.search.launcher import launch
+from satsweep.search.runs import PARENT_ATTR, trial_run_id
+from satsweep.search.settings import CompareSettings, test_metric
+from satsweep.search.storage import open_storage
 from satsweep.tracking import Tracker
 
 LOG = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _turns(methods: list[str], index: int) -> list[str]:
 def _race(job: SweepJob, name: str, seed: int, tracker: Tracker, run_id: str) -> MethodRun:
     LOG.info("method %s, seed %d: %s of search", name, seed, job.settings.compare.label)
     started = time.monotonic()
-    code, _ = launch(job, workers=1)
+    code = launch(job, workers=1).code
     wall = time.monotonic() - started
     if code == 130:
         raise KeyboardInterrupt

@@ -19,16 +19,16 @@ from optuna.trial import TrialState
 from satsweep.errors import UserError
 from satsweep.locks import is_journal
 from satsweep.schema import RunConfig
-from satsweep.sweep.compare import OBJECTIVES_ATTR
-from satsweep.sweep.job import SweepJob
-from satsweep.sweep.runs import close_orphaned_run, ensure_parent_run
-from satsweep.sweep.storage import (
+from satsweep.search.compare import OBJECTIVES_ATTR
+from satsweep.search.job import SweepJob
+from satsweep.search.runs import close_orphaned_run, ensure_parent_run
+from satsweep.search.storage import (
     RetryAndReport,
     budget_lock,
     fail_orphaned_trials,
     open_storage,
 )
-from satsweep.sweep.study import open_study
+from satsweep.search.study import open_study
 from satsweep.tracking import Tracker
 
 LOG = logging.getLogger(__name__)

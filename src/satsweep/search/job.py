@@ -20,9 +20,9 @@ from pydantic import ValidationError
 from satsweep.config import compose_config, load_run_config, to_container, validate
 from satsweep.errors import UserError
 from satsweep.schema import RunConfig
-from satsweep.sweep.settings import SweepSettings, known_objectives
-from satsweep.sweep.space import Dimension, SearchSpace, parse_space
-from satsweep.sweep.study import build_pruner, build_sampler
+from satsweep.search.settings import SweepSettings, known_objectives
+from satsweep.search.space import Dimension, SearchSpace, parse_space
+from satsweep.search.study import build_pruner, build_sampler
 
 SWEEP_GROUP = "sweep"
 # How a launcher hands its overrides to workers: the environment, never argv,

@@ -28,8 +28,8 @@ from optuna.samplers import (
 from optuna.storages import BaseStorage
 
 from satsweep.errors import UserError
-from satsweep.sweep.settings import SweepSettings
-from satsweep.sweep.space import SearchSpace
+from satsweep.search.settings import SweepSettings
+from satsweep.search.space import SearchSpace
 
 SAMPLERS: dict[str, type[BaseSampler]] = {
     "tpe": TPESampler,

@@ -25,14 +25,14 @@ import pandas as pd
 
 from satsweep.baseline import no_learning_floor
 from satsweep.data import Dataset, load_data
-from satsweep.eda import log_dataset_report
+from satsweep.exploration import log_dataset_report
 from satsweep.links import announce, runs_link, runs_view
-from satsweep.sweep.attach import Attached, Budget, attach
-from satsweep.sweep.job import OVERRIDES_ENV, SweepJob
-from satsweep.sweep.progress import Progress, snapshot
-from satsweep.sweep.report import finalize
-from satsweep.sweep.runs import FLOOR_ATTR
-from satsweep.sweep.settings import result_metric, test_metric
+from satsweep.search.attach import Attached, Budget, attach
+from satsweep.search.job import OVERRIDES_ENV, SweepJob
+from satsweep.search.progress import Progress, snapshot
+from satsweep.search.report import finalize
+from satsweep.search.runs import FLOOR_ATTR
+from satsweep.search.settings import result_metric, test_metric
 from satsweep.tracking import Tracker
 
 LOG = logging.getLogger(__name__)
@@ -171,8 +171,17 @@ def _watch(
         )
 
 
-def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
-    """Run the sweep to its budget; returns (exit code, leaderboard)."""
+@dataclass(frozen=True)
+class SweepOutcome:
+    """How one invocation of a sweep ended; the CLI turns ``code`` into its exit status."""
+
+    code: int  # 0 done, 1 the final fit failed, 2 workers failed, 130 interrupted
+    leaderboard: pd.DataFrame
+    link: str  # the sweep's runs table in the MLflow UI
+
+
+def launch(job: SweepJob, workers: int) -> SweepOutcome:
+    """Run the sweep to its budget, with ``workers`` processes, then its final fit."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
     dataset = load_data(job.base)  # a missing dataset fails before anything is created
     attached = attach(job)  # creates the study and parent run once, before the workers
@@ -186,9 +195,21 @@ def launch(job: SweepJob, workers: int) -> tuple[int, pd.DataFrame]:
     link = _save_runs_view(job, attached.tracker)
     _say_if_complete(job, attached)
     announce(f"sweep {job.settings.study_name}: its runs", link)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     # a shell starts background jobs with SIGINT ignored; `kill -INT` must still stop us
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # a notebook's kernel goes on after the sweep, with its own handlers
+        code, table = _run_workers(job, workers, attached, logs, link)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return SweepOutcome(code, table, link)
+
+
+def _run_workers(
+    job: SweepJob, workers: int, attached: Attached, logs: Path, link: str
+) -> tuple[int, pd.DataFrame]:
     processes = _start_workers(job, workers, logs)
     started = time.monotonic()
     interrupted = False

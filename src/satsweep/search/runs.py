@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from satsweep.sweep.job import SweepJob
+from satsweep.search.job import SweepJob
 from satsweep.tracking import NOTE_TAG, Tracker
 
 PARENT_ATTR = "mlflow_parent_run_id"

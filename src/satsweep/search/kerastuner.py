@@ -25,12 +25,12 @@ import optuna
 from keras_tuner.engine.base_tuner import BaseTuner
 
 from satsweep.errors import UserError
-from satsweep.sweep.attach import Budget
-from satsweep.sweep.job import SweepJob
-from satsweep.sweep.objective import TrialObjective, TrialPlan, too_many_failures
-from satsweep.sweep.runs import RUN_ATTR
-from satsweep.sweep.settings import SweepSettings
-from satsweep.sweep.space import SearchSpace
+from satsweep.search.attach import Budget
+from satsweep.search.job import SweepJob
+from satsweep.search.objective import TrialObjective, TrialPlan, too_many_failures
+from satsweep.search.runs import RUN_ATTR
+from satsweep.search.settings import SweepSettings
+from satsweep.search.space import SearchSpace
 
 LOG = logging.getLogger(__name__)
 TRIAL_ATTR = "kerastuner_trial_id"

@@ -8,12 +8,13 @@ make satsweep write outside the current outputs folder.
 
 from __future__ import annotations
 
+import html
 import io
 import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,6 @@ import numpy as np
 import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
-from rich.console import Console
-from rich.table import Table
 
 from satsweep.config import config_dir, load_run_config, spell, validate
 from satsweep.data import load_data
@@ -33,7 +32,7 @@ from satsweep.redact import redact
 from satsweep.runtime import accelerator
 from satsweep.schema import RunConfig, as_plain, experiment_keys
 from satsweep.tracking import TAG_PREFIX, Tracker, flatten
-from satsweep.train import TrainResult, train
+from satsweep.training import TrainResult, train
 
 REPRODUCES_TAG = f"{TAG_PREFIX}reproduces"
 DERIVED_TAG = f"{TAG_PREFIX}derived_from"
@@ -185,9 +184,15 @@ def train_from_run(run_id: str, overrides: Sequence[str]) -> TrainResult:
 
 @dataclass(frozen=True)
 class Verdict:
-    table: pd.DataFrame  # metric, logged, reproduced, difference
+    """Whether a re-run matched its logged run, metric by metric, and why it may not."""
+
+    table: pd.DataFrame  # metric, logged, reproduced, difference, match
     confusion_equal: bool
     tolerance: float
+    run_id: str = ""  # the new run
+    link: str = ""  # its page in the MLflow UI
+    drift: tuple[str, ...] = ()  # reasons the numbers may differ (code, cores, GPU)
+    versions: tuple[tuple[str, str, str], ...] = ()  # package, logged, now
 
     @property
     def matches(self) -> bool:
@@ -197,6 +202,18 @@ class Verdict:
     def max_difference(self) -> float:
         finite = self.table["difference"].abs().dropna()
         return float(finite.max()) if len(finite) else 0.0
+
+    def _repr_html_(self) -> str:
+        word = "reproduced" if self.matches else "NOT reproduced"
+        link = f' <a href="{self.link}">{self.run_id}</a>' if self.link else f" {self.run_id}"
+        notes = "".join(f"<li>{html.escape(note)}</li>" for note in self.drift)
+        return (
+            f"<p><b>{word}</b>: max |difference| {self.max_difference:.3g} "
+            f"(tolerance {self.tolerance:g}); confusion matrix "
+            f"{'identical' if self.confusion_equal else 'differs'}; new run{link}</p>"
+            + (f"<ul>{notes}</ul>" if notes else "")
+            + self.table.to_html(index=False)
+        )
 
 
 def compare_metrics(
@@ -264,13 +281,12 @@ def _logged_confusion(tracker: Tracker, run_id: str) -> np.ndarray | None:
 
 def reproduce(
     run_id: str,
-    overrides: Sequence[str],
-    allow_data_change: bool,
-    tolerance: float,
-    console: Console | None = None,
-) -> int:
-    """Re-run ``run_id``; 0 when every final metric and the confusion matrix match."""
-    console = console or Console()
+    overrides: Sequence[str] = (),
+    allow_data_change: bool = False,
+    tolerance: float = 0.0,
+) -> Verdict:
+    """Re-run ``run_id`` from its logged config and compare every final metric and the
+    confusion matrix; the new run is tagged with the verdict."""
     # data.* overrides only consent to what the logged data asks (see refuse_logged_writes)
     environment = load_run_config([o for o in overrides if not o.lstrip("+~").startswith("data")])
     tracker = Tracker(environment.tracking)
@@ -285,10 +301,9 @@ def reproduce(
             f"gives {dataset.digest[:12]} (files were added, removed or changed); "
             "pass --allow-data-change to run anyway"
         )
-    for note in drift_warnings(logged):
-        console.print(f"[yellow]warning:[/] {note}")
-    if differences := version_differences(logged):
-        console.print(_table("package versions differ", ("package", "logged", "now"), differences))
+    drift = drift_warnings(logged)
+    for note in drift:  # said before the run, which can take minutes
+        LOG.warning("%s", note)
     result = train(
         cfg,
         dataset=dataset,
@@ -298,7 +313,13 @@ def reproduce(
     )
     before = _logged_confusion(tracker, run_id)
     confusion_equal = before is not None and np.array_equal(before, result.test.confusion)
-    verdict = compare_metrics(logged.metrics, result.metrics, tolerance, confusion_equal)
+    verdict = replace(
+        compare_metrics(logged.metrics, result.metrics, tolerance, confusion_equal),
+        run_id=result.run_id,
+        link=result.link,
+        drift=tuple(drift),
+        versions=tuple(version_differences(logged)),
+    )
     tracker.set_tags(result.run_id, {VERDICT_TAG: "match" if verdict.matches else "differ"})
     tracker.log_metrics(
         result.run_id,
@@ -308,31 +329,7 @@ def reproduce(
         },
         step=result.epochs_run,
     )
-    _print_verdict(console, verdict, result.run_id)
-    return 0 if verdict.matches else 1
-
-
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
-    return table
-
-
-def _print_verdict(console: Console, verdict: Verdict, run_id: str) -> None:
-    rows = verdict.table[["metric", "logged", "reproduced", "difference"]].itertuples(index=False)
-    console.print(
-        _table(
-            f"logged vs reproduced (tolerance {verdict.tolerance:g})",
-            ("metric", "logged", "reproduced", "difference"),
-            list(rows),
-        )
-    )
-    console.print(f"confusion matrix: {'identical' if verdict.confusion_equal else 'DIFFERS'}")
-    word = "reproduced" if verdict.matches else "NOT reproduced"
-    console.print(f"{word}: max |difference| {verdict.max_difference:.3g}; new run {run_id}")
+    return verdict
 
 
 def run_of_study(
@@ -341,8 +338,8 @@ def run_of_study(
     """The MLflow run id of a sweep's final model, best trial, or trial number ``trial``."""
     import optuna
 
-    from satsweep.sweep.runs import FinalFit, trial_run_id
-    from satsweep.sweep.storage import open_storage
+    from satsweep.search.runs import FinalFit, trial_run_id
+    from satsweep.search.storage import open_storage
 
     cfg = load_run_config(overrides)
     try:

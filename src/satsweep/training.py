@@ -8,6 +8,7 @@ Callers add behaviour through Keras callbacks (a sweep adds its pruning callback
 from __future__ import annotations
 
 import getpass
+import html
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
 from satsweep.baseline import Floor, no_learning_floor
 from satsweep.data import Dataset, load_data
 from satsweep.links import announce, run_link
-from satsweep.metrics import FINAL_VAL, Evaluation, evaluate_predictions, prefixed
+from satsweep.metrics import FINAL_VAL, RESULT_PREFIXES, Evaluation, evaluate_predictions, prefixed
 from satsweep.models import CAPACITY_KNOBS, build_model, set_backbone_trainable
 from satsweep.optim import build_optimizer, optimizer_callbacks
 from satsweep.pipeline import evaluation_dataset, training_dataset
@@ -53,6 +54,21 @@ class TrainResult:
     images_per_second: float = 0.0
     diagnosis: list[Finding] = field(default_factory=list)
     link: str = ""  # the run's page in the MLflow UI, once the caller knows its experiment
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the final metrics, what to try next, and the run's page."""
+        rows = "".join(
+            f"<tr><td>{name}</td><td>{value:.4f}</td></tr>"
+            for name, value in sorted(self.metrics.items())
+            if name.startswith(RESULT_PREFIXES)
+        )
+        where = f'<a href="{self.link}">{self.run_id}</a>' if self.link else self.run_id
+        return (
+            f"<p>{len(self.class_names)} classes, {self.epochs_run} epochs, "
+            f"{self.seconds:.1f}s; MLflow run {where}</p>"
+            f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
+            + (f"<p>{html.escape(one_line(self.diagnosis))}</p>" if self.diagnosis else "")
+        )
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -5,6 +5,7 @@ Also logs the same report into a sweep's parent run, once per sweep.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +34,23 @@ SECTIONS = (
 
 @dataclass(frozen=True)
 class EdaResult:
+    """The report (figures and tables, to show in a notebook), its HTML file, its run."""
+
     report: EdaReport
     html_path: Path
     run_id: str
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{name}</td><td>{value:g}</td></tr>"
+            for name, value in self.report.metrics.items()
+        )
+        notes = "".join(f"<li>{html.escape(note)}</li>" for note in self.report.notes)
+        return (
+            f"<p>{html.escape(self.report.title)}: MLflow run {self.run_id}, "
+            f"report in {html.escape(str(self.html_path))}</p>"
+            f"<table>{rows}</table>" + (f"<ul>{notes}</ul>" if notes else "")
+        )
 
 
 def render(report: EdaReport, pngs: dict[str, bytes]) -> str:

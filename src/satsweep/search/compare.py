@@ -11,8 +11,8 @@ from satsweep.config import load_run_config
 from satsweep.errors import UserError
 from satsweep.redact import redact
 from satsweep.report import leaderboard_table, wide_console
-from satsweep.sweep.report import leaderboard
-from satsweep.sweep.storage import open_storage
+from satsweep.search.report import leaderboard
+from satsweep.search.storage import open_storage
 from satsweep.tracking import Tracker
 
 OBJECTIVES_ATTR = "satsweep_objectives"

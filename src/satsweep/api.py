@@ -1,0 +1,220 @@
+"""satsweep from Python: the CLI's commands as functions, for notebooks and scripts.
+
+Each function runs the code its command runs (``satsweep train`` calls
+:func:`train`, and so on), so a notebook's run is the run the shell would have
+made. They return result objects instead of printing; the CLI prints them, and
+a notebook renders them (a leaderboard DataFrame, metric tables, run links).
+
+A user error raises :class:`~satsweep.errors.UserError` with the one-line
+message the CLI prints after ``satsweep: error:``.
+
+Heavy libraries are imported inside the functions: ``import satsweep`` stays
+instant, and TensorFlow is loaded once, quietly, by the first call that trains.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from satsweep.errors import UserError
+from satsweep.quiet import load_tensorflow, quiet_libraries, quiet_tensorflow
+from satsweep.redact import redact
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+    from satsweep.exploration import EdaResult
+    from satsweep.reproduction import Verdict
+    from satsweep.schema import RunConfig
+    from satsweep.search.job import SweepJob
+    from satsweep.training import TrainResult
+
+Overrides = Sequence[str]
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """User errors leave with the CLI's message (secrets masked) and no chained cause."""
+    try:
+        yield
+    except UserError as error:
+        raise UserError(redact(str(error))) from None
+
+
+def _prepare(trains_here: bool) -> None:
+    quiet_libraries()
+    quiet_tensorflow(trains_here)
+    if trains_here:
+        load_tensorflow()
+
+
+def compose(overrides: Overrides = ()) -> RunConfig:
+    """The validated config of one run, composed by Hydra from ``conf/`` and ``overrides``."""
+    from satsweep.config import load_run_config
+
+    with _user_errors():
+        return load_run_config(list(overrides))
+
+
+def train(config: RunConfig | Overrides = (), *, from_run: str | None = None) -> TrainResult:
+    """Train, evaluate and log one run to MLflow, as ``satsweep train`` does.
+
+    ``config`` is a composed config or a list of overrides. With ``from_run``, the
+    logged run's config is the base and the overrides change it (``--from-run``).
+    """
+    from satsweep.schema import RunConfig
+
+    with _user_errors():
+        if isinstance(config, RunConfig) and from_run:
+            raise UserError("from_run takes overrides, not a composed config")
+        # validated before TensorFlow loads
+        cfg = config if isinstance(config, RunConfig) else compose(config)
+        _prepare(trains_here=True)
+        if from_run and not isinstance(config, RunConfig):
+            from satsweep.reproduction import train_from_run
+
+            return train_from_run(from_run, list(config))
+        from satsweep import training
+
+        return training.train(cfg)
+
+
+def eda(overrides: Overrides = ()) -> EdaResult:
+    """The dataset report (balance, samples, channels, duplicates, leakage), logged to MLflow."""
+    with _user_errors():
+        compose(overrides)
+        _prepare(trains_here=True)
+        from satsweep.exploration import run_eda
+
+        return run_eda(list(overrides))
+
+
+def reproduce(
+    run_id: str,
+    overrides: Overrides = (),
+    *,
+    allow_data_change: bool = False,
+    tolerance: float = 0.0,
+) -> Verdict:
+    """Re-run a logged run from its own config; the verdict compares every final metric."""
+    with _user_errors():
+        _prepare(trains_here=True)
+        from satsweep.reproduction import reproduce as reproduce_run
+
+        return reproduce_run(run_id, list(overrides), allow_data_change, tolerance)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """One sweep invocation: its leaderboard, its best trial and its final model."""
+
+    study_name: str
+    objective: str  # the first objective, as written in the sweep file
+    exit_code: int  # what ``satsweep sweep`` would exit with: 0 when the budget was reached
+    leaderboard: pd.DataFrame  # trials best first, then the final fit and the floor
+    link: str  # the sweep's runs table in the MLflow UI
+    job: SweepJob
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study, loaded from its storage (for Optuna's own plots)."""
+        import optuna
+
+        from satsweep.search.storage import open_storage
+
+        storage = open_storage(self.job.base.storage)
+        return optuna.load_study(study_name=self.study_name, storage=storage)
+
+    def _row(self, trial: str) -> dict[str, Any]:
+        rows = self.leaderboard[self.leaderboard["trial"].astype(str) == trial]
+        return rows.iloc[0].to_dict() if not rows.empty else {}
+
+    @property
+    def best(self) -> dict[str, Any]:
+        """The best complete trial's leaderboard row ({} if none completed)."""
+        complete = self.leaderboard[self.leaderboard["state"] == "complete"]
+        return complete.iloc[0].to_dict() if not complete.empty else {}
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The final fit's row: the best config retrained, the sweep's answer ({} if none)."""
+        return self._row("final")
+
+    @property
+    def floor(self) -> dict[str, Any]:
+        """The no-learning floor's row: what a model must beat to have learnt anything."""
+        return self._row("floor")
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<p>sweep <b>{self.study_name}</b>: <a href="{self.link}">its runs in MLflow</a> '
+            f"(exit code {self.exit_code})</p>" + self.leaderboard.to_html(index=False, na_rep="-")
+        )
+
+
+def sweep(overrides: Overrides = (), *, workers: int | None = None) -> SweepResult:
+    """Run a sweep (``sweep=NAME`` plus overrides) to its budget, as ``satsweep sweep`` does.
+
+    Trials run in worker processes, ``workers`` of them (the sweep file's
+    ``sweep.workers`` when None), while this process shows the progress.
+    """
+    with _user_errors():
+        from satsweep.search.job import prepare_job
+        from satsweep.search.settings import check_worker_count
+
+        _prepare(trains_here=False)
+        job = prepare_job(list(overrides))
+        count = job.settings.workers if workers is None else workers
+        try:
+            check_worker_count(job.settings.backend, count)
+        except ValueError as error:
+            raise UserError(str(error)) from error
+        from satsweep.search.launcher import launch
+
+        outcome = launch(job, count)
+        return SweepResult(
+            job.settings.study_name,
+            job.settings.objectives[0],
+            outcome.code,
+            outcome.leaderboard,
+            outcome.link,
+            job,
+        )
+
+
+def artifact(run_id: str, path: str, overrides: Overrides = ()) -> Any:
+    """A run's artifact, ready to show: an image for ``.png``, a DataFrame for ``.csv``,
+    the parsed object for ``.json``, text otherwise. ``overrides`` say where the store is."""
+    import mlflow.artifacts
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from PIL import Image
+
+    cfg = compose(overrides)
+    with _user_errors(), tempfile.TemporaryDirectory() as folder:
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id,
+                    artifact_path=path,
+                    dst_path=folder,
+                    tracking_uri=cfg.tracking.uri,
+                )
+            )
+        except (MlflowException, OSError) as error:
+            raise UserError(f"run {run_id} has no artifact {path!r}: {error}") from error
+        if local.suffix == ".png":
+            with Image.open(local) as image:
+                return image.copy()
+        if local.suffix == ".csv":
+            return pd.read_csv(local)
+        if local.suffix == ".json":
+            return json.loads(local.read_text())
+        return local.read_text()
