@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
 
-.PHONY: setup setup-gpu tensorflow-cuda train sweep bench bench-quality bench-hpo ui screenshots server test lint clean
+.PHONY: setup setup-gpu tensorflow-cuda notebooks train sweep bench bench-quality bench-hpo ui screenshots server test lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ tensorflow-cuda:
 		$(BIN)/python -m pip install --quiet --force-reinstall --no-deps "tensorflow==$$tf" && \
 		$(BIN)/python -m pip install --quiet "tensorflow[and-cuda]==$$tf"; \
 	fi
+
+notebooks: $(STAMP)  ## the tutorials in JupyterLab on 127.0.0.1 (runs log to $(OUTPUTS))
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebooks]'
+	SATSWEEP_OUTPUTS=$(abspath $(OUTPUTS)) $(BIN)/jupyter lab --ip $(HOST) --no-browser \
+		--notebook-dir docs/tutorials
 
 train: $(STAMP)  ## one run: make train ARGS="model=mlp optimizer.lr=0.01"
 	$(BIN)/satsweep train $(ARGS)

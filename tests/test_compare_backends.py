@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from satsweep.errors import UserError
-from satsweep.sweep.compare_backends import MethodRun, summarise
+from satsweep.search.compare_backends import MethodRun, summarise
 from tests.conftest import run_satsweep
 
 METHODS = {"optuna_tpe_pruned", "optuna_random", "kerastuner_hyperband", "kerastuner_bayesian"}

@@ -118,7 +118,7 @@ def test_cfg_job_prints_config_without_training(outputs) -> None:
     "name", sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml") if p.stem != "_base")
 )
 def test_every_shipped_sweep_file_validates(outputs, name) -> None:
-    from satsweep.sweep.job import prepare_job
+    from satsweep.search.job import prepare_job
 
     job = prepare_job([f"sweep={name}"])
     assert job.settings.study_name == name and job.space.dimensions

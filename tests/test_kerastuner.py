@@ -10,8 +10,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from satsweep.sweep.job import prepare_job
-from satsweep.sweep.kerastuner import SpaceModel, build_oracle, declare
+from satsweep.search.job import prepare_job
+from satsweep.search.kerastuner import SpaceModel, build_oracle, declare
 from tests.conftest import TRIAL_ARTIFACTS, journal_study, run_satsweep
 
 CONDITIONAL = {"optimizer.momentum", "optimizer.nesterov"}  # swept only under optimizer=sgd

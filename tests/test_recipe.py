@@ -13,7 +13,7 @@ from satsweep.config import load_run_config
 from satsweep.data import load_data
 from satsweep.models import BACKBONE_LAYER, build_model
 from satsweep.optim import learning_rate
-from satsweep.train import compile_model, phases
+from satsweep.training import compile_model, phases
 
 
 @pytest.fixture

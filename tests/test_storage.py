@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 
 from satsweep.schema import StorageConfig
-from satsweep.sweep.storage import budget_lock, open_storage
-from satsweep.sweep.study import worker_seed
+from satsweep.search.storage import budget_lock, open_storage
+from satsweep.search.study import worker_seed
 
 
 def _config(url: str) -> StorageConfig:

@@ -7,7 +7,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from satsweep.errors import UserError
-from satsweep.sweep.space import parse_space
+from satsweep.search.space import parse_space
 
 CONDITIONAL = {
     "optimizer=sgd": {

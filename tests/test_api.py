@@ -1,0 +1,52 @@
+"""The Python API: the CLI's commands as functions, on the CLI's own code paths."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+import satsweep
+from satsweep import UserError, compose, train
+from tests.conftest import run_satsweep
+
+
+def test_train_from_python_logs_a_run_that_exists_in_mlflow(outputs, shared_cache) -> None:
+    result = train(["data.max_per_class=20", "trainer.epochs=1", f"paths.cache={shared_cache}"])
+    run = mlflow.MlflowClient(compose().tracking.uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_f1_macro"] == pytest.approx(result.metrics["test_f1_macro"])
+    assert len(result.class_names) == 30 and result.epochs_run == 1
+    assert result.link.endswith(f"/runs/{result.run_id}")
+    shown = result._repr_html_()  # what a notebook renders
+    assert "test_f1_macro" in shown and result.link in shown
+
+
+def test_the_package_names_are_the_functions_even_after_every_module_loads() -> None:
+    import satsweep.exploration
+    import satsweep.reproduction
+    import satsweep.search.launcher
+    import satsweep.training
+
+    for name in ("train", "sweep", "eda", "reproduce", "compose"):
+        assert callable(getattr(satsweep, name)), name
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides"),
+    [
+        ("train", ["trainer.epoch=3"]),
+        ("train", ["trainer.epochs=many"]),
+        ("train", ["model=transformer"]),
+        ("sweep", ["sweep=nope"]),
+        ("eda", ["data.image_size=-4"]),
+        ("train", ["tracking=server", "tracking.uri=http://ann:s3cret/x@127.0.0.1:9/"]),
+    ],
+)
+def test_a_bad_override_raises_the_cli_s_one_line_error(outputs, command, overrides) -> None:
+    with pytest.raises(UserError) as raised:
+        getattr(satsweep, command)(overrides)
+    cli = run_satsweep(command, *overrides)
+    assert cli.returncode == 2
+    assert cli.stderr.strip() == f"satsweep: error: {raised.value}"
+    assert "s3cret" not in str(raised.value) and "\n" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
