@@ -70,9 +70,10 @@ server: $(STAMP)  ## MLflow tracking server on PostgreSQL for many workers
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, then mypy over src/ (settings in pyproject.toml)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(OUTPUTS) .pytest_cache .ruff_cache build src/*.egg-info

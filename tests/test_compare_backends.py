@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from satsweep.benchmarks.backends import MethodRun, summarise
 from satsweep.errors import UserError
-from satsweep.search.compare_backends import MethodRun, summarise
 from tests.conftest import run_satsweep
 
 METHODS = {"optuna_tpe_pruned", "optuna_random", "kerastuner_hyperband", "kerastuner_bayesian"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -125,6 +126,31 @@ def test_every_shipped_sweep_file_validates(outputs, name) -> None:
     assert job.settings.final_fit.enabled  # on by default: every sweep answers with a model
 
 
+def test_every_metric_a_run_logs_once_is_an_objective(outputs) -> None:
+    """The calibration error too: the error analysis logs it as test_ece."""
+    from satsweep.search.job import prepare_job
+
+    job = prepare_job(
+        [
+            "sweep=smoke",
+            "sweep.objectives=[test_ece]",
+            "sweep.directions=[minimize]",
+            "sweep.pruner.name=none",
+        ]
+    )
+    assert job.settings.objectives == ["test_ece"]
+    with pytest.raises(UserError, match="no run produces the objective 'test_ece'"):
+        prepare_job(
+            [
+                "sweep=smoke",
+                "sweep.objectives=[test_ece]",
+                "sweep.directions=[minimize]",
+                "sweep.pruner.name=none",
+                "tracking.error_analysis=false",
+            ]
+        )
+
+
 def test_help_lists_the_config_groups_and_their_options() -> None:
     from satsweep.cli import build_parser
 
@@ -133,3 +159,27 @@ def test_help_lists_the_config_groups_and_their_options() -> None:
     assert re.search(r"^  model +backbone, cnn, mlp, resnet, separable$", text, re.MULTILINE)
     assert re.search(r"^  sweep +aid_pareto, aid_tpe, quick, smoke$", text, re.MULTILINE)
     assert "_common" not in text  # files starting with _ are bases, not options
+
+
+def test_experiments_and_sweeps_are_hydra_groups_without_links(outputs, tmp_path) -> None:
+    """conf/ holds no links; a broken sweep file fails only the command that chooses it."""
+    assert not [p for p in (REPO / "conf").rglob("*") if p.is_symlink()]
+    project = tmp_path / "project"
+    for folder in ("conf", "experiments", "sweeps"):
+        shutil.copytree(REPO / folder, project / folder)
+    (project / "sweeps" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - _base\n  - _self_\n"
+        "sweep:\n  study_name: mine\n  params: {optimizer.lr: 'interval(0.001, 0.01)'}\n"
+    )
+    (project / "sweeps" / "broken.yaml").write_text("sweep: {study_name: 'x}\n")
+    home = {"SATSWEEP_HOME": str(project)}
+
+    shown = run_satsweep("sweep", "sweep=mine", "--workers", "-1", env=home)
+    assert "--workers -1 starts no worker" in shown.stderr  # mine.yaml composed and validated
+    listed = run_satsweep("--help", env=home)
+    assert re.search(
+        r"^  sweep +aid_pareto, aid_tpe, broken, mine, quick, smoke$", listed.stdout, re.M
+    )
+    chosen = run_satsweep("sweep", "sweep=broken", env=home)
+    assert chosen.returncode == 2 and "not valid YAML" in chosen.stderr
+    assert "Traceback" not in chosen.stderr

@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from satsweep.report import leaderboard_table
+from satsweep.console import leaderboard_table
 from tests.conftest import run_satsweep
 
 SWEEP = (

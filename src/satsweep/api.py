@@ -111,6 +111,22 @@ def reproduce(
         return reproduce_run(run_id, list(overrides), allow_data_change, tolerance)
 
 
+def run_of_study(
+    study: str, overrides: Overrides = (), trial: int | None = None, final: bool = False
+) -> str:
+    """The MLflow run of a sweep's final model (``final``), trial ``trial``, or best trial.
+
+    ``overrides`` say where the study is (``storage=...``), as for the sweep.
+    """
+    with _user_errors():
+        from satsweep.config import load_environment
+        from satsweep.search.ledger import run_of_study as find_run
+        from satsweep.search.storage import open_storage
+
+        storage = load_environment(list(overrides)).storage
+        return find_run(open_storage(storage), storage.url, study, trial, final)
+
+
 @dataclass(frozen=True)
 class SweepResult:
     """One sweep invocation: its leaderboard, its best trial and its final model."""
@@ -125,12 +141,11 @@ class SweepResult:
     @property
     def study(self) -> optuna.Study:
         """The Optuna study, loaded from its storage (for Optuna's own plots)."""
-        import optuna
-
+        from satsweep.search.ledger import load_study
         from satsweep.search.storage import open_storage
 
-        storage = open_storage(self.job.base.storage)
-        return optuna.load_study(study_name=self.study_name, storage=storage)
+        storage = self.job.base.storage
+        return load_study(open_storage(storage), self.study_name, storage.url)
 
     def _row(self, trial: str) -> dict[str, Any]:
         rows = self.leaderboard[self.leaderboard["trial"].astype(str) == trial]
@@ -176,9 +191,10 @@ def sweep(overrides: Overrides = (), *, workers: int | None = None) -> SweepResu
             check_worker_count(job.settings.backend, count)
         except ValueError as error:
             raise UserError(str(error)) from error
+        from satsweep.console import Progress
         from satsweep.search.launcher import launch
 
-        outcome = launch(job, count)
+        outcome = launch(job, count, Progress)
         return SweepResult(
             job.settings.study_name,
             job.settings.objectives[0],

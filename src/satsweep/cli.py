@@ -20,7 +20,6 @@ from satsweep.server import DEFAULT_BACKEND
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 LOG = logging.getLogger("satsweep")
-RAN_ENV = "SATSWEEP_WORKER_RAN"  # trials a re-executing worker ran before
 TRAINS_IN_PROCESS = ("train", "reproduce", "eda")  # the rest leave TensorFlow to workers
 
 
@@ -42,16 +41,18 @@ def _print_config(overrides: Sequence[str]) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``satsweep train``: one run, or ``--cfg job`` to print the composed config."""
     if args.cfg:
         return _print_config(args.overrides)
     from satsweep import api
-    from satsweep.report import print_train_summary
+    from satsweep.console import print_train_summary
 
     print_train_summary(api.train(args.overrides, from_run=args.from_run))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``satsweep reproduce``: re-run a logged run; exit 1 when its metrics differ."""
     if args.run_id and "=" in args.run_id:  # an override, with --study and no RUN_ID
         args.overrides.insert(0, args.run_id)
         args.run_id = None
@@ -61,10 +62,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise UserError("with --study, give exactly one of --final, --best or --trial N")
     load_tensorflow()  # before reproduction imports Keras, which would print TensorFlow's notes
     from satsweep import api
-    from satsweep.report import print_verdict
-    from satsweep.reproduction import run_of_study
+    from satsweep.console import print_verdict
 
-    run_id = args.run_id or run_of_study(args.study, args.trial, args.overrides, args.final)
+    run_id = args.run_id or api.run_of_study(args.study, args.overrides, args.trial, args.final)
     verdict = api.reproduce(
         run_id,
         args.overrides,
@@ -76,8 +76,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """``satsweep sweep``: run a sweep to its budget and print its leaderboard."""
     from satsweep import api
-    from satsweep.report import print_sweep_summary
+    from satsweep.console import print_sweep_summary
 
     result = api.sweep(args.overrides, workers=args.workers or None)
     print_sweep_summary(result.job, result.leaderboard)
@@ -85,66 +86,53 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from satsweep.search.job import OVERRIDES_ENV, inherited_overrides, prepare_job
+    """``satsweep worker``: run trials of a sweep's study until its budget is spent."""
+    from satsweep.search.worker import WorkerOptions, check_joinable, launched, worker_job
 
-    job = prepare_job([*inherited_overrides(), *args.overrides])
-    if job.settings.backend == "kerastuner" and args.worker_index is None:
-        raise UserError(
-            "sweep.backend=kerastuner runs in the one worker `satsweep sweep` starts: "
-            "workers join Optuna sweeps only"
-        )
+    options = WorkerOptions(args.threads, args.worker_index, args.final_fit, args.time_left)
+    job = worker_job(args.overrides)
+    check_joinable(job, options)
     load_tensorflow()
     from satsweep.search.stopping import stop_with_launcher
-    from satsweep.search.worker import run_final, run_worker
+    from satsweep.search.worker import serve
 
-    if OVERRIDES_ENV in os.environ:  # started by `satsweep sweep`: end with it
+    if launched():
         stop_with_launcher()
-
-    if args.final_fit:
-        run_final(job, args.threads)
-        return 0
-    outcome = run_worker(job, args.threads, args.worker_index)
-    ran = int(os.environ.get(RAN_ENV, "0")) + outcome.ran  # across re-executions
-    if outcome.recycle:
-        os.environ[RAN_ENV] = str(ran)
-        _reexecute(args, outcome.seconds_left)
-    LOG.info("worker ran %d trial(s)", ran)
+    ran = serve(job, options)
+    if not options.final_fit:
+        LOG.info("worker ran %d trial(s)", ran)
     return 0
 
 
-def _reexecute(args: argparse.Namespace, seconds_left: float | None) -> None:
-    """Replace this worker by a fresh one (same pid, same log), freeing what Keras kept."""
-    command = [sys.executable, "-m", "satsweep", "worker", *args.overrides]
-    if seconds_left is not None:
-        command.append(f"sweep.timeout={max(seconds_left, 1.0):.1f}")
-    command += ["--threads", str(args.threads)]
-    if args.worker_index is not None:
-        command += ["--worker-index", str(args.worker_index)]
-    LOG.info("re-executing the worker (sweep.trials_per_process reached)")
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, command)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
+    """``satsweep compare``: print a study's leaderboard, optionally to CSV."""
+    from pathlib import Path
+
+    from satsweep.console import print_leaderboard
     from satsweep.search.compare import compare
 
-    compare(args.study, args.overrides, args.csv)
+    table = compare(args.study, args.overrides)
+    print_leaderboard(table, f"study {args.study}")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
     return 0
 
 
 def cmd_compare_backends(args: argparse.Namespace) -> int:
+    """``satsweep compare-backends``: the backend race of the benchmarks."""
     from satsweep.search.job import prepare_job
 
     prepare_job(args.overrides)  # config errors before the heavy imports
-    from satsweep.search.compare_backends import compare_backends
+    from satsweep.benchmarks.backends import compare_backends
 
     compare_backends(args.overrides)
     return 0
 
 
 def cmd_eda(args: argparse.Namespace) -> int:
+    """``satsweep eda``: the dataset report, logged to MLflow."""
     from satsweep import api
 
     result = api.eda(args.overrides)
@@ -161,6 +149,7 @@ def cmd_eda(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    """``satsweep sync``: upload what sweeps spooled while MLflow was unreachable."""
     from satsweep.sync import sync
 
     report = sync(args.overrides)
@@ -172,11 +161,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    """``satsweep server``: an MLflow tracking server on PostgreSQL."""
     from pathlib import Path
 
+    from satsweep.config import load_environment
     from satsweep.server import ServerSettings, serve
 
-    outputs = Path(os.environ.get("SATSWEEP_OUTPUTS", "outputs")).resolve()
+    outputs = Path(load_environment([]).paths.outputs)  # conf/config.yaml's paths.outputs
     serve(
         ServerSettings(
             args.host,
@@ -189,21 +180,24 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def _config_groups() -> str:
-    """The config groups and their options, read from conf/, for --help."""
-    from satsweep.config import project_root
+    """The config groups and their options, read from conf/, experiments/ and sweeps/."""
+    from satsweep.config import TOP_LEVEL_GROUPS, group_options, project_root
 
     folder = project_root() / "conf"
     if not folder.is_dir():
         return ""
+    files = {group.name: list(group.glob("*.yaml")) for group in folder.iterdir() if group.is_dir()}
+    files |= {group: group_options(group) for group in TOP_LEVEL_GROUPS}
     lines = ["config groups (choose with GROUP=OPTION, e.g. model=cnn; see --cfg job):"]
-    for group in sorted(p for p in folder.iterdir() if p.is_dir()):
-        options = sorted(f.stem for f in group.glob("*.yaml") if not f.stem.startswith("_"))
-        prefix = "+" if group.name == "experiment" else ""
-        lines.append(f"  {prefix + group.name:<12} {', '.join(options)}")
+    for group, paths in sorted(files.items()):
+        options = sorted(p.stem for p in paths if not p.stem.startswith("_"))
+        prefix = "+" if group == "experiment" else ""
+        lines.append(f"  {prefix + group:<12} {', '.join(options)}")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command; overrides stay Hydra's, untouched."""
     parser = argparse.ArgumentParser(
         prog="satsweep",
         description="Hyper-parameter experiments for Keras image classifiers: "
@@ -295,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
         "without it the worker draws a random seed, so workers never repeat each other",
     )
     worker.add_argument(
+        "--time-left",
+        type=float,
+        default=None,
+        help="seconds of sweep.timeout left (set by a worker that re-executes itself)",
+    )
+    worker.add_argument(
         "--final-fit",
         action="store_true",
         help="retrain the study's best trial with sweep.final_fit (what `satsweep sweep` "
@@ -357,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command: user errors become one line and exit code 2, Ctrl-C exit code 130."""
     quiet_libraries()
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.command in TRAINS_IN_PROCESS)
@@ -375,4 +376,5 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
+    """The ``satsweep`` console script."""
     sys.exit(run())

@@ -4,6 +4,12 @@ Hydra's compose API (rather than ``@hydra.main``) lets one process compose many
 configs: the CLI composes one, a sweep composes one per trial, and ``reproduce``
 composes on top of a logged config. Every composition error and validation error
 becomes a one-line :class:`~satsweep.errors.UserError`.
+
+``conf/`` holds the building blocks (data, model, optimizer, ...). Named
+experiments and sweep files live at the project's top level, in ``experiments/``
+and ``sweeps/``, and join Hydra's ``experiment`` and ``sweep`` groups through its
+ConfigStore, the registry Hydra provides for configs that are not in a config
+folder.
 """
 
 from __future__ import annotations
@@ -17,16 +23,20 @@ from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pydantic import ValidationError
 
 from satsweep.errors import UserError
-from satsweep.schema import RunConfig
+from satsweep.schema import Environment, RunConfig
 
 PRIMARY_CONFIG = "config"
 _TAGGED_UNIONS = ("model", "optimizer")
+# Config groups whose options are the YAML files of a top-level project folder.
+TOP_LEVEL_GROUPS = {"experiment": "experiments", "sweep": "sweeps"}
+_PACKAGE_HEADER = re.compile(r"\A(?:#.*\n)*?# @package (\S+)")
 
 
 def project_root() -> Path:
@@ -43,6 +53,7 @@ def project_root() -> Path:
 
 
 def config_dir() -> Path:
+    """The ``conf/`` folder Hydra composes from; a missing one is a user error."""
     folder = project_root() / "conf"
     if not (folder / f"{PRIMARY_CONFIG}.yaml").is_file():
         raise UserError(
@@ -52,9 +63,44 @@ def config_dir() -> Path:
     return folder
 
 
+def group_options(group: str) -> list[Path]:
+    """The files of a top-level group (``sweep``: ``sweeps/*.yaml``), bases included."""
+    return sorted((project_root() / TOP_LEVEL_GROUPS[group]).glob("*.yaml"))
+
+
+def _register_top_level_groups(overrides: Sequence[str]) -> None:
+    """Store ``experiments/`` and ``sweeps/`` in Hydra's ConfigStore, as they are on disk now.
+
+    A file that is not valid YAML fails only the command that chooses it.
+    """
+    store = ConfigStore.instance()
+    for group in TOP_LEVEL_GROUPS:
+        chosen = {
+            value
+            for key, _, value in (o.partition("=") for o in overrides)
+            if key.lstrip("+~") == group
+        }
+        for path in group_options(group):
+            try:
+                node = OmegaConf.load(path)
+            except yaml.YAMLError:
+                if path.stem in chosen or (path.stem.startswith("_") and chosen):
+                    raise
+                continue
+            header = _PACKAGE_HEADER.match(path.read_text())
+            store.store(
+                name=path.stem,
+                node=node,
+                group=group,
+                package=header[1] if header else None,
+                provider="satsweep",
+            )
+
+
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """Compose ``conf/config.yaml`` with Hydra command-line overrides."""
     try:
+        _register_top_level_groups(overrides)
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name=PRIMARY_CONFIG, overrides=list(overrides))
     except yaml.YAMLError as error:  # a config or sweep file that is not valid YAML
@@ -120,7 +166,7 @@ def validate(container: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(body)
     except ValidationError as error:
-        raise UserError(_describe_validation_error(error)) from error
+        raise UserError(describe_validation_error(error)) from error
 
 
 def load_run_config(overrides: Sequence[str]) -> RunConfig:
@@ -128,9 +174,26 @@ def load_run_config(overrides: Sequence[str]) -> RunConfig:
     return validate(to_container(compose_config(overrides)))
 
 
-def _describe_validation_error(error: ValidationError) -> str:
+def load_environment(overrides: Sequence[str]) -> Environment:
+    """The paths, tracking and storage settings alone, for commands that train nothing."""
+    container = to_container(compose_config(overrides))
+    try:
+        return Environment.model_validate({key: container.get(key) for key in _ENVIRONMENT})
+    except ValidationError as error:
+        raise UserError(describe_validation_error(error)) from error
+
+
+_ENVIRONMENT = tuple(Environment.model_fields)
+
+
+def describe_validation_error(error: ValidationError, root: str = "") -> str:
+    """The first error of a config's validation, in one line that says how to fix it.
+
+    ``root`` is where the validated node sits in the config (``sweep`` for a sweep's
+    settings), so the message names the key the user would write.
+    """
     first = error.errors()[0]
-    loc = [str(part) for part in first["loc"]]
+    loc = [*([root] if root else []), *(str(part) for part in first["loc"])]
     if len(loc) > 2 and loc[0] in _TAGGED_UNIONS:
         del loc[1]  # pydantic puts the union's tag (e.g. 'sgd') into the path
     key = ".".join(loc) or "config"

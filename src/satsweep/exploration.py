@@ -54,6 +54,7 @@ class EdaResult:
 
 
 def render(report: EdaReport, pngs: dict[str, bytes]) -> str:
+    """The EDA report as one HTML page, its figures inline."""
     summary = ", ".join(f"{k.replace('_', ' ')}: {v:g}" for k, v in report.metrics.items())
     sections: list[tuple[str, list[str]]] = [("Summary", [text_tag(summary)])]
     for heading, names in SECTIONS:
@@ -76,6 +77,7 @@ def log_report(
     pngs: dict[str, bytes],
     folder: str = "",
 ) -> None:
+    """Log the EDA report's metrics, figures and HTML to a run."""
     prefix = f"{folder}/" if folder else ""
     tracker.log_text(run_id, html, f"{prefix}eda_report.html")
     for name, png in pngs.items():
@@ -85,6 +87,7 @@ def log_report(
 
 
 def report_for(dataset: Dataset) -> tuple[EdaReport, dict[str, bytes], str]:
+    """Build the EDA report of a loaded dataset."""
     report = build_report(dataset)
     pngs = {name: figure_png(figure) for name, figure in report.figures.items()}
     return report, pngs, render(report, pngs)
@@ -98,6 +101,7 @@ def log_dataset_report(tracker: Tracker, run_id: str, dataset: Dataset) -> None:
 
 
 def run_eda(overrides: Sequence[str]) -> EdaResult:
+    """``satsweep eda``: load the data a run would see, report on it, log it to MLflow."""
     cfg: RunConfig = load_run_config(overrides)
     tracker = Tracker(cfg.tracking)
     tracker.check_reachable()

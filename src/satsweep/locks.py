@@ -19,6 +19,7 @@ SQLITE_PREFIX = "sqlite:///"
 
 
 def is_journal(url: str) -> bool:
+    """Whether a storage URL is an Optuna journal file (not a database)."""
     return "://" not in url
 
 

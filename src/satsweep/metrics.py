@@ -21,6 +21,22 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+# What a run logs, by name: sweeps choose their objectives among these.
+SPLIT_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
+BINARY_METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc")  # two classes only
+CALIBRATION_METRICS = ("ece",)  # the error analysis's, on the test split only
+RUN_METRICS = ("params_count", "epochs_run", "seconds", "fit_seconds")
+# Keras reports these after every epoch, so a pruner can watch them.
+EPOCH_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
+
+
+def objective_names(binary: bool, error_analysis: bool) -> tuple[str, ...]:
+    """The metrics a run logs once, which a sweep may optimise (binary runs log more)."""
+    per_split = SPLIT_METRICS + (BINARY_METRICS if binary else ())
+    calibration = tuple(f"test_{m}" for m in CALIBRATION_METRICS) if error_analysis else ()
+    splits = tuple(f"{s}_{m}" for s in ("val", "test") for m in per_split)
+    return splits + calibration + RUN_METRICS
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -35,6 +51,7 @@ class Evaluation:
 def evaluate_predictions(
     labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]
 ) -> Evaluation:
+    """Every metric of one split from its labels and predicted probabilities."""
     predicted = probabilities.argmax(axis=1)
     classes = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -96,4 +113,5 @@ RESULT_PREFIXES = (f"{FINAL_VAL}_", "test_")  # a run's evaluated results, one v
 
 
 def prefixed(metrics: dict[str, float], split: str) -> dict[str, float]:
+    """Metric names with a split prefix (``val_``, ``test_``), as MLflow logs them."""
     return {f"{split}_{name}": value for name, value in metrics.items()}

@@ -9,7 +9,7 @@ not depend on which epoch it happened to stop on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import keras
 
@@ -22,7 +22,7 @@ from satsweep.schema import (
     SGDConfig,
 )
 
-LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
+LearningRate: TypeAlias = float | keras.optimizers.schedules.LearningRateSchedule
 ONECYCLE_START = 0.04  # one-cycle starts at lr / 25, as in Smith's and fastai's
 
 
@@ -48,6 +48,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         return keras.ops.where(step < self.warmup_steps, rising, falling)
 
     def get_config(self) -> dict[str, Any]:
+        """Keras serialises the schedule with the model through this."""
         return {
             "peak": self.peak,
             "warmup_steps": self.warmup_steps,

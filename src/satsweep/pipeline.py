@@ -94,7 +94,7 @@ def training_dataset(
             SEEDS_PER_IMAGE
         )
         data = tf.data.Dataset.zip(data, seeds).map(
-            lambda example, seeds: _augment(*example, seeds, augment),
+            lambda example, seeds: _augment(example[0], example[1], seeds, augment),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
@@ -106,6 +106,7 @@ def training_dataset(
 
 
 def evaluation_dataset(split: Split, num_classes: int, batch_size: int) -> tf.data.Dataset:
+    """Batches of one split in order, unaugmented: what evaluation sees."""
     return (
         tf.data.Dataset.from_tensor_slices((split.images, tf.one_hot(split.labels, num_classes)))
         .batch(batch_size)

@@ -43,6 +43,8 @@ LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoggedRun:
+    """A logged run as reproduce reads it: its config, metrics, tags and confusion matrix."""
+
     run_id: str
     experiment_id: str
     name: str
@@ -152,6 +154,7 @@ def derived_config(logged: LoggedRun, overrides: Sequence[str]) -> RunConfig:
 
 
 def changed_keys(before: dict[str, Any], after: RunConfig) -> dict[str, dict[str, Any]]:
+    """The config keys that differ between two runs, for the derived run's record."""
     old = flatten({k: before[k] for k in experiment_keys() if k in before})
     new = flatten({k: v for k, v in as_plain(after).items() if k in experiment_keys()})
     return {
@@ -162,6 +165,7 @@ def changed_keys(before: dict[str, Any], after: RunConfig) -> dict[str, dict[str
 
 
 def train_from_run(run_id: str, overrides: Sequence[str]) -> TrainResult:
+    """``train --from-run``: train from a logged run's config, overrides on top, linked to it."""
     environment = load_run_config(overrides)
     tracker = Tracker(environment.tracking)
     logged = fetch_run(tracker, run_id)
@@ -196,10 +200,12 @@ class Verdict:
 
     @property
     def matches(self) -> bool:
+        """Whether every metric and the confusion matrix match within the tolerance."""
         return self.confusion_equal and bool(self.table["match"].all())
 
     @property
     def max_difference(self) -> float:
+        """The largest absolute difference over the compared metrics."""
         finite = self.table["difference"].abs().dropna()
         return float(finite.max()) if len(finite) else 0.0
 
@@ -219,6 +225,7 @@ class Verdict:
 def compare_metrics(
     logged: dict[str, float], reproduced: dict[str, float], tolerance: float, confusion_equal: bool
 ) -> Verdict:
+    """Each final metric of the logged run against the rerun's."""
     rows = []
     for name in sorted(k for k in logged if k.startswith(RESULT_PREFIXES) or k == "epochs_run"):
         before, after = logged[name], reproduced.get(name, math.nan)
@@ -263,6 +270,7 @@ def drift_warnings(logged: LoggedRun) -> list[str]:
 
 
 def version_differences(logged: LoggedRun) -> list[tuple[str, str, str]]:
+    """Package versions that differ from the logged run's, which can change results."""
     now = package_versions()
     return [
         (package, logged.tags.get(f"{TAG_PREFIX}version.{package}", "?"), version)
@@ -330,42 +338,3 @@ def reproduce(
         step=result.epochs_run,
     )
     return verdict
-
-
-def run_of_study(
-    study_name: str, trial: int | None, overrides: Sequence[str], final: bool = False
-) -> str:
-    """The MLflow run id of a sweep's final model, best trial, or trial number ``trial``."""
-    import optuna
-
-    from satsweep.search.runs import FinalFit, trial_run_id
-    from satsweep.search.storage import open_storage
-
-    cfg = load_run_config(overrides)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(cfg.storage))
-    except KeyError as error:
-        raise UserError(f"no study named {study_name!r} in the Optuna storage") from error
-    if final:
-        record = FinalFit.of(study)
-        if record is None:
-            raise UserError(
-                f"study {study_name!r} has no final model yet: run the sweep to its end "
-                "(with sweep.final_fit.enabled=true), or use --best"
-            )
-        return record.run_id
-    if trial is None:
-        try:
-            chosen = study.best_trial
-        except ValueError as error:
-            raise UserError(f"study {study_name!r} has no complete trial yet") from error
-    else:
-        matches = [t for t in study.trials if t.number == trial]
-        if not matches:
-            held = f"trials 0 to {len(study.trials) - 1}" if study.trials else "no trial yet"
-            raise UserError(f"study {study_name!r} has no trial {trial}: it has {held}")
-        chosen = matches[0]
-    run_id = trial_run_id(study, chosen)
-    if not run_id:
-        raise UserError(f"trial {chosen.number} of {study_name!r} has no MLflow run")
-    return str(run_id)

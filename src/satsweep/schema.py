@@ -33,6 +33,8 @@ class Strict(BaseModel):
 
 
 class SplitConfig(Strict):
+    """How images are split into train, validation and test (``data.split``)."""
+
     train: Annotated[float, Field(gt=0.0, lt=1.0)]
     val: Annotated[float, Field(gt=0.0, lt=1.0)]
     test: Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -69,6 +71,8 @@ SafeName = Annotated[
 
 
 class DownloadConfig(Strict):
+    """Where a dataset is downloaded from, and the checksum it must match."""
+
     enabled: bool
     url: str
     checksum: Annotated[str, Field(pattern=r"^(md5|sha256):[0-9a-f]+$")]
@@ -77,6 +81,8 @@ class DownloadConfig(Strict):
 
 
 class DataConfig(Strict):
+    """Which images a run sees: the dataset, its classes and size, the split."""
+
     name: str
     format: Literal["folder", "shipsnet_json"]
     path: str
@@ -91,6 +97,7 @@ class DataConfig(Strict):
 
     @property
     def is_binary(self) -> bool:
+        """Two classes: runs then log the binary metrics and the threshold sweep too."""
         return bool(self.positive_classes)
 
     @model_validator(mode="after")
@@ -103,6 +110,8 @@ class DataConfig(Strict):
 
 
 class CNNConfig(Strict):
+    """A VGG-style CNN (``model=cnn``)."""
+
     name: Literal["cnn"]
     blocks: Annotated[int, Field(ge=1, le=8)]
     filters: PositiveInt
@@ -117,6 +126,8 @@ class CNNConfig(Strict):
 
 
 class MLPConfig(Strict):
+    """A multi-layer perceptron on the pixels (``model=mlp``): the simplest learner."""
+
     name: Literal["mlp"]
     hidden_units: list[PositiveInt]
     dropout: DropoutRate
@@ -171,6 +182,8 @@ ModelConfig = Annotated[
 
 
 class ScheduleConfig(Strict):
+    """The learning-rate schedule: warm-up, then cosine, one-cycle or constant."""
+
     name: Literal["constant", "cosine", "onecycle", "step", "plateau"]
     warmup_epochs: Annotated[float, Field(ge=0.0)]  # constant, cosine, onecycle: linear warm-up
     step_epochs: PositiveInt
@@ -199,24 +212,32 @@ class OptimizerCommon(Strict):
 
 
 class AdamConfig(OptimizerCommon):
+    """Adam (``optimizer=adam``)."""
+
     name: Literal["adam"]
     beta_1: Annotated[float, Field(ge=0.0, lt=1.0)]
     beta_2: Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class AdamWConfig(OptimizerCommon):
+    """AdamW, Adam with decoupled weight decay (``optimizer=adamw``)."""
+
     name: Literal["adamw"]
     beta_1: Annotated[float, Field(ge=0.0, lt=1.0)]
     beta_2: Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class SGDConfig(OptimizerCommon):
+    """SGD with momentum (``optimizer=sgd``)."""
+
     name: Literal["sgd"]
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)]
     nesterov: bool
 
 
 class RMSpropConfig(OptimizerCommon):
+    """RMSprop (``optimizer=rmsprop``)."""
+
     name: Literal["rmsprop"]
     rho: Annotated[float, Field(gt=0.0, lt=1.0)]
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -240,6 +261,7 @@ class AugmentConfig(Strict):
 
     @property
     def per_image(self) -> bool:
+        """Whether any per-image augmentation is on (the pipeline then maps over images)."""
         return (
             self.flip
             or self.rot90
@@ -250,6 +272,8 @@ class AugmentConfig(Strict):
 
 
 class TrainerConfig(Strict):
+    """How a model is fitted and evaluated: epochs, batch size, early stopping, TTA, threads."""
+
     epochs: PositiveInt
     batch_size: PositiveInt
     early_stopping_patience: NonNegativeInt
@@ -277,6 +301,8 @@ class TrainerConfig(Strict):
 
 
 class TrackingConfig(Strict):
+    """The MLflow store runs are logged to, and what each run logs."""
+
     uri: str
     artifact_root: str
     ui: str  # the MLflow UI's address, for the links satsweep prints
@@ -286,6 +312,8 @@ class TrackingConfig(Strict):
 
 
 class StorageConfig(Strict):
+    """The Optuna storage studies live in, and how dead workers' trials are retried."""
+
     url: str
     heartbeat_interval: PositiveInt | None
     grace_period: PositiveInt | None
@@ -293,9 +321,23 @@ class StorageConfig(Strict):
 
 
 class PathsConfig(Strict):
+    """Where outputs, datasets and the decode cache live."""
+
     outputs: str
     data_dir: str
     cache: str
+
+
+class Environment(Strict):
+    """Where commands read and write: folders, the MLflow store and the Optuna storage.
+
+    Commands that only look at records (``compare``, ``sync``, study lookups)
+    validate this part of the config alone, not a whole training run.
+    """
+
+    paths: PathsConfig
+    tracking: TrackingConfig
+    storage: StorageConfig
 
 
 class RunConfig(Strict):

@@ -11,6 +11,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from satsweep.errors import UserError
 from satsweep.redact import redact
@@ -21,6 +22,8 @@ BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"  # read by `mlflow server` in place of 
 
 @dataclass(frozen=True)
 class ServerSettings:
+    """Where ``satsweep server`` listens and keeps its runs and artifacts."""
+
     host: str
     port: int
     backend_store_uri: str
@@ -28,6 +31,7 @@ class ServerSettings:
 
     @property
     def uri(self) -> str:
+        """The tracking URI workers use to reach this server."""
         return f"http://{self.host}:{self.port}"
 
     def arguments(self) -> list[str]:
@@ -51,6 +55,7 @@ class ServerSettings:
         return {**os.environ, BACKEND_ENV: self.backend_store_uri}
 
     def command(self) -> list[str]:
+        """The ``mlflow server`` command line; the store's password stays in the environment."""
         return [sys.executable, "-m", "mlflow", "server", *self.arguments()]
 
 
@@ -64,7 +69,7 @@ def ensure_database(url: str) -> None:
     parsed = make_url(url)
     # Keywords, not a rendered URL: libpq's URL parser rejects what SQLAlchemy accepts
     # in a password (a raw space, for one).
-    params = {
+    params: dict[str, Any] = {
         "host": parsed.host,
         "port": parsed.port,
         "user": parsed.username,

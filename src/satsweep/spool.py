@@ -41,6 +41,7 @@ class Write:
 
 
 def new_offline_id() -> str:
+    """A run id for a run created while MLflow is unreachable; ``sync`` maps it to a real one."""
     return f"{OFFLINE_PREFIX}{uuid.uuid4().hex}"
 
 
@@ -52,6 +53,7 @@ class Spool:
         self.path = folder / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
 
     def record(self, write: Write) -> None:
+        """Append one write to the spool, under the lock ``sync`` also takes."""
         files = self.folder / "files"
         files.mkdir(parents=True, exist_ok=True)
         args = dict(write.args)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import optuna
 
-from satsweep.config import load_run_config
+from satsweep.config import load_environment
 from satsweep.search.attach import spool_folder
-from satsweep.search.runs import RELINKED_ATTR, RUN_ATTR
+from satsweep.search.ledger import RELINKED_ATTR, RUN_ATTR
 from satsweep.search.storage import open_storage
 from satsweep.spool import OFFLINE_PREFIX, Write, read_spool, remove_spool, take_spools
 from satsweep.tracking import PARENT_TAG, Tracker, apply
@@ -33,15 +33,19 @@ class SyncState:
 
     @classmethod
     def load(cls, path: Path) -> SyncState:
+        """What an interrupted sync already replayed, so running it again does not write twice."""
         data = json.loads(path.read_text()) if path.is_file() else {}
         return cls(path, data.get("ids", {}), data.get("done", {}))
 
     def save(self) -> None:
+        """Remember the replayed writes and the offline-to-MLflow run ids."""
         self.path.write_text(json.dumps({"ids": self.ids, "done": self.done}))
 
 
 @dataclass(frozen=True)
 class SyncReport:
+    """What one ``satsweep sync`` uploaded, for its summary line."""
+
     files: int
     writes: int
     runs_created: int
@@ -71,10 +75,10 @@ def _replay(tracker: Tracker, write: Write, state: SyncState) -> bool:
 
 def _relink_trials(storage_overrides: Sequence[str], ids: dict[str, str]) -> int:
     """Record on each study which of its trials' offline run ids became which MLflow runs."""
-    storage = open_storage(load_run_config(storage_overrides).storage)
+    storage = open_storage(load_environment(storage_overrides).storage)
     relinked = 0
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)  # listed now
         offline = {str(t.user_attrs.get(RUN_ATTR, "")) for t in study.get_trials(deepcopy=False)}
         links = {run: ids[run] for run in offline if run in ids}
         if links:
@@ -84,7 +88,8 @@ def _relink_trials(storage_overrides: Sequence[str], ids: dict[str, str]) -> int
 
 
 def sync(overrides: Sequence[str]) -> SyncReport:
-    cfg = load_run_config(overrides)
+    """Replay the spooled writes into the MLflow store and re-link the trials of offline runs."""
+    cfg = load_environment(overrides)
     tracker = Tracker(cfg.tracking)  # no spool: a failure now stops the sync
     tracker.check_reachable()
     folder = spool_folder(cfg)

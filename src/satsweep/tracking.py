@@ -13,6 +13,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,7 +24,7 @@ import requests
 import yaml
 from matplotlib.figure import Figure
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import InvalidUrlException, MlflowException
 from mlflow.tracking import MlflowClient
@@ -148,6 +149,7 @@ class Tracker:
             ) from error
 
     def experiment_id(self, name: str) -> str:
+        """The experiment's id, created on first use (two processes may race to create it)."""
         if name not in self._experiments:
             self._experiments[name] = with_retries(lambda: self._get_or_create(name))
         return self._experiments[name]
@@ -178,9 +180,7 @@ class Tracker:
         """
         try:
             for key, value in tags.items():
-                with_retries(
-                    lambda k=key, v=value: self.client.set_experiment_tag(experiment_id, k, v)
-                )
+                with_retries(partial(self.client.set_experiment_tag, experiment_id, key, value))
         except TrackingUnavailable as error:
             LOG.warning("MLflow store unreachable (%s): experiment tags not updated", error)
 
@@ -191,6 +191,7 @@ class Tracker:
         tags: Mapping[str, str],
         parent_run_id: str | None = None,
     ) -> str:
+        """A new run, or an offline one in the spool while the store is unreachable."""
         all_tags = {**tags, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
         write = Write(
             "create_run", "", {"experiment_id": experiment_id, "name": name, "tags": all_tags}
@@ -233,6 +234,7 @@ class Tracker:
         self.spool.record(write)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params in batches (MLflow limits a batch), secrets redacted."""
         values = {key: _param_value(value) for key, value in params.items()}
         self._write(Write("log_params", run_id, {"params": values}))
 
@@ -252,15 +254,19 @@ class Tracker:
             )
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags on a run; spooled while the store is unreachable."""
         self._write(Write("set_tags", run_id, {"tags": {k: str(v) for k, v in tags.items()}}))
 
     def log_yaml(self, run_id: str, tree: Mapping[str, Any], artifact_file: str) -> None:
+        """Log a nested dict as a YAML artifact."""
         self.log_text(run_id, yaml.safe_dump(dict(tree), sort_keys=False), artifact_file)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """Log text as an artifact."""
         self.log_bytes(run_id, text.encode(), artifact_file)
 
     def log_bytes(self, run_id: str, content: bytes, artifact_file: str) -> None:
+        """Log bytes as an artifact; spooled while the store is unreachable."""
         self._write(Write("log_artifact", run_id, {"artifact_file": artifact_file}, content))
 
     def log_table(self, run_id: str, table: pd.DataFrame, artifact_file: str) -> None:
@@ -269,14 +275,17 @@ class Tracker:
         self._write(Write("log_table", run_id, {"artifact_file": artifact_file}, blob))
 
     def log_figure(self, run_id: str, figure: Figure, artifact_file: str) -> None:
+        """Log a matplotlib figure as a PNG artifact."""
         self.log_bytes(run_id, figure_png(figure, dpi=100), artifact_file)
 
     def log_directory(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        """Log every file of a folder under ``artifact_path``."""
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             relative = path.relative_to(folder).as_posix()
             self.log_bytes(run_id, path.read_bytes(), f"{artifact_path}/{relative}")
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str) -> None:
+        """Record the run's dataset (name, digest, source) in MLflow's dataset panel."""
         self._write(
             Write("log_dataset", run_id, {"name": name, "digest": digest[:36], "source": source})
         )
@@ -287,11 +296,13 @@ class Tracker:
         self._write(Write("log_model", run_id, args, model=model))
 
     def download_text(self, run_id: str, artifact_path: str) -> str:
+        """A run's text artifact, read back (reproduce reads the logged config this way)."""
         with tempfile.TemporaryDirectory() as folder:
             local = self.client.download_artifacts(run_id, artifact_path, folder)
             return Path(local).read_text()
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Close a run with ``status``, so nothing is left RUNNING."""
         self._write(Write("end_run", run_id, {"status": status}))
 
 
@@ -320,7 +331,7 @@ def apply(tracker: Tracker, write: Write) -> str | None:
     elif write.op == "log_artifact":
         _log_blob(client, run_id, write.blob or b"", args["artifact_file"])
     elif write.op == "log_dataset":
-        dataset = MetaDataset(
+        dataset = MetaDataset(  # type: ignore[abstract]
             LocalArtifactDatasetSource(args["source"]), name=args["name"], digest=args["digest"]
         )
         context = InputTag(key="mlflow.data.context", value="training")

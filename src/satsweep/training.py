@@ -44,6 +44,8 @@ MACHINE_PARAMS = ("data.path", "data.download")  # config keys kept out of the r
 
 @dataclass(frozen=True)
 class TrainResult:
+    """One run's outcome: its metrics, the MLflow run and link, and the diagnosis."""
+
     run_id: str
     metrics: dict[str, float]
     history: dict[str, list[float]]
@@ -80,6 +82,7 @@ class EpochLogger(keras.callbacks.Callback):
         self.run_id = run_id
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        """Log the epoch's metrics as MLflow steps, so the UI draws learning curves."""
         metrics = dict(logs or {})
         metrics["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.tracker.log_metrics(self.run_id, metrics, step=epoch)
@@ -91,6 +94,7 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
     fired = False
 
     def on_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        """A NaN or infinite loss ends the fit at once: the trial fails, not trains on noise."""
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.fired = True

@@ -8,6 +8,7 @@ per-epoch validation curves Keras reports are not averaged (they stay cheap).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import keras
 import numpy as np
@@ -29,11 +30,16 @@ def _vflip(x: np.ndarray) -> np.ndarray:
 
 def _dihedral() -> list[Transform]:
     """The 8 symmetries of the square: 4 quarter turns, each with and without a flip."""
-    turns: list[Transform] = [
-        lambda x, k=k: np.rot90(x, k, axes=(1, 2))
-        for k in range(4)  # type: ignore[misc]
-    ]
-    return [*turns, *(lambda x, t=t: t(_hflip(x)) for t in turns)]  # type: ignore[misc]
+    turns: list[Transform] = [partial(_turn, k=k) for k in range(4)]
+    return [*turns, *(partial(_flipped, turn=turn) for turn in turns)]
+
+
+def _turn(x: np.ndarray, k: int) -> np.ndarray:
+    return np.rot90(x, k, axes=(1, 2))
+
+
+def _flipped(x: np.ndarray, turn: Transform) -> np.ndarray:
+    return turn(_hflip(x))
 
 
 def transforms(mode: str) -> list[Transform]:

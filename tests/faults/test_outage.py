@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from satsweep.search.runs import trial_run_id
+from satsweep.search.ledger import trial_run_id
 from tests.conftest import journal_study, run_satsweep, start_satsweep, wait_for_trials
 from tests.servers import MlflowServer
 

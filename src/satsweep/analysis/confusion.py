@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures are only ever written to files
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from satsweep.figures import plt
 
 SIDE_BY_SIDE_CLASSES = 12  # more classes get one panel, large enough to read
 

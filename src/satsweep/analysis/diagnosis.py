@@ -33,11 +33,14 @@ FLOOR_MARGIN = 0.05  # test macro F1 within this of the no-learning floor is wea
 
 @dataclass(frozen=True)
 class Finding:
+    """One diagnosis rule that fired: its name, what it saw, and the keys to change."""
+
     rule: str
     message: str
     config_keys: tuple[str, ...]
 
     def markdown(self) -> str:
+        """The finding as a Markdown bullet for the run's note."""
         keys = ", ".join(f"`{k}`" for k in self.config_keys)
         return f"- **{self.rule}**: {self.message} (change: {keys})"
 
@@ -129,7 +132,7 @@ def _imbalance(e: Evidence) -> Finding | None:
         return None
     binary = len(counts) == 2
     advice = "resample the classes" if e.class_weights else "weight the loss"
-    keys = ("data.negative_ratio",) if binary else ("data.max_per_class",)
+    keys: tuple[str, ...] = ("data.negative_ratio",) if binary else ("data.max_per_class",)
     if not e.class_weights:
         keys = ("trainer.class_weights", *keys)
     return Finding(
@@ -152,7 +155,7 @@ def _concentrated_errors(e: Evidence) -> Finding | None:
     confidence = float(np.mean(e.error_confidences)) if len(e.error_confidences) else 0.0
     if share < CONCENTRATED_ERRORS or confidence < CONFIDENT_ERRORS:
         return None
-    i, j = np.unravel_index(np.argmax(errors), errors.shape)
+    i, j = (int(index) for index in np.unravel_index(np.argmax(errors), errors.shape))
     pair = f"{e.class_names[i]}/{e.class_names[j]}"
     return Finding(
         "confident confusions",
@@ -210,16 +213,19 @@ RULES = (
 
 
 def diagnose(evidence: Evidence) -> list[Finding]:
+    """Every rule's finding on one run's evidence: curves, per-class recall, confusions."""
     return [finding for rule in RULES if (finding := rule(evidence)) is not None]
 
 
 def as_markdown(findings: list[Finding]) -> str:
+    """The findings as the Markdown the MLflow UI shows."""
     lines = ["# What to try next", ""]
     lines += [f.markdown() for f in findings] or ["- No problem found by the rules."]
     return "\n".join(lines) + "\n"
 
 
 def one_line(findings: list[Finding]) -> str:
+    """The findings in one line, for tags and the terminal."""
     if not findings:
         return "diagnosis: no problem found"
     return "diagnosis: " + "; ".join(f"{f.rule} (try {f.config_keys[0]})" for f in findings)

@@ -14,17 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from satsweep.data import Dataset
 from satsweep.data.images import DECODE_ERRORS, inspect
+from satsweep.figures import plt
 
 MONTAGE_PER_CLASS = 6
 CHANNELS = ("red", "green", "blue")
@@ -32,6 +28,8 @@ CHANNELS = ("red", "green", "blue")
 
 @dataclass
 class EdaReport:
+    """The dataset report: class balance, samples, channel statistics, duplicates and leakage."""
+
     title: str
     figures: dict[str, Figure] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -51,6 +49,7 @@ def _all_images(dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def build_report(dataset: Dataset) -> EdaReport:
+    """Look at the data before modelling: what is imbalanced, duplicated or leaked."""
     images, labels, sources, split_of = _all_images(dataset)
     report = EdaReport(f"Dataset report: {dataset.name} ({len(labels)} images)")
     _class_balance(report, labels, dataset.class_names)

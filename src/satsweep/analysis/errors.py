@@ -8,17 +8,15 @@ the threshold that maximises F1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score, precision_recall_curve, roc_curve
+
+from satsweep.figures import plt
 
 ERROR_ANALYSIS = "error_analysis"  # the artifact folder of every run's analysis
 
@@ -29,6 +27,8 @@ THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)
 
 @dataclass
 class ErrorAnalysis:
+    """A run's error analysis: figures, tables and calibration."""
+
     figures: dict[str, Figure] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -42,6 +42,7 @@ def analyse_errors(
     class_names: tuple[str, ...],
     per_class: pd.DataFrame,
 ) -> ErrorAnalysis:
+    """Which images the model gets wrong, and how sure it was: the next experiment starts here."""
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     wrong = np.flatnonzero(predicted != labels)
@@ -64,7 +65,13 @@ def analyse_errors(
     return result
 
 
-def _gallery(images, labels, predicted, confidence, class_names) -> Figure:
+def _gallery(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    confidence: np.ndarray,
+    class_names: Sequence[str],
+) -> Figure:
     count = max(1, len(images))
     columns = min(6, count)
     rows = int(np.ceil(count / columns))
@@ -85,7 +92,9 @@ def _gallery(images, labels, predicted, confidence, class_names) -> Figure:
     return figure
 
 
-def _confused_pairs(labels, predicted, class_names) -> pd.DataFrame:
+def _confused_pairs(
+    labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str]
+) -> pd.DataFrame:
     wrong = predicted != labels
     pairs = pd.DataFrame(
         {
@@ -124,7 +133,7 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray) ->
     return float(total / len(labels))
 
 
-def _calibration(labels, probabilities) -> tuple[float, Figure]:
+def _calibration(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, Figure]:
     ece = expected_calibration_error(labels, probabilities)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels

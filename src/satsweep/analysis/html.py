@@ -28,15 +28,18 @@ def page(title: str, sections: list[tuple[str, list[str]]]) -> str:
 
 
 def image_tag(png: bytes, alt: str) -> str:
+    """A PNG inline in HTML."""
     encoded = base64.b64encode(png).decode()
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'>"
 
 
 def table_tag(table: pd.DataFrame, empty: str = "none found") -> str:
+    """A DataFrame as an HTML table."""
     if table.empty:
         return f"<p><em>{html.escape(empty)}</em></p>"
     return table.to_html(index=False, escape=True, border=0)
 
 
 def text_tag(text: str) -> str:
+    """Escaped text in HTML."""
     return f"<p>{html.escape(text)}</p>"

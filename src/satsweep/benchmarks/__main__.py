@@ -17,11 +17,13 @@ from pathlib import Path
 
 from satsweep.benchmarks import startup, sweeps, training
 from satsweep.benchmarks.harness import Comparison, print_rows, write
+from satsweep.config import load_environment
 
 NAMES = ("startup", "cache", "throughput", "overhead", "pruning", "workers", "memory")
 
 
 def main() -> None:
+    """``make bench``: run the chosen benchmarks, print the table of ratios, write its JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="A/B pairs per quick benchmark")
     parser.add_argument("--trials", type=int, default=3, help="trials of the overhead sweep")
@@ -29,7 +31,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    outputs = Path(os.environ.get("SATSWEEP_OUTPUTS", "outputs")).resolve()
+    outputs = Path(load_environment(options.overrides).paths.outputs)
     cache = outputs / "bench" / "cache"
     started = time.perf_counter()
     rows: list[Comparison] = []

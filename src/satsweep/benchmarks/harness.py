@@ -57,6 +57,7 @@ def alternate(
 
 
 def median(values: Sequence[float]) -> float:
+    """The median of repeats: one slow outlier on a busy machine does not move it."""
     return float(statistics.median(values))
 
 
@@ -80,14 +81,17 @@ def seconds_of(
 
 
 def at_least(ratio: float, goal: float) -> tuple[str, bool]:
+    """The goal ``ratio >= goal`` and whether the ratio meets it."""
     return f">= {goal:g}", ratio >= goal
 
 
 def at_most(ratio: float, goal: float) -> tuple[str, bool]:
+    """The goal ``ratio <= goal`` and whether the ratio meets it."""
     return f"<= {goal:g}", ratio <= goal
 
 
 def machine() -> dict[str, str]:
+    """The machine the figures were measured on, recorded with them."""
     return {
         "date": datetime.now().isoformat(timespec="seconds"),
         "cpu_count": str(os.cpu_count()),
@@ -108,6 +112,7 @@ def _cpu_model() -> str:
 
 
 def table(rows: Sequence[Comparison], title: str) -> Table:
+    """The comparisons as a rich table."""
     shown = Table(title=title)
     for column in ("benchmark", "A", "B", "ratio", "goal", "met", "n"):
         shown.add_column(column, justify="left" if column == "benchmark" else "right")
@@ -137,6 +142,7 @@ def write(rows: Sequence[Comparison], folder: Path, seconds: float) -> Path:
 
 
 def print_rows(rows: Sequence[Comparison], title: str) -> None:
+    """Print the comparisons as a table titled ``title``."""
     console = Console(width=max(160, Console().width))
     console.print(table(rows, title))
     for row in rows:

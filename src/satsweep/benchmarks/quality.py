@@ -26,14 +26,16 @@ from pathlib import Path
 
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from rich.console import Console
 from rich.table import Table
 
 from satsweep.baseline import no_learning_floor
 from satsweep.benchmarks.harness import machine, seconds_of
-from satsweep.config import load_run_config
+from satsweep.config import load_environment, load_run_config
 from satsweep.data import load_data
-from satsweep.search.runs import FinalFit
+from satsweep.search.ledger import FinalFit
 
 QUICK_DATA = ["data=aid", "data.image_size=32", "data.max_per_class=100"]
 
@@ -50,6 +52,7 @@ class QualityRow:
 
 
 def floor_row(overrides: list[str]) -> QualityRow:
+    """The no-learning floor: what a model must beat to have learnt anything."""
     started = time.perf_counter()
     dataset = load_data(load_run_config([*QUICK_DATA, *overrides]))
     floor = no_learning_floor(dataset)
@@ -63,6 +66,7 @@ def floor_row(overrides: list[str]) -> QualityRow:
 
 
 def train_row(name: str, command: list[str], outputs: Path, note: str) -> QualityRow:
+    """One training run's test and validation macro F1, and its wall time."""
     seconds = seconds_of(["train", *command, "tracking.log_model=false"])
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     experiment = client.get_experiment_by_name("satsweep")
@@ -75,10 +79,9 @@ def train_row(name: str, command: list[str], outputs: Path, note: str) -> Qualit
 
 
 def sweep_row(overrides: list[str], outputs: Path) -> QualityRow:
+    """``make sweep``'s answer: its final model's test macro F1, and the sweep's wall time."""
     seconds = seconds_of(["sweep", "sweep=quick", *overrides])
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
-    )
+    storage = JournalStorage(JournalFileBackend(str(outputs / "optuna.journal")))
     study = optuna.load_study(study_name="quick", storage=storage)
     final = FinalFit.of(study)
     if final is None:
@@ -95,8 +98,9 @@ def sweep_row(overrides: list[str], outputs: Path) -> QualityRow:
 
 
 def main() -> None:
+    """``make bench-quality``: the floor, the old recipe, the new one and the quick sweep."""
     overrides = sys.argv[1:]
-    outputs_root = Path(os.environ.get("SATSWEEP_OUTPUTS", "outputs")).resolve()
+    outputs_root = Path(load_environment(overrides).paths.outputs)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="satsweep-quality-") as folder:
         outputs = Path(folder)

@@ -54,6 +54,7 @@ def _sweep(args: list[str], workers: int, outputs: Path) -> float:
 
 
 def main() -> None:
+    """Workers on several machines against one, through PostgreSQL and an MLflow server."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("overrides", nargs="*")

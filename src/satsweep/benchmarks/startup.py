@@ -12,6 +12,7 @@ LIMIT_SECONDS = 2.0
 
 
 def startup(repeats: int) -> list[Comparison]:
+    """``satsweep --help`` against a bare ``python -c pass``: the CLI's start-up cost."""
     cases = {
         "`satsweep --help`": ["--help"],
         "config error": ["train", "trainer.epochs=0"],

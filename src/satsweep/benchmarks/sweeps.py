@@ -8,6 +8,7 @@ two sweeps the same trials, whatever else differs between them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -17,7 +18,7 @@ from satsweep.benchmarks.harness import Comparison, at_most, median, seconds_of
 from satsweep.benchmarks.training import bare_fit
 from satsweep.data import load_data
 from satsweep.search.job import SweepJob, prepare_job
-from satsweep.search.objective import RSS_ATTR
+from satsweep.search.ledger import RSS_ATTR, load_study
 from satsweep.search.storage import open_storage
 from satsweep.tracking import Tracker
 
@@ -57,15 +58,14 @@ class Scratch:
         self.count = 0
 
     def args(self, overrides: Sequence[str]) -> list[str]:
+        """The overrides of one benchmark sweep, in its own fresh outputs folder."""
         self.count += 1
         outputs = self.root / f"run-{self.count}"
         return [*overrides, f"paths.outputs={outputs}", f"paths.cache={self.cache}", *self.extra]
 
 
 def _study(job: SweepJob) -> optuna.Study:
-    return optuna.load_study(
-        study_name=job.settings.study_name, storage=open_storage(job.base.storage)
-    )
+    return load_study(open_storage(job.base.storage), job.settings.study_name, job.base.storage.url)
 
 
 def _sweep(args: Sequence[str], workers: int = 1) -> tuple[float, SweepJob, optuna.Study]:
@@ -78,6 +78,7 @@ def _seconds_outside_fit(job: SweepJob) -> float:
     """Median over the sweep's trials of the run's time outside ``model.fit``."""
     client = Tracker(job.base.tracking).client
     experiment = client.get_experiment_by_name(job.settings.experiment)
+    assert experiment is not None, "the sweep just ran: its experiment exists"
     runs = client.search_runs([experiment.experiment_id], "tags.`satsweep.role` = 'trial'")
     return median([r.data.metrics["seconds"] - r.data.metrics["fit_seconds"] for r in runs])
 
@@ -86,7 +87,7 @@ def _span(study: optuna.Study) -> float:
     """Seconds from the first trial's start to the last trial's end."""
     trials = [t for t in study.trials if t.datetime_complete]
     first = min(t.datetime_start for t in trials if t.datetime_start)
-    return (max(t.datetime_complete for t in trials) - first).total_seconds()
+    return (max(_completed_at(t) for t in trials) - first).total_seconds()
 
 
 def overhead_and_process_model(scratch: Scratch, trials: int) -> list[Comparison]:
@@ -148,6 +149,7 @@ def overhead_and_process_model(scratch: Scratch, trials: int) -> list[Comparison
 
 
 def pruning(scratch: Scratch) -> Comparison:
+    """The same sweep with and without pruning: the time saved and the best objective lost."""
     median_pruner = [*PRUNING, "sweep.pruner.name=median"]
     no_pruner = [*PRUNING, "sweep.pruner.name=none"]
     pruned = _sweep(scratch.args(median_pruner))[2]
@@ -174,6 +176,7 @@ def pruning(scratch: Scratch) -> Comparison:
 
 
 def workers(scratch: Scratch) -> list[Comparison]:
+    """Two workers against one on the same sweep: the speed-up of parallel trials."""
     one = _sweep(scratch.args(WORKERS), workers=1)[2]
     two = _sweep(scratch.args(WORKERS), workers=2)[2]
     sqlite = _sweep(scratch.args([*WORKERS, "storage.url=sqlite:///${paths.outputs}/optuna.db"]))[2]
@@ -212,10 +215,9 @@ def workers(scratch: Scratch) -> list[Comparison]:
 
 
 def memory(scratch: Scratch) -> Comparison:
+    """A worker's peak memory after its first and last trials: growth means a leak."""
     study = _sweep(scratch.args(MEMORY))[2]
-    trials = sorted(
-        (t for t in study.trials if RSS_ATTR in t.user_attrs), key=lambda t: t.datetime_complete
-    )
+    trials = sorted((t for t in study.trials if RSS_ATTR in t.user_attrs), key=_completed_at)
     first, last = trials[0].user_attrs[RSS_ATTR], trials[-1].user_attrs[RSS_ATTR]
     ratio = last / first
     goal, met = at_most(ratio, 1.2)
@@ -234,3 +236,9 @@ def memory(scratch: Scratch) -> Comparison:
         note="one worker, tiny trials; it re-executes itself every sweep.trials_per_process "
         "trials because Keras keeps 5-15 MB per model.fit (a bare Keras loop grows too)",
     )
+
+
+def _completed_at(trial: optuna.trial.FrozenTrial) -> datetime:
+    """When a finished trial ended (the trials passed here all have ended)."""
+    assert trial.datetime_complete is not None
+    return trial.datetime_complete

@@ -18,14 +18,13 @@ import tensorflow as tf
 from satsweep.benchmarks.harness import Comparison, alternate, at_least, median
 from satsweep.config import load_run_config
 from satsweep.data import Dataset, Split, load_data
-from satsweep.data.cache import cache_path, load_or_decode
+from satsweep.data.cache import DecodedArrays, cache_path, load_or_decode
 from satsweep.data.catalog import build_catalog
 from satsweep.data.decode import decode_catalog
 from satsweep.models import build_model
-from satsweep.optim import build_optimizer
 from satsweep.runtime import prepare_run
 from satsweep.schema import RunConfig
-from satsweep.training import train
+from satsweep.training import compile_model, phases, train
 
 # AID at 32 px, 2,100 training images: a few seconds per epoch on 2 cores.
 THROUGHPUT = [
@@ -42,6 +41,7 @@ CACHE = ["data=aid", "data.image_size=32", "data.max_per_class=40"]  # 1,200 ima
 
 
 def throughput(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
+    """satsweep's training against a bare ``model.fit`` of the same model on the same data."""
     cfg = load_run_config([*THROUGHPUT, f"paths.outputs={outputs}", *extra])
     dataset = load_data(cfg)
     satsweep = lambda: train(cfg, dataset=dataset).images_per_second  # noqa: E731
@@ -76,12 +76,7 @@ def bare_fit(cfg: RunConfig, dataset: Dataset) -> float:
     prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision)
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
     steps = math.ceil(len(dataset.train) / cfg.trainer.batch_size)
-    model.compile(
-        optimizer=build_optimizer(cfg.optimizer, steps, cfg.trainer.epochs),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=cfg.trainer.jit_compile,
-    )
+    compile_model(model, cfg, steps, phases(cfg, 0)[0])  # the same loss, metrics, optimizer
     started = time.perf_counter()
     model.fit(
         _pipeline(dataset.train, dataset.num_classes, cfg.trainer.batch_size, shuffle=True),
@@ -100,6 +95,7 @@ def _pipeline(split: Split, classes: int, batch: int, shuffle: bool = False) -> 
 
 
 def data_cache(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
+    """Loading decoded arrays from the cache against decoding the images again."""
     cfg = load_run_config([*CACHE, f"paths.outputs={outputs}", *extra])
     catalog = build_catalog(cfg.data)
     size = cfg.data.image_size
@@ -138,5 +134,5 @@ def data_cache(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
     )
 
 
-def _never() -> None:
+def _never() -> DecodedArrays:
     raise AssertionError("the cache entry was written just before: it must be read")

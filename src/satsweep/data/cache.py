@@ -35,6 +35,7 @@ class DecodedArrays:
 
 
 def cache_path(cache_dir: Path, digest: str, image_size: int) -> Path:
+    """The cache file of one dataset selection (by digest) at one image size."""
     return cache_dir / f"v{FORMAT_VERSION}-{digest[:24]}-{image_size}px.npz"
 
 

@@ -61,6 +61,7 @@ def _file_sha256(path: str) -> str:
 
 
 def missing_dataset_message(path: Path, data_name: str) -> str:
+    """What to do when a dataset's folder is missing: where satsweep looked, and how to get it."""
     return (
         f"dataset {data_name!r} not found: looked in {path}. Put the data there, "
         "set SATSWEEP_DATA_DIR to the folder holding it, or pass data.path=DIR"

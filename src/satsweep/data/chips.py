@@ -21,6 +21,7 @@ CHIP_CLASSES = ("negative", "positive")
 
 
 def chips_digest(path: Path, data_name: str) -> str:
+    """The digest of a chips JSON file's content, so a changed file is decoded again."""
     if not path.is_file():
         raise UserError(missing_dataset_message(path, data_name))
     with open(path, "rb") as handle:
@@ -40,6 +41,7 @@ def _pixels(values: np.ndarray, path: Path) -> np.ndarray:
 
 
 def decode_chips(path: Path, chip_size: int, image_size: int) -> DecodedArrays:
+    """Decode a ShipsNet-style JSON of flat RGB chips into images and labels."""
     try:
         payload = json.loads(path.read_text())
         values = np.asarray(payload["data"])

@@ -23,6 +23,8 @@ from satsweep.schema import DataConfig, RunConfig
 
 @dataclass(frozen=True)
 class Dataset:
+    """A run's images, split into train, validation and test, with its class names and digest."""
+
     name: str
     class_names: tuple[str, ...]
     train: Split
@@ -35,17 +37,22 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes."""
         return len(self.class_names)
 
     @property
     def is_binary(self) -> bool:
+        """Two classes: binary metrics apply."""
         return self.num_classes == 2
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        """(height, width, channels) of every image."""
+        height, width, channels = self.train.images.shape[1:]
+        return int(height), int(width), int(channels)
 
     def splits(self) -> dict[str, Split]:
+        """The splits by name, for loops over them."""
         return {"train": self.train, "val": self.val, "test": self.test}
 
 

@@ -34,7 +34,7 @@ def decode_catalog(catalog: Catalog, image_size: int) -> DecodedArrays:
     warn_skipped(skipped)
     if not keep:
         raise UserError(f"no readable images under {catalog.root}: check the files' format")
-    images = np.stack([decoded[i] for i in keep])
+    images = np.stack([image for image in decoded if image is not None])
     return DecodedArrays(
         images=images,
         labels=catalog.labels[keep],
@@ -44,6 +44,7 @@ def decode_catalog(catalog: Catalog, image_size: int) -> DecodedArrays:
 
 
 def warn_skipped(skipped: tuple[str, ...]) -> None:
+    """One warning for the files that could not be read, naming a few."""
     if skipped:
         named = ", ".join(skipped[:NAMED_IN_WARNING])
         more = f" and {len(skipped) - NAMED_IN_WARNING} more" if len(skipped) > 3 else ""

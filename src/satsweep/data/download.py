@@ -23,6 +23,7 @@ CHUNK_BYTES = 1 << 20
 
 
 def checksum_matches(path: Path, checksum: str) -> bool:
+    """Whether a downloaded file has the expected SHA-256, so a broken download is not unpacked."""
     algorithm, expected = checksum.split(":", 1)
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, algorithm).hexdigest() == expected

@@ -35,6 +35,7 @@ class ImageInfo:
 
 
 def is_image(path: Path) -> bool:
+    """Whether a file's suffix is one PIL reads as an image."""
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 

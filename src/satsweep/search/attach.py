@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 
 from satsweep.errors import UserError
 from satsweep.locks import is_journal
-from satsweep.schema import RunConfig
-from satsweep.search.compare import OBJECTIVES_ATTR
+from satsweep.schema import Environment, RunConfig
 from satsweep.search.job import SweepJob
+from satsweep.search.ledger import BACKEND_ATTR, FINISHED_STATES, OBJECTIVES_ATTR
 from satsweep.search.runs import close_orphaned_run, ensure_parent_run
 from satsweep.search.storage import (
     RetryAndReport,
@@ -32,8 +32,6 @@ from satsweep.search.study import open_study
 from satsweep.tracking import Tracker
 
 LOG = logging.getLogger(__name__)
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-BACKEND_ATTR = "satsweep_backend"
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,11 @@ class Budget:
         return left, running
 
     def expired(self) -> bool:
+        """Whether ``sweep.timeout`` has run out: a worker then asks for no new trial."""
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def seconds_left(self) -> float | None:
+        """What is left of ``sweep.timeout``, handed on to a re-executed worker."""
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
 
@@ -94,7 +94,7 @@ def _check_backend(job: SweepJob, study: optuna.Study) -> None:
     study.set_user_attr(BACKEND_ATTR, backend)
 
 
-def spool_folder(cfg: RunConfig) -> Path:
+def spool_folder(cfg: RunConfig | Environment) -> Path:
     """Where a sweep keeps MLflow writes while the tracking store is unreachable."""
     return Path(cfg.paths.outputs) / "spool"
 

@@ -19,15 +19,15 @@ from satsweep.data import load_data
 from satsweep.schema import RunConfig
 from satsweep.search.attach import Attached
 from satsweep.search.job import SweepJob
-from satsweep.search.runs import (
+from satsweep.search.ledger import (
     FINAL_ATTR,
-    FINAL_ROLE,
+    FINAL_OF_TRIAL_TAG,
+    FINAL_OVERRIDES_TAG,
+    ROLE_TAG,
     RUN_NAME_TAG,
     FinalFit,
-    final_run_name,
-    scored_name,
-    sweep_tags,
 )
+from satsweep.search.runs import FINAL_ROLE, final_run_name, scored_name, sweep_tags
 from satsweep.search.settings import test_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
 from satsweep.training import fit_and_log
@@ -99,9 +99,9 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
 def _final_tags(job: SweepJob, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return {
         **sweep_tags(job),
-        "satsweep.role": FINAL_ROLE,
-        "satsweep.final_of_trial": str(trial.number),
-        "satsweep.final_overrides": " ".join(job.settings.final_fit.overrides),
+        ROLE_TAG: FINAL_ROLE,
+        FINAL_OF_TRIAL_TAG: str(trial.number),
+        FINAL_OVERRIDES_TAG: " ".join(job.settings.final_fit.overrides),
     }
 
 

@@ -3,6 +3,11 @@
 Everything that can be wrong with a sweep (an unknown sampler, a misspelled
 parameter path, a range that leaves the valid values) is found here, before any
 worker starts or any run is logged.
+
+A sweep is composed once: the launcher saves the validated job to a file beside
+the study's logs (:func:`save_job`), and its workers, and every worker that
+re-executes itself, load that file (:func:`load_job`) instead of composing the
+sweep again with Hydra. Only each trial's own config is composed per trial.
 """
 
 from __future__ import annotations
@@ -11,39 +16,53 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from pydantic import ValidationError
 
-from satsweep.config import compose_config, load_run_config, to_container, validate
+from satsweep.config import (
+    compose_config,
+    describe_validation_error,
+    load_run_config,
+    to_container,
+    validate,
+)
 from satsweep.errors import UserError
+from satsweep.metrics import objective_names
+from satsweep.redact import redact
 from satsweep.schema import RunConfig
-from satsweep.search.settings import SweepSettings, known_objectives
+from satsweep.search.settings import SweepSettings
 from satsweep.search.space import Dimension, SearchSpace, parse_space
 from satsweep.search.study import build_pruner, build_sampler
 
 SWEEP_GROUP = "sweep"
-# How a launcher hands its overrides to workers: the environment, never argv,
-# because they may hold passwords and every user on a machine can read argv.
-OVERRIDES_ENV = "SATSWEEP_WORKER_OVERRIDES"
-
-
-def inherited_overrides() -> list[str]:
-    """The overrides a launcher passed to this worker (none for a worker started by hand)."""
-    return [str(text) for text in json.loads(os.environ.get(OVERRIDES_ENV, "[]"))]
+# The job file holds no password: each string that holds one is replaced by a
+# placeholder, and the strings travel in this environment variable, readable by
+# the user alone (never argv, which any user on the machine can read).
+SECRETS_ENV = "SATSWEEP_WORKER_SECRETS"
+JOB_ENV = "SATSWEEP_WORKER_JOB"  # the job file's path
+_SECRET = "\x00secret:"
 
 
 @dataclass(frozen=True)
 class SweepJob:
+    """A sweep, validated: its settings, search space and base experiment.
+
+    Built once per sweep by :func:`prepare_job`; workers get it from the file
+    :func:`save_job` writes, so every process runs exactly the same sweep.
+    """
+
     file: str  # e.g. "sweeps/quick.yaml", for messages
-    overrides: tuple[str, ...]  # as given, sweep expressions included: what workers get
+    overrides: tuple[str, ...]  # as given, sweep expressions included, for the record
     settings: SweepSettings
     space: SearchSpace
     base_overrides: tuple[str, ...]  # the user's fixed overrides, sweep=NAME included
     base: RunConfig  # the base experiment, before any trial's overrides
     sweep_node: dict[str, Any]  # the resolved ``sweep`` node, for the record
+    space_params: dict[str, str]  # the space as written: the file's params and the CLI's
 
     def trial_config(self, trial_overrides: Sequence[str]) -> RunConfig:
         """The config of one trial: the trial's overrides on top of the user's."""
@@ -51,6 +70,7 @@ class SweepJob:
 
 
 def prepare_job(overrides: Sequence[str]) -> SweepJob:
+    """Compose ``sweeps/NAME.yaml`` with ``overrides`` and check everything a sweep needs."""
     fixed, swept = _split_sweep_expressions(overrides)
     name = _sweep_choice(fixed)
     file = f"sweeps/{name}.yaml"
@@ -58,7 +78,7 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
     try:
         settings = SweepSettings.model_validate(container.get("sweep"))
     except ValidationError as error:
-        raise UserError(f"{file}: {_describe(error)}") from error
+        raise UserError(f"{file}: {describe_validation_error(error, SWEEP_GROUP)}") from error
     base = validate(container)
     params = {**settings.params, **swept}
     space = parse_space(params, settings.conditional, file)
@@ -68,10 +88,99 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
         build_sampler(settings, space)
         build_pruner(settings)
     _check_objectives(settings, base, file)
-    job = SweepJob(file, tuple(overrides), settings, space, tuple(fixed), base, container["sweep"])
+    job = SweepJob(
+        file, tuple(overrides), settings, space, tuple(fixed), base, container["sweep"], params
+    )
     for dimension in space.dimensions:
         _check_dimension(job, dimension)
     return job
+
+
+def job_path(job: SweepJob) -> Path:
+    """The job file of a sweep, beside its worker logs."""
+    return Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name / "job.json"
+
+
+@dataclass(frozen=True)
+class JobHandoff:
+    """A saved job, and what a worker process needs to load it."""
+
+    path: Path
+    secrets: str  # the JSON list of the strings the file holds as placeholders
+
+    def environment(self) -> dict[str, str]:
+        """The variables to start a worker with: it then loads this job."""
+        return {JOB_ENV: str(self.path), SECRETS_ENV: self.secrets}
+
+
+def save_job(job: SweepJob, path: Path) -> JobHandoff:
+    """Write the validated job where workers load it, its secrets kept out of the file."""
+    secrets: list[str] = []
+    record = _hide_secrets(_record(job), secrets)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(record, file)
+    os.replace(partial, path)  # a worker never reads half a file
+    return JobHandoff(path, json.dumps(secrets))
+
+
+def _record(job: SweepJob) -> dict[str, Any]:
+    return {
+        "file": job.file,
+        "overrides": list(job.overrides),
+        "settings": job.settings.model_dump(mode="json"),
+        "base_overrides": list(job.base_overrides),
+        "base": job.base.model_dump(mode="json"),
+        "sweep_node": job.sweep_node,
+        "space_params": job.space_params,
+    }
+
+
+def _hide_secrets(tree: Any, secrets: list[str]) -> Any:
+    """``tree`` with every string that holds a secret replaced by a numbered placeholder."""
+    if isinstance(tree, str) and redact(tree) != tree:
+        secrets.append(tree)
+        return f"{_SECRET}{len(secrets) - 1}"
+    if isinstance(tree, dict):
+        return {key: _hide_secrets(value, secrets) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_hide_secrets(value, secrets) for value in tree]
+    return tree
+
+
+def _restore_secrets(tree: Any, secrets: list[str]) -> Any:
+    if isinstance(tree, str) and tree.startswith(_SECRET):
+        return secrets[int(tree.removeprefix(_SECRET))]
+    if isinstance(tree, dict):
+        return {key: _restore_secrets(value, secrets) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_restore_secrets(value, secrets) for value in tree]
+    return tree
+
+
+def load_job(path: Path) -> SweepJob:
+    """The job :func:`save_job` wrote, its secrets from :data:`SECRETS_ENV`; composed by nobody."""
+    try:
+        hidden = json.loads(path.read_text())
+        record = _restore_secrets(hidden, json.loads(os.environ.get(SECRETS_ENV, "[]")))
+    except (OSError, ValueError, IndexError) as error:
+        raise UserError(
+            f"cannot read the sweep job {path} (with its secrets from ${SECRETS_ENV}): "
+            f"{error}; join the sweep with `satsweep worker sweep=NAME ...` instead"
+        ) from error
+    settings = SweepSettings.model_validate(record["settings"])
+    return SweepJob(
+        file=record["file"],
+        overrides=tuple(record["overrides"]),
+        settings=settings,
+        space=parse_space(record["space_params"], settings.conditional, record["file"]),
+        base_overrides=tuple(record["base_overrides"]),
+        base=RunConfig.model_validate(record["base"]),
+        sweep_node=record["sweep_node"],
+        space_params=record["space_params"],
+    )
 
 
 def _split_sweep_expressions(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -105,7 +214,7 @@ def _sweep_choice(overrides: Sequence[str]) -> str:
 
 def _check_objectives(settings: SweepSettings, base: RunConfig, file: str) -> None:
     binary = base.data.is_binary or base.data.format == "shipsnet_json"
-    known = known_objectives(binary)
+    known = objective_names(binary, base.tracking.error_analysis)
     for objective in settings.objectives:
         if objective not in known:
             raise UserError(
@@ -137,15 +246,3 @@ def _check_dimension(job: SweepJob, dimension: Dimension) -> None:
             job.trial_config([*condition, dimension.override(value)])
         except UserError as error:
             raise UserError(f"{job.file}: parameter {dimension.key}: {error}") from error
-
-
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    key = ".".join(["sweep", *(str(p) for p in first["loc"])])
-    if first["type"] == "extra_forbidden":
-        return f"unknown key {key}: check its spelling"
-    if first["type"] == "missing":
-        return f"missing key {key}"
-    if first["type"] == "value_error":
-        return first["msg"].removeprefix("Value error, ")
-    return f"invalid value {key}={first.get('input')!r}: {first['msg']}"

@@ -23,14 +23,16 @@ import keras
 import keras_tuner
 import optuna
 from keras_tuner.engine.base_tuner import BaseTuner
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
 
 from satsweep.errors import UserError
 from satsweep.search.attach import Budget
 from satsweep.search.job import SweepJob
-from satsweep.search.objective import TrialObjective, TrialPlan, too_many_failures
-from satsweep.search.runs import RUN_ATTR
+from satsweep.search.ledger import RUN_ATTR
+from satsweep.search.objective import LastTrial, TrialObjective, TrialPlan, too_many_failures
 from satsweep.search.settings import SweepSettings
-from satsweep.search.space import SearchSpace
+from satsweep.search.space import Distribution, SearchSpace
 
 LOG = logging.getLogger(__name__)
 TRIAL_ATTR = "kerastuner_trial_id"
@@ -65,17 +67,15 @@ def declare(space: SearchSpace, hp: keras_tuner.HyperParameters) -> dict[str, An
     return active
 
 
-def _register(
-    hp: keras_tuner.HyperParameters, key: str, distribution: optuna.distributions.BaseDistribution
-) -> Any:
-    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+def _register(hp: keras_tuner.HyperParameters, key: str, distribution: Distribution) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
         value = hp.Choice(key, list(distribution.choices))
         # KerasTuner stores bools as ints: hand back the sweep file's own value.
         choices = distribution.choices
         return None if value is None else choices[choices.index(value)]
     sampling = "log" if distribution.log else "linear"
     step = None if distribution.log else distribution.step
-    if isinstance(distribution, optuna.distributions.IntDistribution):
+    if isinstance(distribution, IntDistribution):
         return hp.Int(key, distribution.low, distribution.high, step=step, sampling=sampling)
     return hp.Float(key, distribution.low, distribution.high, step=step, sampling=sampling)
 
@@ -88,6 +88,7 @@ class SpaceModel(keras_tuner.HyperModel):
         self.space = space
 
     def build(self, hp: keras_tuner.HyperParameters) -> None:
+        """KerasTuner's hook: declare the space's hyper-parameters (the trial builds the model)."""
         declare(self.space, hp)
 
 
@@ -99,6 +100,7 @@ class WarmStart(keras.callbacks.Callback):
         self.weights = weights
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        """Continue from the weights of the Hyperband round this trial extends."""
         self.model.load_weights(self.weights)
 
 
@@ -110,6 +112,7 @@ class SaveFinalWeights(keras.callbacks.Callback):
         self.weights = weights
 
     def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        """Keep the weights for the next Hyperband round, which continues this trial."""
         self.model.save_weights(self.weights)
 
 
@@ -133,6 +136,7 @@ class SweepTuner(BaseTuner):
     ) -> None:
         self.job, self.study, self.objective, self.budget = job, study, objective, budget
         self.trials_run = 0
+        self.last_trial = LastTrial()  # the latest trial, for the too-many-failures message
         super().__init__(
             oracle=build_oracle(job.settings),
             hypermodel=SpaceModel(job.space),
@@ -144,6 +148,7 @@ class SweepTuner(BaseTuner):
         self.oracle.verbose = 0  # satsweep reports trials itself
 
     def pre_create_trial(self) -> None:
+        """Stop asking the oracle once a stop, the timeout or ``trials_per_process`` says so."""
         self.objective.stop.check()
         if self.budget.expired():
             raise BudgetSpent
@@ -158,12 +163,18 @@ class SweepTuner(BaseTuner):
             declare(self.job.space, trial.hyperparameters.copy()),
             user_attrs={TRIAL_ATTR: trial.trial_id},
         )
-        self.objective.plan = self._plan(trial.trial_id, values)
         self.trials_run += 1
-        self.study.optimize(self.objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        if self.objective.last_state != "complete":
-            raise keras_tuner.errors.FailedTrialError(self.objective.last_error)
-        return self.objective.last_values[0]
+        ended = LastTrial()
+        self.study.optimize(
+            self.objective.for_trial(self._plan(trial.trial_id, values), on_start=_nothing),
+            n_trials=1,
+            catch=(Exception,),
+            callbacks=[ended, self.last_trial],
+            gc_after_trial=True,
+        )
+        if ended.trial is None or ended.trial.state != TrialState.COMPLETE:
+            raise keras_tuner.errors.FailedTrialError(ended.error or "pruned")
+        return ended.trial.values[0]
 
     def _plan(self, trial_id: str, values: dict[str, Any]) -> TrialPlan:
         """Hyperband's epochs and warm start; the plain tuners train as configured."""
@@ -199,6 +210,7 @@ class SweepTuner(BaseTuner):
 
 
 def build_oracle(settings: SweepSettings) -> keras_tuner.Oracle:
+    """The KerasTuner oracle of ``sweep.kerastuner``; bad options are one-line user errors."""
     tuner = settings.kerastuner
     direction = "max" if settings.directions[0] == "maximize" else "min"
     arguments: dict[str, Any] = {
@@ -238,6 +250,10 @@ def run_kerastuner(
     except RuntimeError as error:
         if CONSECUTIVE_FAILURES not in str(error):
             raise
-        last_error = objective.last_error or str(error).strip().splitlines()[-1]
+        last_error = tuner.last_trial.error or str(error).strip().splitlines()[-1]
         raise too_many_failures(settings.max_failures, last_error) from error
     return tuner.trials_run, False
+
+
+def _nothing() -> None:
+    """KerasTuner's worker is alone on its study: it holds no budget lock to release."""

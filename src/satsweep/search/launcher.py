@@ -8,13 +8,11 @@ done (or interrupted) writes the sweep's record to the parent MLflow run.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +26,10 @@ from satsweep.data import Dataset, load_data
 from satsweep.exploration import log_dataset_report
 from satsweep.links import announce, runs_link, runs_view
 from satsweep.search.attach import Attached, Budget, attach
-from satsweep.search.job import OVERRIDES_ENV, SweepJob
-from satsweep.search.progress import Progress, snapshot
-from satsweep.search.report import finalize
-from satsweep.search.runs import FLOOR_ATTR
+from satsweep.search.job import JobHandoff, SweepJob, job_path, save_job
+from satsweep.search.ledger import FLOOR_ATTR, FLOOR_METHOD_TAG, LAUNCHER_ENV, worker_command
+from satsweep.search.progress import ProgressView, snapshot
+from satsweep.search.record import finalize
 from satsweep.search.settings import result_metric, test_metric
 from satsweep.tracking import Tracker
 
@@ -77,39 +75,23 @@ def _save_runs_view(job: SweepJob, tracker: Tracker) -> str:
     return runs_link(job.base.tracking, experiment_id, view=True)
 
 
-def _start(job: SweepJob, log_path: Path, *options: str) -> Worker:
+def _start(handoff: JobHandoff, log_path: Path, *options: str) -> Worker:
     """A ``satsweep worker`` process with ``options``, its output in ``log_path``.
 
-    The overrides travel in the environment, not argv: they may hold storage and
-    tracking passwords, and any user on the machine can read a process's argv.
+    It loads the job the launcher saved: the sweep is not composed again, and its
+    passwords stay out of argv, which any user on the machine can read.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    environment = {**os.environ, OVERRIDES_ENV: json.dumps(list(job.overrides))}
+    environment = {**os.environ, **handoff.environment(), LAUNCHER_ENV: str(os.getpid())}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "satsweep", "worker", *options],
+            worker_command(*options),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environment,
             start_new_session=True,  # Ctrl-C reaches this process, which stops them once
         )
     return process, log_path
-
-
-def _start_workers(job: SweepJob, workers: int, logs: Path) -> list[Worker]:
-    return [_start_worker(job, workers, logs, index) for index in range(workers)]
-
-
-def _start_worker(job: SweepJob, workers: int, logs: Path, index: int) -> Worker:
-    threads = job.base.trainer.threads or threads_per_worker(workers)
-    return _start(
-        job,
-        logs / f"worker-{index}.log",
-        "--threads",
-        str(threads),
-        "--worker-index",
-        str(index),
-    )
 
 
 @dataclass
@@ -148,29 +130,6 @@ class Restarter:
         return Budget(self.job.settings.n_trials, None).remaining(self.attached.study)[0] <= 0
 
 
-def _watch(
-    job: SweepJob,
-    attached: Attached,
-    processes: list[Worker],
-    title: str,
-    started: float,
-    restart: Restarter | None = None,
-) -> None:
-    """Show the study's progress until every process has exited (restarting killed ones)."""
-    with Progress(title) as progress:
-        while True:
-            running = _any_running(processes)
-            if not (running or (restart is not None and restart(processes))):
-                break
-            progress.update(
-                snapshot(attached.study, job.settings.n_trials, job.settings.objectives[0], started)
-            )
-            time.sleep(POLL_SECONDS)
-        progress.update(
-            snapshot(attached.study, job.settings.n_trials, job.settings.objectives[0], started)
-        )
-
-
 @dataclass(frozen=True)
 class SweepOutcome:
     """How one invocation of a sweep ended; the CLI turns ``code`` into its exit status."""
@@ -180,8 +139,11 @@ class SweepOutcome:
     link: str  # the sweep's runs table in the MLflow UI
 
 
-def launch(job: SweepJob, workers: int) -> SweepOutcome:
-    """Run the sweep to its budget, with ``workers`` processes, then its final fit."""
+def launch(job: SweepJob, workers: int, view: ProgressView) -> SweepOutcome:
+    """Run the sweep to its budget, with ``workers`` processes, then its final fit.
+
+    ``view`` shows the progress while the workers run (this process trains nothing).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
     dataset = load_data(job.base)  # a missing dataset fails before anything is created
     attached = attach(job)  # creates the study and parent run once, before the workers
@@ -190,7 +152,8 @@ def launch(job: SweepJob, workers: int) -> SweepOutcome:
     except Exception:  # nothing is left RUNNING by a sweep that could not start
         attached.tracker.end_run(attached.parent_run_id, "FAILED")
         raise
-    logs = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
+    logs = job_path(job).parent
+    handoff = save_job(job, job_path(job))  # what every worker runs, composed once
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
     link = _save_runs_view(job, attached.tracker)
     _say_if_complete(job, attached)
@@ -200,34 +163,77 @@ def launch(job: SweepJob, workers: int) -> SweepOutcome:
     # a shell starts background jobs with SIGINT ignored; `kill -INT` must still stop us
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:  # a notebook's kernel goes on after the sweep, with its own handlers
-        code, table = _run_workers(job, workers, attached, logs, link)
+        supervisor = _Supervisor(job, handoff, attached, logs, workers, view)
+        code, table = _run_workers(supervisor, link)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return SweepOutcome(code, table, link)
 
 
-def _run_workers(
-    job: SweepJob, workers: int, attached: Attached, logs: Path, link: str
-) -> tuple[int, pd.DataFrame]:
-    processes = _start_workers(job, workers, logs)
+@dataclass(frozen=True)
+class _Supervisor:
+    """The launcher's hold on its workers: how to start one, and how to watch them."""
+
+    job: SweepJob
+    handoff: JobHandoff
+    attached: Attached
+    logs: Path
+    workers: int
+    view: ProgressView
+
+    def start(self, index: int) -> Worker:
+        threads = self.job.base.trainer.threads or threads_per_worker(self.workers)
+        return _start(
+            self.handoff,
+            self.logs / f"worker-{index}.log",
+            "--threads",
+            str(threads),
+            "--worker-index",
+            str(index),
+        )
+
+    def start_final(self) -> Worker:
+        threads = self.job.base.trainer.threads or threads_per_worker(1)
+        return _start(
+            self.handoff, self.logs / "final.log", "--final-fit", "--threads", str(threads)
+        )
+
+    def watch(
+        self, processes: list[Worker], title: str, started: float, restart: Restarter | None
+    ) -> None:
+        """Show the study's progress until every process has exited (restarting killed ones)."""
+        settings = self.job.settings
+        with self.view(title) as progress:
+            while True:
+                running = _any_running(processes)
+                if not (running or (restart is not None and restart(processes))):
+                    break
+                progress.update(
+                    snapshot(
+                        self.attached.study, settings.n_trials, settings.objectives[0], started
+                    )
+                )
+                time.sleep(POLL_SECONDS)
+            progress.update(
+                snapshot(self.attached.study, settings.n_trials, settings.objectives[0], started)
+            )
+
+
+def _run_workers(supervisor: _Supervisor, link: str) -> tuple[int, pd.DataFrame]:
+    job, attached, logs = supervisor.job, supervisor.attached, supervisor.logs
+    processes = [supervisor.start(index) for index in range(supervisor.workers)]
     started = time.monotonic()
     interrupted = False
     final: list[Worker] = []
     try:
-        restart = Restarter(
-            job,
-            attached,
-            lambda index: _start_worker(job, workers, logs, index),
-            job.settings.max_failures,
-        )
-        _watch(job, attached, processes, f"sweep {job.settings.study_name}", started, restart)
+        restart = Restarter(job, attached, supervisor.start, job.settings.max_failures)
+        supervisor.watch(processes, f"sweep {job.settings.study_name}", started, restart)
         if _search_done(job, attached, processes) and job.settings.final_fit.enabled:
             LOG.info("final fit of the best trial (log: %s)", logs / "final.log")
-            threads = job.base.trainer.threads or threads_per_worker(1)
-            final = [_start(job, logs / "final.log", "--final-fit", "--threads", str(threads))]
+            final = [supervisor.start_final()]
             processes += final
-            _watch(job, attached, final, f"final fit {job.settings.study_name}", started)
+            supervisor.watch(final, f"final fit {job.settings.study_name}", started, None)
     except KeyboardInterrupt:
         interrupted = True
         _stop(processes)
@@ -291,7 +297,7 @@ def _log_dataset_report_once(job: SweepJob, attached: Attached, dataset: Dataset
         LOG.info("no-learning floor: test_f1_macro=%.4f", floor.metrics["test_f1_macro"])
         study.set_user_attr(FLOOR_ATTR, floor.metrics)
         tracker.log_metrics(run_id, floor.logged, step=0)
-        tracker.set_tags(run_id, {"satsweep.floor_method": floor.method})
+        tracker.set_tags(run_id, {FLOOR_METHOD_TAG: floor.method})
     if not has_report:
         LOG.info("writing the dataset report to the sweep's parent run")
         log_dataset_report(tracker, run_id, dataset)

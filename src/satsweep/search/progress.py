@@ -1,20 +1,24 @@
-"""Live sweep progress: a rich panel on a terminal, plain lines in CI logs."""
+"""A sweep's progress, read from its study: what any display of it shows.
+
+The launcher takes a :class:`ProgressView` from its caller (the CLI's rich
+panel, a notebook's, or none), so the engine knows nothing of terminals.
+"""
 
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import optuna
 from optuna.trial import TrialState
-from rich.console import Console
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
 
 
 @dataclass(frozen=True)
 class Snapshot:
+    """The study's trials counted by state, its best value so far, and the time."""
+
     done: int
     total: int | None
     running: int
@@ -24,12 +28,14 @@ class Snapshot:
     elapsed: float
 
     def eta(self) -> str:
+        """The time left at the pace so far, or ``?`` before any trial finished."""
         if not self.total or not self.done:
             return "?"
         left = max(0, self.total - self.done)
         return f"{self.elapsed / self.done * left:.0f}s"
 
     def line(self) -> str:
+        """The snapshot as one line, for logs without a terminal."""
         total = self.total if self.total is not None else "?"
         return (
             f"trials {self.done}/{total} done, {self.running} running, {self.pruned} pruned, "
@@ -39,6 +45,7 @@ class Snapshot:
 
 
 def snapshot(study: optuna.Study, total: int | None, objective: str, started: float) -> Snapshot:
+    """Count the study's trials by state and find its best value, as the display shows them."""
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -58,50 +65,14 @@ def snapshot(study: optuna.Study, total: int | None, objective: str, started: fl
     )
 
 
-def _panel(snap: Snapshot, title: str) -> Table:
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    total = snap.total if snap.total is not None else "?"
-    if snap.total:
-        table.add_row("progress", ProgressBar(total=snap.total, completed=snap.done, width=30))
-    for label, value in (
-        ("trials done", f"{snap.done}/{total}"),
-        ("running", snap.running),
-        ("pruned", snap.pruned),
-        ("failed", snap.failed),
-        ("best", snap.best),
-        ("elapsed", f"{snap.elapsed:.0f}s"),
-        ("remaining", f"~{snap.eta()}"),
-    ):
-        table.add_row(label, str(value))
-    return table
-
-
-class Progress:
-    """Call :meth:`update` periodically; redraws on a terminal, prints on change elsewhere."""
-
-    def __init__(self, title: str, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self.title = title
-        self.live: Live | None = None
-        self.last_line = ""
-
-    def __enter__(self) -> Progress:
-        if self.console.is_terminal or self.console.is_jupyter:  # a notebook redraws too
-            self.live = Live(console=self.console, refresh_per_second=2, transient=False)
-            self.live.__enter__()
-        return self
+class ProgressSink(Protocol):
+    """Something that shows snapshots as they come."""
 
     def update(self, snap: Snapshot) -> None:
-        if self.live is not None:
-            self.live.update(_panel(snap, self.title))
-            return
-        line = snap.line()
-        if line.split(" | ")[:2] != self.last_line.split(" | ")[:2]:
-            print(f"{self.title}: {line}", file=self.console.file, flush=True)
-        self.last_line = line
+        """Show ``snap``, replacing what was shown before."""
 
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
+
+class ProgressView(Protocol):
+    """Opens a display titled ``title`` for the time of a ``with`` block."""
+
+    def __call__(self, title: str) -> AbstractContextManager[ProgressSink]: ...

@@ -27,6 +27,7 @@ class ExplainedPruningCallback(KerasPruningCallback):
         self.pruner = pruner
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        """Report the epoch's objective to Optuna and prune, saying why, when the pruner says so."""
         try:
             super().on_epoch_end(epoch, logs)
         except optuna.TrialPruned:
@@ -34,6 +35,7 @@ class ExplainedPruningCallback(KerasPruningCallback):
             raise optuna.TrialPruned(self.reason(epoch, value)) from None
 
     def reason(self, epoch: int, value: float) -> str:
+        """Why the pruner stopped the trial: its epoch, its value and the threshold it missed."""
         said = f"pruned by the {self.pruner.name} pruner after epoch {epoch + 1}: "
         said += f"{self._monitor}={value:.4f}"
         threshold = self.threshold(epoch)
@@ -63,12 +65,14 @@ class ExplainedPruningCallback(KerasPruningCallback):
 
 
 def percentile_of(pruner: PrunerSettings) -> float | None:
+    """The value the other trials' ``percentile`` reached at ``step``, the pruner's threshold."""
     if pruner.name == "percentile":
         return float(pruner.options["percentile"])
     return PERCENTILE_PRUNERS.get(pruner.name)
 
 
 def threshold_words(pruner: PrunerSettings) -> str:
+    """The pruner's rule in words, for the pruned trial's note in MLflow."""
     if pruner.name == "threshold":
         return "the pruner's bound"
     if pruner.name == "median":

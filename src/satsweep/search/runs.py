@@ -7,21 +7,25 @@ carries ``satsweep.sweep``, ``satsweep.backend`` and (for trials)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import optuna
 
 from satsweep.search.job import SweepJob
+from satsweep.search.ledger import (
+    BACKEND_TAG,
+    FAILURE_TAG,
+    PARENT_ATTR,
+    REPRODUCE_TAG,
+    ROLE_TAG,
+    RUN_ATTR,
+    RUN_NAME_TAG,
+    STATE_TAG,
+    SWEEP_FILE_TAG,
+    SWEEP_TAG,
+    TRIAL_OVERRIDES_TAG,
+    TRIAL_TAG,
+)
 from satsweep.tracking import NOTE_TAG, Tracker
 
-PARENT_ATTR = "mlflow_parent_run_id"
-RUN_ATTR = "mlflow_run_id"
-RELINKED_ATTR = "mlflow_relinked_runs"  # offline run id -> MLflow run id, set by `sync`
-STATE_TAG = "satsweep.trial_state"
-PRUNED_TAG = "satsweep.pruned"  # why a trial was pruned: its epoch, value and threshold
-RUN_NAME_TAG = "mlflow.runName"  # setting it renames the run in MLflow's store
-FLOOR_ATTR = "satsweep_floor"  # the no-learning floor's metrics on the sweep's split
-FINAL_ATTR = "satsweep_final_fit"  # the final fit's record, see FinalFit
 FINAL_ROLE = "final"
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 # One word per Optuna state, the same in tags, run names and the leaderboard.
@@ -35,10 +39,12 @@ STATE_NAMES = {
 
 
 def trial_run_name(study_name: str, number: int) -> str:
+    """A trial's run name, sortable by trial number in the MLflow UI."""
     return f"{study_name}-trial-{number:03d}"
 
 
 def final_run_name(study_name: str, trial_number: int) -> str:
+    """The final fit's run name, next to its sweep's trials in the MLflow UI."""
     return f"{study_name}-final-of-trial-{trial_number:03d}"
 
 
@@ -48,25 +54,12 @@ def scored_name(name: str, metric: str, metrics: dict[str, float]) -> str:
     return f"{name} {metric}={value:.4f}" if value is not None else name
 
 
-@dataclass(frozen=True)
-class FinalFit:
-    """The final model's record on the study: the trial it retrained, its run, its metrics."""
-
-    trial: int
-    run_id: str
-    metrics: dict[str, float]
-
-    @staticmethod
-    def of(study: optuna.Study) -> FinalFit | None:
-        record = study.user_attrs.get(FINAL_ATTR)
-        return FinalFit(**record) if record else None
-
-
 def sweep_tags(job: SweepJob) -> dict[str, str]:
+    """The tags every run of a sweep carries, so the MLflow UI filters and groups them."""
     return {
-        "satsweep.sweep": job.settings.study_name,
-        "satsweep.backend": job.settings.backend,
-        "satsweep.sweep_file": job.file,
+        SWEEP_TAG: job.settings.study_name,
+        BACKEND_TAG: job.settings.backend,
+        SWEEP_FILE_TAG: job.file,
     }
 
 
@@ -83,7 +76,7 @@ def ensure_parent_run(job: SweepJob, study: optuna.Study, tracker: Tracker) -> s
     run_id = tracker.create_run(
         experiment_id,
         f"{job.settings.study_name}-sweep",
-        tags={**sweep_tags(job), "satsweep.role": "sweep"},
+        tags={**sweep_tags(job), ROLE_TAG: "sweep"},
     )
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
@@ -96,20 +89,21 @@ def create_trial_run(
     trial_number: int,
     overrides: list[str],
 ) -> str:
+    """The trial's child run, made before training so that a crash leaves a record."""
     experiment_id = tracker.experiment_id(job.settings.experiment)
     run_id = tracker.create_run(
         experiment_id,
         trial_run_name(job.settings.study_name, trial_number),
         tags={
             **sweep_tags(job),
-            "satsweep.role": "trial",
-            "satsweep.trial": str(trial_number),
-            "satsweep.trial_overrides": " ".join(overrides),
+            ROLE_TAG: "trial",
+            TRIAL_TAG: str(trial_number),
+            TRIAL_OVERRIDES_TAG: " ".join(overrides),
             STATE_TAG: "running",
         },
         parent_run_id=parent_run_id,
     )
-    tracker.set_tags(run_id, {"satsweep.reproduce_command": f"satsweep reproduce {run_id}"})
+    tracker.set_tags(run_id, {REPRODUCE_TAG: f"satsweep reproduce {run_id}"})
     return run_id
 
 
@@ -142,14 +136,5 @@ def close_orphaned_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> Non
     run_id = trial.user_attrs.get(RUN_ATTR)
     if not run_id:
         return
-    tracker.set_tags(str(run_id), {"satsweep.failure": "the worker running this trial died"})
+    tracker.set_tags(str(run_id), {FAILURE_TAG: "the worker running this trial died"})
     close_trial_run(tracker, str(run_id), "failed")
-
-
-def trial_run_id(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    """The MLflow run of a trial, following ``satsweep sync``'s re-links of offline runs.
-
-    Optuna cannot change a finished trial, so re-links live on the study.
-    """
-    run_id = str(trial.user_attrs.get(RUN_ATTR, ""))
-    return str(study.user_attrs.get(RELINKED_ATTR, {}).get(run_id, run_id))

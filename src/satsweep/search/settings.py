@@ -11,18 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from satsweep.metrics import EPOCH_METRICS
 from satsweep.schema import SafeName, Strict
 
 Direction = Literal["maximize", "minimize"]
-
-# Metrics every run logs (see satsweep.metrics and satsweep.training).
-SPLIT_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
-BINARY_METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc")
-RUN_METRICS = ("params_count", "epochs_run", "seconds", "fit_seconds")
-# A run's metrics that are not the model's: the no-learning floor of the same split.
-FLOOR_METRICS = tuple(f"floor_{s}_{m}" for s in ("val", "test") for m in ("accuracy", "f1_macro"))
-# Keras reports these after every epoch, so a pruner can watch them.
-EPOCH_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
 
 
 def result_metric(objective: str) -> str:
@@ -40,13 +32,18 @@ def test_metric(objective: str) -> str:
     return "test_" + objective.removeprefix("val_") if objective.startswith("val_") else objective
 
 
-def known_objectives(binary: bool) -> tuple[str, ...]:
-    per_split = SPLIT_METRICS + (BINARY_METRICS if binary else ())
-    return tuple(f"{s}_{m}" for s in ("val", "test") for m in per_split) + RUN_METRICS
+def check_worker_count(backend: str, workers: int | None) -> None:
+    """KerasTuner's own parallel mode needs a chief oracle over gRPC: satsweep runs it alone.
 
-
-def check_worker_count(backend: str, workers: int) -> None:
-    """KerasTuner's own parallel mode needs a chief oracle over gRPC: satsweep runs it alone."""
+    ``workers`` is None for a worker that joins a study by hand (``satsweep worker``).
+    """
+    if workers is None and backend == "kerastuner":
+        raise ValueError(
+            "sweep.backend=kerastuner runs in the one worker `satsweep sweep` starts: "
+            "workers join Optuna sweeps only"
+        )
+    if workers is None:
+        return
     if workers < 1:
         raise ValueError(f"--workers {workers} starts no worker: give 1 or more")
     if backend == "kerastuner" and workers > 1:
@@ -57,12 +54,16 @@ def check_worker_count(backend: str, workers: int) -> None:
 
 
 class SamplerSettings(Strict):
+    """The Optuna sampler that proposes trials (``sweep.sampler``)."""
+
     name: Literal["tpe", "random", "grid", "cmaes", "qmc", "nsga2"]
     seed: int | None
     options: dict[str, Any]  # passed to the Optuna sampler's constructor
 
 
 class PrunerSettings(Strict):
+    """The Optuna pruner that stops hopeless trials early (``sweep.pruner``)."""
+
     name: Literal["median", "percentile", "successive_halving", "hyperband", "threshold", "none"]
     options: dict[str, Any]  # passed to the Optuna pruner's constructor
 
@@ -77,28 +78,6 @@ class KerasTunerSettings(Strict):
     options: dict[str, Any]  # keyword arguments of the KerasTuner oracle
 
 
-class CompareSettings(Strict):
-    """``satsweep compare-backends``: search methods raced on equal wall-clock budgets."""
-
-    budget: Annotated[float, Field(gt=0)] | None  # seconds of search per method and seed
-    trials: Annotated[int, Field(gt=0)] | None  # or: finished trials per method and seed
-    seeds: Annotated[list[int], Field(min_length=1)]
-    methods: Annotated[dict[str, list[str]], Field(min_length=2)]  # name -> Hydra overrides
-
-    @model_validator(mode="after")
-    def _one_budget(self) -> CompareSettings:
-        if (self.budget is None) == (self.trials is None):
-            raise ValueError(
-                "set one of sweep.compare.budget (seconds) and sweep.compare.trials "
-                "(an equal-trials race), and the other to null"
-            )
-        return self
-
-    @property
-    def label(self) -> str:
-        return f"{self.budget:g}s" if self.budget is not None else f"{self.trials} trials"
-
-
 class FinalFitSettings(Strict):
     """The sweep's answer: its best configuration retrained once with the full budget."""
 
@@ -107,6 +86,8 @@ class FinalFitSettings(Strict):
 
 
 class SweepSettings(Strict):
+    """The ``sweep`` node of a sweep file: the study, its budget, backend and search space."""
+
     study_name: SafeName  # also a folder name (outputs/sweeps/NAME)
     experiment: SafeName  # the MLflow experiment of the sweep's runs
     objectives: Annotated[list[str], Field(min_length=1, max_length=3)]
@@ -123,7 +104,7 @@ class SweepSettings(Strict):
     params: dict[str, str]
     conditional: dict[str, dict[str, str]]
     final_fit: FinalFitSettings
-    compare: CompareSettings
+    compare: dict[str, Any]  # the backend race's settings: satsweep.benchmarks.backends
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSettings:
@@ -163,6 +144,7 @@ class SweepSettings(Strict):
 
     @property
     def is_multi_objective(self) -> bool:
+        """Several objectives: the study keeps a Pareto front, not one best trial."""
         return len(self.objectives) > 1
 
     @property

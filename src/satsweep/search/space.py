@@ -16,17 +16,14 @@ import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.errors import HydraException
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from satsweep.config import spell
 from satsweep.errors import UserError
 
 Primitive = None | bool | int | float | str
+# The Optuna distributions a sweep file can spell: choice(), range() and interval().
+Distribution = CategoricalDistribution | IntDistribution | FloatDistribution
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,7 @@ class Dimension:
     """One swept key: its distribution, and the group choice it depends on, if any."""
 
     key: str
-    distribution: BaseDistribution
+    distribution: Distribution
     spellings: Mapping[Primitive, str]  # categorical value -> its override spelling
     condition: tuple[str, str] | None = None
 
@@ -64,6 +61,8 @@ class Dimension:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """The swept keys of a sweep, in order, each with its distribution and condition."""
+
     dimensions: tuple[Dimension, ...]
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> list[str]:
@@ -100,20 +99,21 @@ class SearchSpace:
         return grid
 
     def keys(self) -> list[str]:
+        """The config keys the space sweeps, as the sweep file names them."""
         return [d.key for d in self.dimensions]
 
     def dimension(self, key: str) -> Dimension:
+        """The dimension of ``key`` (which must be in the space)."""
         return next(d for d in self.dimensions if d.key == key)
 
 
-def _suggest(trial: optuna.trial.BaseTrial, key: str, distribution: BaseDistribution) -> Any:
+def _suggest(trial: optuna.trial.BaseTrial, key: str, distribution: Distribution) -> Any:
     if isinstance(distribution, CategoricalDistribution):
         return trial.suggest_categorical(key, distribution.choices)
     if isinstance(distribution, IntDistribution):
         return trial.suggest_int(
             key, distribution.low, distribution.high, step=distribution.step, log=distribution.log
         )
-    assert isinstance(distribution, FloatDistribution)
     return trial.suggest_float(
         key, distribution.low, distribution.high, step=distribution.step, log=distribution.log
     )
@@ -194,7 +194,7 @@ def _dimension(
     )
 
 
-def _range_distribution(sweep: RangeSweep, where: str) -> BaseDistribution:
+def _range_distribution(sweep: RangeSweep, where: str) -> Distribution:
     values = list(sweep.range())
     if not values:
         raise UserError(f"{where}: the range is empty: check its start, stop and step")
@@ -206,7 +206,7 @@ def _range_distribution(sweep: RangeSweep, where: str) -> BaseDistribution:
     return FloatDistribution(float(values[0]), float(values[-1]), step=float(sweep.step))
 
 
-def _interval_distribution(sweep: IntervalSweep, where: str) -> BaseDistribution:
+def _interval_distribution(sweep: IntervalSweep, where: str) -> Distribution:
     assert sweep.start is not None and sweep.end is not None
     if sweep.start >= sweep.end:
         raise UserError(f"{where}: interval start {sweep.start} is not below its end {sweep.end}")

@@ -22,6 +22,8 @@ import keras
 
 @dataclass
 class StopRequest:
+    """A stop asked for by SIGINT or SIGTERM, remembered until the worker acts on it."""
+
     requested: bool = False
     deferring: bool = False  # inside ``deferred()``: remember the signal, raise on leaving
 
@@ -49,6 +51,7 @@ class StopRequest:
             raise KeyboardInterrupt
 
     def check(self) -> None:
+        """Raise KeyboardInterrupt if a stop was asked for."""
         if self.requested:
             raise KeyboardInterrupt
 
@@ -61,6 +64,7 @@ class StopOnRequest(keras.callbacks.Callback):
         self.stop = stop
 
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        """A stop ends training after the current batch, not the current epoch."""
         self.stop.check()
 
 

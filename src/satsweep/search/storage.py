@@ -29,8 +29,7 @@ from satsweep.errors import UserError
 from satsweep.locks import is_journal, local_file, store_lock
 from satsweep.redact import redact
 from satsweep.schema import StorageConfig
-
-WORKER_ATTR = "satsweep_worker"  # "host:pid" of the process running a trial
+from satsweep.search.ledger import WORKER_ATTR
 
 
 class RetryAndReport(RetryHeartbeatStaleTrialCallback):
@@ -83,6 +82,7 @@ def budget_lock(cfg: StorageConfig, study_name: str) -> AbstractContextManager[N
 
 
 def worker_identity() -> str:
+    """``host:pid`` of this process, so a dead worker's trials can be found and failed."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -67,6 +67,7 @@ def worker_seed(seed: int | None, worker_index: int | None, history: int = 0) ->
 def build_sampler(
     settings: SweepSettings, space: SearchSpace, worker_index: int | None = 0, history: int = 0
 ) -> BaseSampler:
+    """The sweep's Optuna sampler, seeded per worker so that workers never repeat each other."""
     sampler = settings.sampler
     seed = worker_seed(sampler.seed, worker_index, history)
     if sampler.name == "grid":
@@ -75,6 +76,7 @@ def build_sampler(
 
 
 def build_pruner(settings: SweepSettings) -> BasePruner:
+    """The sweep's Optuna pruner (a NopPruner for ``none``)."""
     if settings.pruner.name == "none":  # options of the pruner it replaces do not apply
         return NopPruner()
     return _construct(PRUNERS[settings.pruner.name], "sweep.pruner", **settings.pruner.options)

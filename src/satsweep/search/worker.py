@@ -1,21 +1,31 @@
 """A sweep worker: pulls trials from the shared study until the budget is spent.
 
-``satsweep sweep`` starts N of these as child processes; ``satsweep worker`` runs
-one from any terminal or machine that reaches the same storage. TensorFlow stays
-loaded across trials: each trial only clears the Keras session.
+``satsweep sweep`` starts N of these as child processes, handing them the job it
+validated; ``satsweep worker`` runs one from any terminal or machine that
+reaches the same storage, composing the job from its own overrides. TensorFlow
+stays loaded across trials: each trial only clears the Keras session. After
+``sweep.trials_per_process`` trials a worker re-executes itself (same pid, same
+log) to free what Keras kept, and loads the job again from its file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from satsweep.errors import UserError
 from satsweep.runtime import configure_threads
 from satsweep.search.attach import Budget, attach, reap_dead_trials
-from satsweep.search.job import SweepJob
-from satsweep.search.objective import TrialObjective, too_many_failures
+from satsweep.search.job import JOB_ENV, SweepJob, load_job, prepare_job, save_job
+from satsweep.search.ledger import LAUNCHER_ENV, RAN_ENV, worker_command
+from satsweep.search.objective import LastTrial, TrialObjective, TrialPlan, too_many_failures
+from satsweep.search.settings import check_worker_count
 from satsweep.search.stopping import StopRequest
 from satsweep.search.storage import budget_lock
 
@@ -42,18 +52,88 @@ def run_final(job: SweepJob, threads: int) -> None:
     run_final_fit(job, attach(job), stop)
 
 
-def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> WorkerExit:
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How this worker process was asked to run (``satsweep worker``'s options)."""
+
+    threads: int  # TensorFlow threads; 0 for all cores
+    worker_index: int | None  # the sampler seed's offset; None for a worker joining by hand
+    final_fit: bool  # retrain the best trial instead of running trials
+    time_left: float | None  # what is left of sweep.timeout, for a re-executed worker
+
+
+def worker_job(overrides: Sequence[str]) -> SweepJob:
+    """The job this worker runs: its launcher's file if it has one, else composed here."""
+    if path := os.environ.get(JOB_ENV):
+        if overrides:
+            raise UserError(
+                f"this worker runs the sweep in {path} (${JOB_ENV}): it takes no overrides "
+                f"({' '.join(overrides)}); unset {JOB_ENV} to join with your own"
+            )
+        return load_job(Path(path))
+    return prepare_job(overrides)
+
+
+def check_joinable(job: SweepJob, options: WorkerOptions) -> None:
+    """A KerasTuner study is searched by its launcher's one worker; others may not join."""
+    try:
+        check_worker_count(job.settings.backend, None if options.worker_index is None else 1)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+
+
+def launched() -> bool:
+    """Started by ``satsweep sweep`` (still its child): it should end with its launcher."""
+    return os.environ.get(LAUNCHER_ENV) == str(os.getppid())
+
+
+def serve(job: SweepJob, options: WorkerOptions) -> int:
+    """Run the worker's trials (or the final fit); re-executes itself when due.
+
+    Returns the number of trials this worker ran, over all its re-executions.
+    """
+    if options.final_fit:
+        run_final(job, options.threads)
+        return 0
+    outcome = run_worker(job, options)
+    ran = int(os.environ.get(RAN_ENV, "0")) + outcome.ran
+    if outcome.recycle:
+        os.environ[RAN_ENV] = str(ran)
+        reexecute(job, options, outcome.seconds_left)
+    return ran
+
+
+def reexecute(job: SweepJob, options: WorkerOptions, seconds_left: float | None) -> None:
+    """Replace this worker by a fresh one (same pid, same log), freeing what Keras kept.
+
+    The fresh process loads the job from its file: nothing is composed again.
+    """
+    if JOB_ENV not in os.environ:  # a worker joined by hand saves the job it composed
+        where = Path(job.base.paths.outputs) / "sweeps" / job.settings.study_name
+        os.environ.update(save_job(job, where / f"worker-{os.getpid()}.job.json").environment())
+    command = worker_command("--threads", str(options.threads))
+    if options.worker_index is not None:
+        command += ["--worker-index", str(options.worker_index)]
+    if seconds_left is not None:
+        command += ["--time-left", f"{max(seconds_left, 1.0):.1f}"]
+    LOG.info("re-executing the worker (sweep.trials_per_process reached)")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+
+
+def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
     """Run trials until the study has ``n_trials`` finished ones, or ``trials_per_process``."""
-    configure_threads(threads)
+    configure_threads(options.threads)
     stop = StopRequest()
     stop.install()  # SIGINT and SIGTERM fail the running trial and end the worker
-    attached = attach(job, worker_index)
+    attached = attach(job, options.worker_index)
     study = attached.study
     settings = job.settings
     objective = TrialObjective(job, attached.tracker, attached.parent_run_id, stop)
-    budget = Budget(
-        settings.n_trials, time.monotonic() + settings.timeout if settings.timeout else None
-    )
+    seconds = options.time_left if options.time_left is not None else settings.timeout
+    budget = Budget(settings.n_trials, time.monotonic() + seconds if seconds else None)
     if settings.backend == "kerastuner":
         from satsweep.search.kerastuner import run_kerastuner  # imports KerasTuner
 
@@ -74,10 +154,16 @@ def run_worker(job: SweepJob, threads: int, worker_index: int | None) -> WorkerE
                 held.close()
                 time.sleep(POLL_SECONDS)
                 continue
-            objective.on_start = held.close  # the trial is asked: others may count it now
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            ended = LastTrial()
+            study.optimize(
+                objective.for_trial(TrialPlan(), on_start=held.close),
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=[ended],
+                gc_after_trial=True,
+            )
         ran += 1
-        failures_in_a_row = failures_in_a_row + 1 if objective.last_state == "failed" else 0
+        failures_in_a_row = failures_in_a_row + 1 if ended.failed else 0
         if failures_in_a_row >= settings.max_failures:
-            raise too_many_failures(failures_in_a_row, objective.last_error)
+            raise too_many_failures(failures_in_a_row, ended.error)
     return WorkerExit(ran, False, None)

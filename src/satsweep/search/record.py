@@ -14,21 +14,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
 from satsweep.analysis.errors import ERROR_ANALYSIS
+from satsweep.figures import plt
 from satsweep.redact import redact_tree
 from satsweep.schema import as_plain
 from satsweep.search.description import sweep_description
 from satsweep.search.job import SweepJob
-from satsweep.search.runs import FLOOR_ATTR, PARENT_ATTR, STATE_NAMES, FinalFit, trial_run_id
+from satsweep.search.ledger import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_TAG,
+    FINAL_OF_TRIAL_TAG,
+    FINAL_RUN_TAG,
+    FLOOR_ATTR,
+    PARENT_ATTR,
+    TRIAL_COUNT_TAG,
+    TRIAL_TAG,
+    FinalFit,
+    trial_run_id,
+)
+from satsweep.search.runs import STATE_NAMES
 from satsweep.search.settings import result_metric
 from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retries
 
@@ -62,7 +70,9 @@ def leaderboard(
     value, not a result, so it does not stand in the objective's column (the
     trial's ``pruned_at_epoch`` does).
     """
-    runs = _readable(lambda: _trial_metrics(study, tracker), {}) if tracker else {}
+    runs: dict[int, dict[str, float]] = (
+        _readable(lambda: _trial_metrics(study, tracker), {}) if tracker else {}
+    )
     rows = []
     for trial in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"trial": trial.number, "state": STATE_NAMES[trial.state]}
@@ -117,11 +127,7 @@ def _trial_metrics(study: optuna.Study, tracker: Tracker) -> dict[int, dict[str,
     runs = tracker.client.search_runs(
         [experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=50_000
     )
-    return {
-        int(r.data.tags["satsweep.trial"]): r.data.metrics
-        for r in runs
-        if "satsweep.trial" in r.data.tags
-    }
+    return {int(r.data.tags[TRIAL_TAG]): r.data.metrics for r in runs if TRIAL_TAG in r.data.tags}
 
 
 def _readable(read: Callable[[], T], fallback: T) -> T:
@@ -134,6 +140,7 @@ def _readable(read: Callable[[], T], fallback: T) -> T:
 
 
 def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's best trials: one for a single objective, the Pareto front for several."""
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return []
     return study.best_trials if len(study.directions) > 1 else [study.best_trial]
@@ -155,8 +162,8 @@ def finalize(
         tracker.set_tags(
             parent_run_id,
             {
-                "satsweep.best_trial": top.number,
-                "satsweep.best_run_id": trial_run_id(study, top),
+                BEST_TRIAL_TAG: top.number,
+                BEST_RUN_TAG: trial_run_id(study, top),
                 **{f"best.{key}": value for key, value in top.params.items()},
             },
         )
@@ -173,7 +180,7 @@ def finalize(
     if final is not None:
         tracker.set_tags(
             parent_run_id,
-            {"satsweep.final_run_id": final.run_id, "satsweep.final_of_trial": final.trial},
+            {FINAL_RUN_TAG: final.run_id, FINAL_OF_TRIAL_TAG: final.trial},
         )
         tracker.log_metrics(
             parent_run_id,
@@ -186,7 +193,7 @@ def finalize(
         )
     trials = table[~table["trial"].isin(SUMMARY_ROWS)] if not table.empty else table
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
-    tracker.set_tags(parent_run_id, {f"satsweep.trials_{k}": v for k, v in counts.items()})
+    tracker.set_tags(parent_run_id, {f"{TRIAL_COUNT_TAG}{k}": v for k, v in counts.items()})
     _describe(job, tracker, parent_run_id, table, trials)
     _log_plots(study, objectives, tracker, parent_run_id)
     tracker.end_run(parent_run_id, status)
@@ -247,7 +254,7 @@ def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run
     """Optuna's plots as interactive HTML and static PNG; skipped when there is too little data."""
     single = len(objectives) == 1
     target = None if single else (lambda t: t.values[0])
-    plots = {
+    plots: dict[str, dict[str, Any]] = {
         "optimization_history": {"target_name": objectives[0], "target": target},
         "param_importances": {"target_name": objectives[0], "target": target},
         "parallel_coordinate": {"target_name": objectives[0], "target": target},

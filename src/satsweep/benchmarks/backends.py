@@ -19,29 +19,69 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
+from pydantic import Field, ValidationError, model_validator
 
+from satsweep.config import describe_validation_error
+from satsweep.console import Progress, leaderboard_table, wide_console
 from satsweep.errors import UserError
+from satsweep.figures import plt
 from satsweep.redact import redact_tree
-from satsweep.report import leaderboard_table, wide_console
+from satsweep.schema import Strict
 from satsweep.search.job import SweepJob, prepare_job
 from satsweep.search.launcher import launch
-from satsweep.search.runs import PARENT_ATTR, trial_run_id
-from satsweep.search.settings import CompareSettings, test_metric
+from satsweep.search.ledger import (
+    METHOD_TAG,
+    PARENT_ATTR,
+    ROLE_TAG,
+    SWEEP_FILE_TAG,
+    load_study,
+    trial_run_id,
+)
+from satsweep.search.settings import test_metric
 from satsweep.search.storage import open_storage
 from satsweep.tracking import Tracker
 
 LOG = logging.getLogger(__name__)
 NEAR_BEST = 0.95  # "time to 95% of the best value any method found"
+
+
+class CompareSettings(Strict):
+    """``satsweep compare-backends``: search methods raced on equal wall-clock budgets."""
+
+    budget: Annotated[float, Field(gt=0)] | None  # seconds of search per method and seed
+    trials: Annotated[int, Field(gt=0)] | None  # or: finished trials per method and seed
+    seeds: Annotated[list[int], Field(min_length=1)]
+    methods: Annotated[dict[str, list[str]], Field(min_length=2)]  # name -> Hydra overrides
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> CompareSettings:
+        if (self.budget is None) == (self.trials is None):
+            raise ValueError(
+                "set one of sweep.compare.budget (seconds) and sweep.compare.trials "
+                "(an equal-trials race), and the other to null"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """The race's budget in words, for logs and titles."""
+        return f"{self.budget:g}s" if self.budget is not None else f"{self.trials} trials"
+
+
+def compare_settings(job: SweepJob) -> CompareSettings:
+    """The sweep file's ``sweep.compare`` node, validated: the race's methods and budget."""
+    try:
+        return CompareSettings.model_validate(job.settings.compare)
+    except ValidationError as error:
+        raise UserError(
+            f"{job.file}: {describe_validation_error(error, 'sweep.compare')}"
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -60,6 +100,8 @@ class MethodRun:
 
 @dataclass(frozen=True)
 class Comparison:
+    """One race: its MLflow run, every method's searches, and the summary table."""
+
     run_id: str  # the MLflow comparison run
     runs: list[MethodRun]
     table: pd.DataFrame  # one row per method
@@ -68,7 +110,7 @@ class Comparison:
 def compare_backends(overrides: Sequence[str]) -> Comparison:
     """Race the sweep's methods; log and print the comparison."""
     job = prepare_job(overrides)
-    settings = job.settings.compare
+    settings = compare_settings(job)
     if job.settings.is_multi_objective:
         raise UserError(
             "compare-backends ranks methods by one objective: keep one in sweep.objectives"
@@ -85,7 +127,7 @@ def compare_backends(overrides: Sequence[str]) -> Comparison:
     run_id = tracker.create_run(
         tracker.experiment_id(experiment),
         label,
-        tags={"satsweep.role": "comparison", "satsweep.sweep_file": job.file},
+        tags={ROLE_TAG: "comparison", SWEEP_FILE_TAG: job.file},
     )
     tracker.log_params(
         run_id,
@@ -131,7 +173,7 @@ def _method_job(
         *extra,
         f"sweep.study_name={study}",
         f"sweep.experiment={experiment}",
-        *_budget(base.settings.compare),
+        *_budget(compare_settings(base)),
         "sweep.workers=1",
         "sweep.final_fit.enabled=false",  # the race compares searches, not final fits
         f"sweep.sampler.seed={seed}",
@@ -156,18 +198,18 @@ def _turns(methods: list[str], index: int) -> list[str]:
 
 
 def _race(job: SweepJob, name: str, seed: int, tracker: Tracker, run_id: str) -> MethodRun:
-    LOG.info("method %s, seed %d: %s of search", name, seed, job.settings.compare.label)
+    LOG.info("method %s, seed %d: %s of search", name, seed, compare_settings(job).label)
     started = time.monotonic()
-    code = launch(job, workers=1).code
+    code = launch(job, 1, Progress).code
     wall = time.monotonic() - started
     if code == 130:
         raise KeyboardInterrupt
-    study = optuna.load_study(
-        study_name=job.settings.study_name, storage=open_storage(job.base.storage)
+    study = load_study(
+        open_storage(job.base.storage), job.settings.study_name, job.base.storage.url
     )
     parent = study.user_attrs.get(PARENT_ATTR)
     if parent:  # nest the method's sweep under the comparison in the MLflow UI
-        tracker.set_tags(str(parent), {"mlflow.parentRunId": run_id, "satsweep.method": name})
+        tracker.set_tags(str(parent), {"mlflow.parentRunId": run_id, METHOD_TAG: name})
     return read_method_run(study, name, seed, wall, job, tracker)
 
 
@@ -180,7 +222,7 @@ def read_method_run(
     if not starts:
         return MethodRun(name, seed, study.study_name, wall, 0, None, None, [])
     began = min(starts)
-    budget = job.settings.compare.budget
+    budget = compare_settings(job).budget
     deadline = began + timedelta(seconds=budget) if budget is not None else None
     within = sorted(
         (
@@ -188,7 +230,7 @@ def read_method_run(
             for t in trials
             if t.datetime_complete and (deadline is None or t.datetime_complete <= deadline)
         ),
-        key=lambda t: t.datetime_complete,
+        key=_completed_at,
     )
     maximize = job.settings.directions[0] == "maximize"
     curve, best_trial = [], None
@@ -197,7 +239,7 @@ def read_method_run(
             continue
         if best_trial is None or _better(trial.values[0], best_trial.values[0], maximize):
             best_trial = trial
-            seconds = (trial.datetime_complete - began).total_seconds()
+            seconds = (_completed_at(trial) - began).total_seconds()
             curve.append((seconds, trial.values[0]))
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in within)
     best = best_trial.values[0] if best_trial else None
@@ -299,7 +341,7 @@ def _log(
     tracker.log_text(run_id, table.to_csv(index=False), "comparison.csv")
     tracker.log_text(run_id, per_run.to_csv(index=False), "runs.csv")
     tracker.log_yaml(run_id, redact_tree(job.sweep_node), "sweep.yaml")
-    figure = best_so_far_figure(runs, objective, job.settings.compare.budget)
+    figure = best_so_far_figure(runs, objective, compare_settings(job).budget)
     tracker.log_figure(run_id, figure, "best_so_far.png")
     plt.close(figure)
     metrics = {
@@ -309,3 +351,9 @@ def _log(
         if pd.notna(getattr(row, column))
     }
     tracker.log_metrics(run_id, metrics, step=0)
+
+
+def _completed_at(trial: optuna.trial.FrozenTrial) -> datetime:
+    """When a finished trial ended (the trials passed here all have ended)."""
+    assert trial.datetime_complete is not None
+    return trial.datetime_complete

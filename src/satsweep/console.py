@@ -1,4 +1,8 @@
-"""Terminal summaries of runs, printed with rich."""
+"""The terminal: run summaries, leaderboards, verdicts and a sweep's live progress.
+
+The one module that prints, with rich. The engine returns results and the CLI
+hands them here; nothing below the CLI and the API imports this module.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console
+from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from satsweep.analysis.diagnosis import one_line
 from satsweep.metrics import RESULT_PREFIXES
-from satsweep.search.report import SUMMARY_ROWS
+from satsweep.search.progress import Snapshot
+from satsweep.search.record import SUMMARY_ROWS
 
 if TYPE_CHECKING:
     from satsweep.reproduction import Verdict
@@ -24,11 +31,13 @@ WIDE_CONSOLE = 200  # leaderboards are wide; CI logs have no terminal width to r
 
 
 def wide_console() -> Console:
+    """A console wide enough for leaderboards when the output is not a terminal."""
     console = Console()
     return console if console.is_terminal else Console(width=WIDE_CONSOLE)
 
 
 def print_train_summary(result: TrainResult, console: Console | None = None) -> None:
+    """A run's metrics, its diagnosis and where to find it in MLflow."""
     console = console or Console()
     table = Table(
         title=f"{len(result.class_names)} classes, {result.epochs_run} epochs, "
@@ -106,7 +115,14 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def print_leaderboard(table: pd.DataFrame, title: str) -> None:
+    """Every row of a leaderboard (``satsweep compare``), as wide as it needs."""
+    console = wide_console()
+    console.print(leaderboard_table(table, title, console.width, rows=len(table)))
+
+
 def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | None = None) -> None:
+    """The sweep's leaderboard (best first, then its final model and floor) and its answer."""
     console = console or wide_console()
     if table.empty:
         console.print("no trials ran")
@@ -163,3 +179,53 @@ def print_verdict(verdict: Verdict, console: Console | None = None) -> None:
     console.print(
         f"{word}: max |difference| {verdict.max_difference:.3g}; new run {verdict.run_id}"
     )
+
+
+def _panel(snap: Snapshot, title: str) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    total = snap.total if snap.total is not None else "?"
+    if snap.total:
+        table.add_row("progress", ProgressBar(total=snap.total, completed=snap.done, width=30))
+    for label, value in (
+        ("trials done", f"{snap.done}/{total}"),
+        ("running", snap.running),
+        ("pruned", snap.pruned),
+        ("failed", snap.failed),
+        ("best", snap.best),
+        ("elapsed", f"{snap.elapsed:.0f}s"),
+        ("remaining", f"~{snap.eta()}"),
+    ):
+        table.add_row(label, str(value))
+    return table
+
+
+class Progress:
+    """Call :meth:`update` periodically; redraws on a terminal, prints on change elsewhere."""
+
+    def __init__(self, title: str, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.title = title
+        self.live: Live | None = None
+        self.last_line = ""
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal or self.console.is_jupyter:  # a notebook redraws too
+            self.live = Live(console=self.console, refresh_per_second=2, transient=False)
+            self.live.__enter__()
+        return self
+
+    def update(self, snap: Snapshot) -> None:
+        """Redraw the panel, or print a line when the counts changed (no terminal)."""
+        if self.live is not None:
+            self.live.update(_panel(snap, self.title))
+            return
+        line = snap.line()
+        if line.split(" | ")[:2] != self.last_line.split(" | ")[:2]:
+            print(f"{self.title}: {line}", file=self.console.file, flush=True)
+        self.last_line = line
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)

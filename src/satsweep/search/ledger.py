@@ -1,0 +1,134 @@
+"""The sweep's ledger: how processes find each other's records and start each other.
+
+A sweep is kept in two stores that know nothing of each other: Optuna's study
+(trials, their parameters and values) and MLflow (runs, metrics, artifacts).
+The keys that link them, the tags satsweep reads back, the trial states that
+count as finished, and the command line of a worker process all live here, so
+a record written by one process (or one version) is read the same way by all.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+from satsweep.errors import UserError
+from satsweep.redact import redact
+from satsweep.tracking import TAG_PREFIX
+
+# --- processes ---------------------------------------------------------------
+LAUNCHER_ENV = "SATSWEEP_LAUNCHER_PID"  # a launched worker ends when its launcher does
+RAN_ENV = "SATSWEEP_WORKER_RAN"  # trials a re-executing worker ran before
+
+
+def worker_command(*options: str) -> list[str]:
+    """The command line of a ``satsweep worker`` process.
+
+    Its job does not travel here but in the environment (see ``JobHandoff``).
+    """
+    return [sys.executable, "-m", "satsweep", "worker", *options]
+
+
+# --- Optuna study and trial attributes ----------------------------------------
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # count against sweep.n_trials
+OBJECTIVES_ATTR = "satsweep_objectives"  # study: the objective names, for `compare`
+BACKEND_ATTR = "satsweep_backend"  # study: optuna or kerastuner, never both
+FLOOR_ATTR = "satsweep_floor"  # study: the no-learning floor's metrics on the sweep's split
+FINAL_ATTR = "satsweep_final_fit"  # study: the final fit's record, see FinalFit
+PARENT_ATTR = "mlflow_parent_run_id"  # study: the sweep's parent MLflow run
+RUN_ATTR = "mlflow_run_id"  # trial: its MLflow run
+RELINKED_ATTR = "mlflow_relinked_runs"  # study: offline run id -> MLflow run id, from `sync`
+WORKER_ATTR = "satsweep_worker"  # trial: "host:pid" of the process running it, see storage
+FAILURE_ATTR = "failure"  # trial: why it failed
+RSS_ATTR = "worker_peak_rss_mib"  # trial: its worker's peak memory after it
+
+# --- MLflow tags -------------------------------------------------------------
+RUN_NAME_TAG = "mlflow.runName"  # setting it renames the run in MLflow's store
+ROLE_TAG = f"{TAG_PREFIX}role"  # sweep, trial, final, comparison
+SWEEP_TAG = f"{TAG_PREFIX}sweep"  # the study name
+TRIAL_TAG = f"{TAG_PREFIX}trial"  # the trial number
+STATE_TAG = f"{TAG_PREFIX}trial_state"
+PRUNED_TAG = f"{TAG_PREFIX}pruned"  # why a trial was pruned: its epoch, value and threshold
+FAILURE_TAG = f"{TAG_PREFIX}failure"
+REPRODUCE_TAG = f"{TAG_PREFIX}reproduce_command"
+BACKEND_TAG = f"{TAG_PREFIX}backend"
+SWEEP_FILE_TAG = f"{TAG_PREFIX}sweep_file"
+TRIAL_OVERRIDES_TAG = f"{TAG_PREFIX}trial_overrides"
+BEST_TRIAL_TAG = f"{TAG_PREFIX}best_trial"
+BEST_RUN_TAG = f"{TAG_PREFIX}best_run_id"
+FINAL_RUN_TAG = f"{TAG_PREFIX}final_run_id"
+FINAL_OF_TRIAL_TAG = f"{TAG_PREFIX}final_of_trial"
+FINAL_OVERRIDES_TAG = f"{TAG_PREFIX}final_overrides"
+FLOOR_METHOD_TAG = f"{TAG_PREFIX}floor_method"
+METHOD_TAG = f"{TAG_PREFIX}method"  # a backend race's method
+TRIAL_COUNT_TAG = f"{TAG_PREFIX}trials_"  # + a state: how many trials ended in it
+
+
+@dataclass(frozen=True)
+class FinalFit:
+    """The final model's record on the study: the trial it retrained, its run, its metrics."""
+
+    trial: int
+    run_id: str
+    metrics: dict[str, float]
+
+    @staticmethod
+    def of(study: optuna.Study) -> FinalFit | None:
+        """The study's final-fit record, or None before the final fit has run."""
+        record = study.user_attrs.get(FINAL_ATTR)
+        return FinalFit(**record) if record else None
+
+
+def load_study(storage: BaseStorage, study_name: str, url: str) -> optuna.Study:
+    """An existing study of the storage at ``url``; a name it does not hold is a user error."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError as error:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UserError(
+            f"no study named {study_name!r} in {redact(url)}: "
+            f"the studies are {', '.join(names) or '(none)'}"
+        ) from error
+
+
+def trial_run_id(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """The MLflow run of a trial, following ``satsweep sync``'s re-links of offline runs.
+
+    Optuna cannot change a finished trial, so re-links live on the study.
+    """
+    run_id = str(trial.user_attrs.get(RUN_ATTR, ""))
+    return str(study.user_attrs.get(RELINKED_ATTR, {}).get(run_id, run_id))
+
+
+def run_of_study(
+    storage: BaseStorage, url: str, study_name: str, trial: int | None, final: bool
+) -> str:
+    """The MLflow run id of a sweep's final model, best trial, or trial number ``trial``."""
+    study = load_study(storage, study_name, url)
+    if final:
+        record = FinalFit.of(study)
+        if record is None:
+            raise UserError(
+                f"study {study_name!r} has no final model yet: run the sweep to its end "
+                "(with sweep.final_fit.enabled=true), or use --best"
+            )
+        return record.run_id
+    if trial is None:
+        try:
+            chosen = study.best_trial
+        except ValueError as error:
+            raise UserError(f"study {study_name!r} has no complete trial yet") from error
+    else:
+        matches = [t for t in study.trials if t.number == trial]
+        if not matches:
+            held = f"trials 0 to {len(study.trials) - 1}" if study.trials else "no trial yet"
+            raise UserError(f"study {study_name!r} has no trial {trial}: it has {held}")
+        chosen = matches[0]
+    run_id = trial_run_id(study, chosen)
+    if not run_id:
+        raise UserError(f"trial {chosen.number} of {study_name!r} has no MLflow run")
+    return run_id
