@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.conftest import (
 )
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TRACING = Path(__file__).parent / "tracing"  # sitecustomize.py counting Hydra compositions
 
 
 def _study(outputs: Path, name: str = "smoke") -> optuna.Study:
@@ -36,11 +38,30 @@ def _runs(outputs: Path, experiment: str = "smoke"):
 
 def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp_path) -> None:
     # each worker re-executes itself after every trial, keeping its pid and its log
-    result = run_satsweep("sweep", *sweep_args, "sweep.trials_per_process=1", "--workers", "2")
+    trace = tmp_path / "compositions.tsv"
+    result = run_satsweep(
+        "sweep",
+        *sweep_args,
+        "sweep.trials_per_process=1",
+        "--workers",
+        "2",
+        env={
+            "PYTHONPATH": os.pathsep.join([str(TRACING), os.environ.get("PYTHONPATH", "")]),
+            "SATSWEEP_TEST_COMPOSE_TRACE": str(trace),
+        },
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     logs = [p.read_text() for p in (outputs / "sweeps" / "smoke").glob("worker-*.log")]
     assert sum(log.count("re-executing the worker") for log in logs) >= 1
     assert "best trial:" in result.stdout
+
+    # the sweep's job is composed once, by the launcher; workers (re-executed ones
+    # too) load it and compose only each trial's own config
+    compositions = [line.split("\t") for line in trace.read_text().splitlines()]
+    jobs = [(pid, command) for pid, command, kind in compositions if kind == "job"]
+    assert len(jobs) == 1 and jobs[0][1] == "sweep", compositions
+    by_workers = [kind for _, command, kind in compositions if command == "worker"]
+    assert by_workers == ["trial"] * 4, compositions  # one per trial, nothing else
 
     study = _study(outputs)
     numbers = [t.number for t in study.trials if t.state in FINISHED]
@@ -157,7 +178,8 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> N
     assert sum(t.state in FINISHED for t in trials) == 4
     _, parents, children = _runs(outputs)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert all(r.info.status != "RUNNING" for r in children)
+    left_running = [r.data.tags for r in children if r.info.status == "RUNNING"]
+    assert not left_running, left_running
     assert sum(r.data.tags["satsweep.trial_state"] == "complete" for r in children) == 4
 
 

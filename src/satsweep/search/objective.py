@@ -4,6 +4,12 @@ The trial composes its config through Hydra (the trial's overrides on top of the
 user's) and trains through :func:`satsweep.training.fit_and_log`, exactly like
 ``satsweep train``; Optuna sees it only through the pruning callback and the
 returned objective values.
+
+What a caller decides for one trial (a backend's plan, the hook that releases
+the budget lock) is bound to that trial's call by :meth:`TrialObjective.for_trial`;
+how the trial ended reaches callers as the FrozenTrial Optuna hands the
+callbacks of ``study.optimize`` (:class:`LastTrial`), never as attributes set
+and read around the call.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import math
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import keras
 import optuna
+from optuna.trial import TrialState
 
 from satsweep.baseline import Floor
 from satsweep.data import Dataset, load_data
@@ -24,11 +32,17 @@ from satsweep.redact import redact
 from satsweep.runtime import peak_rss_mib
 from satsweep.schema import DataConfig
 from satsweep.search.job import SweepJob
-from satsweep.search.pruning import ExplainedPruningCallback
-from satsweep.search.runs import (
+from satsweep.search.ledger import (
+    FAILURE_ATTR,
+    FAILURE_TAG,
     FLOOR_ATTR,
     PRUNED_TAG,
+    RSS_ATTR,
     RUN_ATTR,
+    WORKER_ATTR,
+)
+from satsweep.search.pruning import ExplainedPruningCallback
+from satsweep.search.runs import (
     close_trial_run,
     create_trial_run,
     scored_name,
@@ -37,13 +51,11 @@ from satsweep.search.runs import (
 )
 from satsweep.search.settings import result_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
-from satsweep.search.storage import WORKER_ATTR, worker_identity
+from satsweep.search.storage import worker_identity
 from satsweep.tracking import Tracker
 from satsweep.training import fit_and_log
 
 LOG = logging.getLogger(__name__)
-FAILURE_ATTR = "failure"
-RSS_ATTR = "worker_peak_rss_mib"
 
 
 @dataclass
@@ -54,6 +66,7 @@ class DatasetMemo:
     dataset: Dataset | None = None
 
     def get(self, cfg: DataConfig, load: Callable[[], Dataset]) -> Dataset:
+        """The dataset of ``cfg``, decoded only when it differs from the last trial's."""
         if self.dataset is None or self.key != cfg:
             self.dataset, self.key = load(), cfg
         return self.dataset
@@ -74,6 +87,7 @@ class TrialPlan:
 
 
 def too_many_failures(count: int, last_error: str) -> UserError:
+    """The error that ends a sweep whose trials keep failing, rather than burning its budget."""
     return UserError(
         f"{count} trials failed in a row (last: {last_error}): "
         f"the sweep looks broken; fix it, or raise sweep.max_failures"
@@ -81,50 +95,79 @@ def too_many_failures(count: int, last_error: str) -> UserError:
 
 
 @dataclass
+class LastTrial:
+    """A ``study.optimize`` callback: keeps the FrozenTrial of the trial that just ended."""
+
+    trial: optuna.trial.FrozenTrial | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        del study
+        self.trial = trial
+
+    @property
+    def failed(self) -> bool:
+        """Whether the trial failed (an exception, a non-finite objective)."""
+        return self.trial is None or self.trial.state == TrialState.FAIL
+
+    @property
+    def error(self) -> str:
+        """Why the trial failed, as the objective recorded it on the trial."""
+        return str(self.trial.user_attrs.get(FAILURE_ATTR, "")) if self.trial else ""
+
+
+@dataclass(frozen=True)
 class TrialObjective:
-    """Callable objective for ``study.optimize``; remembers how its last trial ended."""
+    """The objective of a worker's trials: train one configuration, log it, score it."""
 
     job: SweepJob
     tracker: Tracker
     parent_run_id: str
     stop: StopRequest = field(default_factory=StopRequest)
-    on_start: Callable[[], None] = lambda: None  # releases the budget lock
     memo: DatasetMemo = field(default_factory=DatasetMemo)
-    plan: TrialPlan = field(default_factory=TrialPlan)  # set by the backend before each trial
-    last_state: str = ""
-    last_error: str = ""
-    last_values: list[float] = field(default_factory=list)
 
-    def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        self.on_start()
-        self.last_state, self.last_error = "failed", ""
+    def for_trial(
+        self, plan: TrialPlan, on_start: Callable[[], None]
+    ) -> Callable[[optuna.Trial], float | list[float]]:
+        """The objective of the next trial: ``plan`` applied, ``on_start`` called once asked.
+
+        ``on_start`` releases the budget lock: others may count the trial from then on.
+        """
+        return partial(self._run, plan=plan, on_start=on_start)
+
+    def _run(
+        self, trial: optuna.Trial, plan: TrialPlan, on_start: Callable[[], None]
+    ) -> float | list[float]:
+        on_start()
         trial.set_user_attr(WORKER_ATTR, worker_identity())
-        overrides = [*self.job.space.suggest(trial), *self.plan.overrides]
+        overrides = [*self.job.space.suggest(trial), *plan.overrides]
         with self.stop.deferred():  # the run and its record on the trial, or neither
             run_id = create_trial_run(
                 self.job, self.tracker, self.parent_run_id, trial.number, overrides
             )
             trial.set_user_attr(RUN_ATTR, run_id)
-            if self.plan.tags:
-                self.tracker.set_tags(run_id, dict(self.plan.tags))
+            if plan.tags:
+                self.tracker.set_tags(run_id, dict(plan.tags))
         try:
             self.stop.check()  # a stop held while the run was created fails it here
-            values = self._train(trial, overrides, run_id)
+            values = self._train(trial, overrides, run_id, plan)
         except optuna.TrialPruned as pruned:
-            self.last_state = "pruned"
-            self.tracker.set_tags(run_id, {PRUNED_TAG: str(pruned)})
-            note = self._note(trial, str(pruned), overrides, run_id)
-            close_trial_run(self.tracker, run_id, "pruned", f"{self._run_name(trial)} pruned", note)
+            with self.stop.deferred():  # a stop now would leave the run RUNNING
+                self.tracker.set_tags(run_id, {PRUNED_TAG: str(pruned)})
+                note = self._note(trial, str(pruned), overrides, run_id)
+                name = f"{self._run_name(trial)} pruned"
+                close_trial_run(self.tracker, run_id, "pruned", name, note)
             raise
         except BaseException as error:
-            self._record_failure(run_id, error, f"{self._run_name(trial)} failed")
-            trial.set_user_attr(FAILURE_ATTR, redact(self.last_error)[:2000])
+            with self.stop.deferred():
+                message = self._record_failure(run_id, error, f"{self._run_name(trial)} failed")
+                trial.set_user_attr(FAILURE_ATTR, redact(message)[:2000])
             raise
-        self.last_state, self.last_values = "complete", values
-        objective = self.job.settings.objectives[0]
-        name = scored_name(self._run_name(trial), objective, {objective: values[0]})
-        note = self._note(trial, f"complete, {objective}={values[0]:.4f}", overrides, run_id)
-        close_trial_run(self.tracker, run_id, "complete", name, note)
+        # A stop held here is acted on by the worker loop, after Optuna records the trial.
+        with self.stop.deferred():
+            objective = self.job.settings.objectives[0]
+            name = scored_name(self._run_name(trial), objective, {objective: values[0]})
+            note = self._note(trial, f"complete, {objective}={values[0]:.4f}", overrides, run_id)
+            close_trial_run(self.tracker, run_id, "complete", name, note)
         return values[0] if len(values) == 1 else values
 
     def _note(self, trial: optuna.Trial, outcome: str, overrides: list[str], run_id: str) -> str:
@@ -133,11 +176,13 @@ class TrialObjective:
     def _run_name(self, trial: optuna.Trial) -> str:
         return trial_run_name(self.job.settings.study_name, trial.number)
 
-    def _train(self, trial: optuna.Trial, overrides: list[str], run_id: str) -> list[float]:
+    def _train(
+        self, trial: optuna.Trial, overrides: list[str], run_id: str, plan: TrialPlan
+    ) -> list[float]:
         cfg = self.job.trial_config(overrides)
         dataset = self.memo.get(cfg.data, lambda: load_data(cfg))
         settings = self.job.settings
-        callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop), *self.plan.callbacks]
+        callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop), *plan.callbacks]
         if settings.prunes:
             callbacks.append(
                 ExplainedPruningCallback(trial, settings.objectives[0], settings.pruner)
@@ -149,7 +194,7 @@ class TrialObjective:
             self.tracker,
             run_id,
             callbacks,
-            initial_epoch=self.plan.initial_epoch,
+            initial_epoch=plan.initial_epoch,
             floor=Floor(floor_metrics) if floor_metrics else None,
             model_name=self._run_name(trial),
         )
@@ -167,10 +212,12 @@ class TrialObjective:
         )
         return values
 
-    def _record_failure(self, run_id: str, error: BaseException, name: str) -> None:
-        self.last_error = f"{type(error).__name__}: {error}"
+    def _record_failure(self, run_id: str, error: BaseException, name: str) -> str:
+        """Tag and close the trial's run as failed; returns the one-line reason."""
+        message = f"{type(error).__name__}: {error}"
         interrupted = isinstance(error, KeyboardInterrupt)
-        self.tracker.set_tags(run_id, {"satsweep.failure": redact(self.last_error)[:5000]})
+        self.tracker.set_tags(run_id, {FAILURE_TAG: redact(message)[:5000]})
         if not interrupted:
             self.tracker.log_text(run_id, redact(traceback.format_exc()), "failure/traceback.txt")
         close_trial_run(self.tracker, run_id, "failed", name)
+        return message
