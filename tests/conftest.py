@@ -40,6 +40,7 @@ TINY = [
     "trainer=quick",
     "trainer.epochs=2",
     "trainer.batch_size=16",
+    "trainer.min_steps_per_epoch=0",  # machinery tests: no repeats of the tiny set
     "model.stages=2",
     "model.width=8",
 ]

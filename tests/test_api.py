@@ -11,7 +11,14 @@ from tests.conftest import run_satsweep
 
 
 def test_train_from_python_logs_a_run_that_exists_in_mlflow(outputs, shared_cache) -> None:
-    result = train(["data.max_per_class=20", "trainer.epochs=1", f"paths.cache={shared_cache}"])
+    result = train(
+        [
+            "data.max_per_class=20",
+            "trainer.epochs=1",
+            "trainer.min_steps_per_epoch=0",
+            f"paths.cache={shared_cache}",
+        ]
+    )
     run = mlflow.MlflowClient(compose().tracking.uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_f1_macro"] == pytest.approx(result.metrics["test_f1_macro"])

@@ -16,15 +16,20 @@ from nbclient import NotebookClient
 from tests.conftest import REPO
 
 TUTORIALS = sorted((REPO / "docs" / "tutorials").glob("*.ipynb"))
-TINY_MODEL = '["model.stages=2", "model.width=8", "trainer.batch_size=16", "trainer.tta=none"]'
+# tiny sets are not repeated to 25 steps an epoch: the tests check that cells run
+NO_REPEATS = "trainer.min_steps_per_epoch=0"
+TINY_MODEL = (
+    '["model.stages=2", "model.width=8", "trainer.batch_size=16", "trainer.tta=none", '
+    f'"{NO_REPEATS}"]'
+)
 TINY = {
     "01_binary": f"MAX_PER_CLASS = 20\nIMAGE_SIZE = 16\nEPOCHS = 2\nN_TRIALS = 2\n"
     f"FINAL_EPOCHS = 2\nEXTRA = {TINY_MODEL}",
     "02_multiclass_exercise": "MAX_PER_CLASS = 6\nIMAGE_SIZE = 16\nEPOCHS = 1\n"
-    'EXTRA = ["data.classes=[Beach,Forest,Port,Desert]"]',
+    f'EXTRA = ["data.classes=[Beach,Forest,Port,Desert]", "{NO_REPEATS}"]',
     "03_multiclass_solution": "MAX_PER_CLASS = 10\nFINAL_MAX_PER_CLASS = 12\nIMAGE_SIZE = 16\n"
     "EPOCHS = 2\nFINAL_EPOCHS = 2\nN_TRIALS = 2\n"
-    'EXTRA = ["data.classes=[Beach,Forest,Port,Desert]", "trainer.batch_size=16"]',
+    f'EXTRA = ["data.classes=[Beach,Forest,Port,Desert]", "trainer.batch_size=16", "{NO_REPEATS}"]',
 }
 
 

@@ -9,6 +9,8 @@ layers, seeded by the run. Evaluation batches are never augmented.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -82,13 +84,39 @@ def _mixed(data: tf.data.Dataset, mixers: list[keras.layers.Layer], seed: int) -
     return tf.data.Dataset.zip(data, coins).map(mix)  # sequential: mixer seeds advance in order
 
 
+def passes_per_epoch(examples: int, batch_size: int, min_steps: int) -> int:
+    """How many times an epoch passes over ``examples`` to take at least ``min_steps`` steps.
+
+    A few hundred images at batch 64 give three steps an epoch: a ten-epoch run
+    then ends before the network has learned anything (its warm-up alone is an
+    epoch). Repeating the set keeps the batch size, and with it the meaning of
+    the learning rate and batch-norm's statistics.
+    """
+    return max(1, math.ceil(min_steps * batch_size / max(examples, 1)))
+
+
+def steps_per_epoch(examples: int, batch_size: int, passes: int) -> int:
+    """Optimizer steps in one epoch of ``passes`` over ``examples``."""
+    return max(1, math.ceil(examples * passes / batch_size))
+
+
 def training_dataset(
-    split: Split, num_classes: int, batch_size: int, augment: AugmentConfig, seed: int
+    split: Split,
+    num_classes: int,
+    batch_size: int,
+    augment: AugmentConfig,
+    seed: int,
+    passes: int = 1,
 ) -> tf.data.Dataset:
-    """Shuffled (anew each epoch), optionally augmented batches of ``(uint8 image, one-hot)``."""
-    data = tf.data.Dataset.from_tensor_slices(
-        (split.images, tf.one_hot(split.labels, num_classes))
-    ).shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    """Shuffled (anew each pass), optionally augmented batches of ``(uint8 image, one-hot)``.
+
+    ``passes`` (see :func:`passes_per_epoch`) repeats the set within an epoch.
+    """
+    data = (
+        tf.data.Dataset.from_tensor_slices((split.images, tf.one_hot(split.labels, num_classes)))
+        .shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+        .repeat(passes)
+    )
     if augment.per_image:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
             SEEDS_PER_IMAGE

@@ -276,6 +276,8 @@ class TrainerConfig(Strict):
 
     epochs: PositiveInt
     batch_size: PositiveInt
+    # a small training set is passed over several times per epoch to reach this many steps
+    min_steps_per_epoch: NonNegativeInt
     early_stopping_patience: NonNegativeInt
     monitor: Literal["val_f1_macro", "val_accuracy", "val_loss", "f1_macro", "accuracy", "loss"]
     deterministic: bool

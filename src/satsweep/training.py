@@ -31,7 +31,12 @@ from satsweep.links import announce, run_link
 from satsweep.metrics import FINAL_VAL, RESULT_PREFIXES, Evaluation, evaluate_predictions, prefixed
 from satsweep.models import CAPACITY_KNOBS, build_model, set_backbone_trainable
 from satsweep.optim import build_optimizer, optimizer_callbacks
-from satsweep.pipeline import evaluation_dataset, training_dataset
+from satsweep.pipeline import (
+    evaluation_dataset,
+    passes_per_epoch,
+    steps_per_epoch,
+    training_dataset,
+)
 from satsweep.provenance import git_state, package_versions
 from satsweep.redact import redact_tree
 from satsweep.runtime import accelerator, prepare_run
@@ -205,7 +210,9 @@ def fit_and_log(
     prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision)
     trainer = cfg.trainer
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
-    steps = max(1, math.ceil(len(dataset.train) / trainer.batch_size))
+    passes = passes_per_epoch(len(dataset.train), trainer.batch_size, trainer.min_steps_per_epoch)
+    steps = steps_per_epoch(len(dataset.train), trainer.batch_size, passes)
+    tracker.log_metrics(run_id, {"steps_per_epoch": steps, "passes_per_epoch": passes}, step=0)
     nan_guard = StopOnNonFiniteLoss()
     callbacks = [
         EpochLogger(tracker, run_id),
@@ -215,7 +222,7 @@ def fit_and_log(
         *extra_callbacks,
     ]
     train_data = training_dataset(
-        dataset.train, dataset.num_classes, trainer.batch_size, trainer.augment, cfg.seed
+        dataset.train, dataset.num_classes, trainer.batch_size, trainer.augment, cfg.seed, passes
     )
     val_data = evaluation_dataset(dataset.val, dataset.num_classes, trainer.batch_size)
     history: dict[str, list[float]] = {}
@@ -270,7 +277,7 @@ def fit_and_log(
         test=test,
         class_names=dataset.class_names,
         seconds=seconds,
-        images_per_second=len(dataset.train) * epochs_trained / max(fit_seconds, 1e-9),
+        images_per_second=len(dataset.train) * passes * epochs_trained / max(fit_seconds, 1e-9),
         diagnosis=diagnosis,
     )
 

@@ -23,7 +23,12 @@ import pytest
 from tests.conftest import run_satsweep
 
 PG = "postgresql://postgres@127.0.0.1:5432"
-FAST = ["trainer=quick", "trainer.epochs=1", "tracking.log_model=false"]
+FAST = [
+    "trainer=quick",
+    "trainer.epochs=1",
+    "trainer.min_steps_per_epoch=0",
+    "tracking.log_model=false",
+]
 Setup = Callable[[Path, Path], None]
 
 

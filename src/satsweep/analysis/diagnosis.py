@@ -178,8 +178,9 @@ def _validation_at_chance(e: Evidence) -> Finding | None:
         f"train accuracy rose to {train[-1]:.2f} while validation stayed at chance "
         f"({max(val):.2f}, chance {chance:.2f}): the network evaluated is not the one that "
         "trained; lower model.bn_momentum (0.9 settles in a few hundred steps), check the "
-        "learning rate, or train longer",
-        ("model.bn_momentum", "optimizer.lr", "trainer.epochs"),
+        "learning rate, or take more steps (trainer.epochs; trainer.min_steps_per_epoch "
+        "repeats a small set within an epoch)",
+        ("model.bn_momentum", "optimizer.lr", "trainer.epochs", "trainer.min_steps_per_epoch"),
     )
 
 
