@@ -135,6 +135,20 @@ def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -
             assert "optimizer.momentum" not in logged and "optimizer.nesterov" not in logged
         else:
             assert logged["optimizer.momentum"] == str(trial.params["optimizer.momentum"])
+    # one worker: trials finish in number order; only those level with the best so far
+    # render the error-analysis figures (sweep.trial_figures=leading)
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    run_ids = {r.data.tags["satsweep.trial"]: r.info.run_id for r in _runs(outputs)[2]}
+    best_so_far = -1.0
+    for trial in sorted(study.trials, key=lambda t: t.number):
+        if trial.state != TrialState.COMPLETE:
+            continue
+        run_id = run_ids[str(trial.number)]
+        figures = {a.path for a in client.list_artifacts(run_id, "error_analysis")}
+        leads = trial.value >= best_so_far
+        assert ("error_analysis/misclassified.png" in figures) == leads, (trial.number, figures)
+        assert "error_analysis/confused_pairs.csv" in figures  # the tables stay
+        best_so_far = max(best_so_far, trial.value)
 
 
 def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:

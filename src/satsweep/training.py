@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -195,6 +195,7 @@ def fit_and_log(
     initial_epoch: int = 0,
     floor: Floor | None = None,
     model_name: str = "model",
+    wants_figures: Callable[[Mapping[str, float]], bool] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on ``dataset`` inside the existing MLflow run ``run_id``.
 
@@ -203,7 +204,9 @@ def fit_and_log(
     earlier weights (KerasTuner's Hyperband rounds): epochs are numbered from it.
     ``floor``, the no-learning baseline of this split, lets the diagnosis say
     when a model is weak for its task. The model is logged as ``model_name``
-    after the results, so that MLflow attaches them to it.
+    after the results, so that MLflow attaches them to it. ``wants_figures``, given
+    the run's metrics, says whether its error-analysis figures are worth rendering
+    (a sweep skips them for trials behind the best); by default they always are.
     """
     started = time.perf_counter()
     log_run_inputs(tracker, run_id, cfg, dataset)
@@ -255,8 +258,11 @@ def fit_and_log(
     if floor is not None:
         metrics.update(floor.logged)
         tracker.log_metrics(run_id, floor.logged, step=epochs_run)
+    figures = wants_figures(metrics) if wants_figures else True
     diagnosis = (
-        _analyse_and_log(tracker, run_id, dataset, test, history, metrics, cfg, floor, epochs_run)
+        _analyse_and_log(
+            tracker, run_id, dataset, test, history, metrics, cfg, floor, epochs_run, figures
+        )
         if cfg.tracking.error_analysis
         else []
     )
@@ -349,6 +355,7 @@ def _analyse_and_log(
     cfg: RunConfig,
     floor: Floor | None,
     step: int,
+    figures: bool,
 ) -> list[Finding]:
     """Error analysis and "what to try next", logged under ``error_analysis/``."""
     analysis = analyse_errors(
@@ -357,6 +364,7 @@ def _analyse_and_log(
         test.probabilities,
         dataset.class_names,
         test.per_class,
+        figures,
     )
     for name, figure in analysis.figures.items():
         tracker.log_figure(run_id, figure, f"{ERROR_ANALYSIS}/{name}")

@@ -41,27 +41,34 @@ def analyse_errors(
     probabilities: np.ndarray,
     class_names: tuple[str, ...],
     per_class: pd.DataFrame,
+    figures: bool = True,
 ) -> ErrorAnalysis:
-    """Which images the model gets wrong, and how sure it was: the next experiment starts here."""
+    """Which images the model gets wrong, and how sure it was: the next experiment starts here.
+
+    ``figures=False`` keeps the tables and metrics and skips the rendering, the
+    costly part, for runs nobody will look at closely (trials behind the best).
+    """
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")]
     result = ErrorAnalysis(error_confidences=confidence[wrong])
-    result.figures["misclassified.png"] = _gallery(
-        images[worst[:GALLERY_SIZE]],
-        labels[worst],
-        predicted[worst],
-        confidence[worst],
-        class_names,
-    )
     result.tables["confused_pairs.csv"] = _confused_pairs(labels, predicted, class_names)
-    result.figures["per_class_scores.png"] = _per_class_chart(per_class)
-    ece, figure = _calibration(labels, probabilities)
-    result.metrics["ece"] = ece
-    result.figures["calibration.png"] = figure
+    result.metrics["ece"] = expected_calibration_error(labels, probabilities)
     if len(class_names) == 2:
-        _binary_curves(result, labels, probabilities[:, 1])
+        _binary_curves(result, labels, probabilities[:, 1], figures)
+    if figures:
+        result.figures["misclassified.png"] = _gallery(
+            images[worst[:GALLERY_SIZE]],
+            labels[worst],
+            predicted[worst],
+            confidence[worst],
+            class_names,
+        )
+        result.figures["per_class_scores.png"] = _per_class_chart(per_class)
+        result.figures["calibration.png"] = _calibration(
+            labels, probabilities, result.metrics["ece"]
+        )
     return result
 
 
@@ -133,8 +140,7 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray) ->
     return float(total / len(labels))
 
 
-def _calibration(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, Figure]:
-    ece = expected_calibration_error(labels, probabilities)
+def _calibration(labels: np.ndarray, probabilities: np.ndarray, ece: float) -> Figure:
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
@@ -156,12 +162,30 @@ def _calibration(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, 
     axis.set_ylabel("accuracy")
     axis.set_title(f"Reliability diagram (ECE {ece:.3f})")
     axis.legend()
-    return ece, figure
+    return figure
 
 
-def _binary_curves(result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray) -> None:
+def _binary_curves(
+    result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray, figures: bool
+) -> None:
     if len(np.unique(labels)) < 2:
         return
+    if figures:
+        _curve_figures(result, labels, scores)
+    sweep = pd.DataFrame(
+        {
+            "threshold": THRESHOLDS,
+            "f1": [f1_score(labels, scores >= t, zero_division=0) for t in THRESHOLDS],
+        }
+    )
+    result.tables["threshold_sweep.csv"] = sweep
+    best = sweep.loc[sweep["f1"].idxmax()]
+    result.metrics["best_threshold"] = float(best["threshold"])
+    result.metrics["best_threshold_f1"] = float(best["f1"])
+    result.metrics["f1_at_0.5"] = float(f1_score(labels, scores >= 0.5, zero_division=0))
+
+
+def _curve_figures(result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray) -> None:
     precision, recall, _ = precision_recall_curve(labels, scores)
     false_positive, true_positive, _ = roc_curve(labels, scores)
     for name, (x, y, xlabel, ylabel) in {
@@ -179,14 +203,3 @@ def _binary_curves(result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray
         axis.set_ylabel(ylabel)
         axis.set_title(name.removesuffix(".png").replace("_", " "))
         result.figures[name] = figure
-    sweep = pd.DataFrame(
-        {
-            "threshold": THRESHOLDS,
-            "f1": [f1_score(labels, scores >= t, zero_division=0) for t in THRESHOLDS],
-        }
-    )
-    result.tables["threshold_sweep.csv"] = sweep
-    best = sweep.loc[sweep["f1"].idxmax()]
-    result.metrics["best_threshold"] = float(best["threshold"])
-    result.metrics["best_threshold_f1"] = float(best["f1"])
-    result.metrics["f1_at_0.5"] = float(f1_score(labels, scores >= 0.5, zero_division=0))

@@ -197,6 +197,7 @@ class TrialObjective:
             initial_epoch=plan.initial_epoch,
             floor=Floor(floor_metrics) if floor_metrics else None,
             model_name=self._run_name(trial),
+            wants_figures=partial(self._leads, trial),
         )
         rss = peak_rss_mib()  # a worker that keeps growing over trials leaks
         trial.set_user_attr(RSS_ATTR, rss)
@@ -211,6 +212,22 @@ class TrialObjective:
             ", ".join(f"{n}={v:.4f}" for n, v in zip(settings.objectives, values, strict=True)),
         )
         return values
+
+    def _leads(self, trial: optuna.Trial, metrics: Mapping[str, float]) -> bool:
+        """Whether the trial is level with or ahead of the study's best so far.
+
+        The trial that ends up best led when it finished, so it always has its
+        error-analysis figures (the sweep's record copies them to the parent run).
+        """
+        settings = self.job.settings
+        if settings.trial_figures == "all" or len(settings.objectives) > 1:
+            return True
+        value = metrics[result_metric(settings.objectives[0])]
+        completed = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not completed:
+            return True
+        best = trial.study.best_value
+        return value >= best if settings.directions[0] == "maximize" else value <= best
 
     def _record_failure(self, run_id: str, error: BaseException, name: str) -> str:
         """Tag and close the trial's run as failed; returns the one-line reason."""
