@@ -45,9 +45,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.cfg:
         return _print_config(args.overrides)
     from satsweep import api
-    from satsweep.console import print_train_summary
 
-    print_train_summary(api.train(args.overrides, from_run=args.from_run))
+    result = api.train(args.overrides, from_run=args.from_run)
+    from satsweep.console import print_train_summary  # after: config errors answer at once
+
+    print_train_summary(result)
     return 0
 
 
@@ -78,9 +80,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``satsweep sweep``: run a sweep to its budget and print its leaderboard."""
     from satsweep import api
-    from satsweep.console import print_sweep_summary
 
     result = api.sweep(args.overrides, workers=args.workers or None)
+    from satsweep.console import print_sweep_summary  # after: config errors answer at once
+
     print_sweep_summary(result.job, result.leaderboard)
     return result.exit_code
 

@@ -8,18 +8,12 @@ positive class (index 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    confusion_matrix,
-    f1_score,
-    log_loss,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
+
+if TYPE_CHECKING:  # scikit-learn and pandas load when a run is evaluated: the metric
+    import pandas as pd  # names alone (a sweep's config check) need neither
 
 # What a run logs, by name: sweeps choose their objectives among these.
 SPLIT_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
@@ -52,6 +46,15 @@ def evaluate_predictions(
     labels: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]
 ) -> Evaluation:
     """Every metric of one split from its labels and predicted probabilities."""
+    import pandas as pd
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_recall_fscore_support,
+    )
+
     predicted = probabilities.argmax(axis=1)
     classes = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -91,6 +94,12 @@ def _normalised(probabilities: np.ndarray) -> np.ndarray:
 def _binary_metrics(
     labels: np.ndarray, positive_scores: np.ndarray, predicted: np.ndarray
 ) -> dict[str, float]:
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predicted, average="binary", pos_label=1, zero_division=0
     )

@@ -7,11 +7,13 @@ and run ids, each through the real ``satsweep`` command.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_satsweep
+from tests.conftest import REPO, run_satsweep
 
 BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("unknown model", ["train", "model=resnet9000"], "model/resnet9000"),
@@ -140,3 +142,25 @@ def test_bad_data_folder_is_one_line(outputs, data_dir, tmp_path, case, counts, 
 
 def test_the_list_is_long_enough() -> None:
     assert len(BAD_INPUTS) + len(BAD_FOLDERS) >= 20
+
+
+HEAVY = ("tensorflow", "keras", "sklearn", "mlflow", "optuna.visualization")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["train", "trainer.epochs=0"], ["sweep", "sweep=quick", "sweep.n_trials=0"]],
+    ids=["train", "sweep"],
+)
+def test_a_config_error_answers_before_the_heavy_libraries_load(outputs, args) -> None:
+    # the modules loaded, not the time taken: a loaded machine cannot fail this
+    probe = (
+        "import sys\nfrom satsweep.cli import run\n"
+        f"code = run({args!r})\n"
+        f"print(code, sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert result.stdout.split("\n")[-2] == "2 []", (result.stdout, result.stderr)
+    assert "satsweep: error:" in result.stderr
