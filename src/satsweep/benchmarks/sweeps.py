@@ -161,9 +161,9 @@ def pruning(scratch: Scratch) -> Comparison:
         seeded = [*PRUNING, f"sweep.sampler.seed={seed}", f"seed={seed}"]
         pruned = _sweep(scratch.args([*seeded, "sweep.pruner.name=median"]))[2]
         full = _sweep(scratch.args([*seeded, "sweep.pruner.name=none"]))[2]
-        ratios.append(_span(pruned) / _span(full))
-        gaps.append(full.best_value - pruned.best_value)
         spans.append((_span(pruned), _span(full)))
+        ratios.append(spans[-1][0] / spans[-1][1])
+        gaps.append(full.best_value - pruned.best_value)
         pruned_counts.append(sum(t.state == TrialState.PRUNED for t in pruned.trials))
     ratio, gap = median(ratios), median(gaps)
     return Comparison(

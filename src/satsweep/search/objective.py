@@ -223,10 +223,10 @@ class TrialObjective:
         if settings.trial_figures == "all" or len(settings.objectives) > 1:
             return True
         value = metrics[result_metric(settings.objectives[0])]
-        completed = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not completed:
+        try:
+            best = trial.study.best_value
+        except ValueError:  # no complete trial yet: this one leads
             return True
-        best = trial.study.best_value
         return value >= best if settings.directions[0] == "maximize" else value <= best
 
     def _record_failure(self, run_id: str, error: BaseException, name: str) -> str:
