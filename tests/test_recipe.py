@@ -180,6 +180,55 @@ def test_each_augmentation_changes_the_training_batches(outputs, tiny, knob, cha
     assert soft == changes_labels
 
 
+def _symmetries_and_shifts(image: np.ndarray, pad: int) -> dict[bytes, tuple[int, int, int]]:
+    """Every turn or flip of ``image`` shifted by up to ``pad`` pixels (reflected): its key."""
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    size = image.shape[0]
+    windows = {}
+    for symmetry in range(8):  # four quarter turns, each with and without a flip
+        turned = np.rot90(padded, symmetry % 4)
+        turned = np.fliplr(turned) if symmetry >= 4 else turned
+        for row in range(2 * pad + 1):
+            for column in range(2 * pad + 1):
+                window = turned[row : row + size, column : column + size]
+                windows.setdefault(window.tobytes(), (symmetry, row, column))
+    return windows
+
+
+@pytest.mark.parametrize(
+    ("flip", "rot90", "symmetries"),
+    [
+        (True, True, set(range(8))),
+        (False, True, {0, 1, 2, 3}),  # quarter turns only, never a mirror image
+        (True, False, {0, 2, 4, 6}),  # left-right, up-down, both (a half turn) or neither
+    ],
+)
+def test_each_augmented_image_is_one_symmetry_and_shift_of_its_source(
+    outputs, tiny, flip, rot90, symmetries
+) -> None:
+    # the batch-wise gather must give exactly what per-image flips, turns and crops give
+    from satsweep.pipeline import training_dataset
+
+    knobs = [f"trainer.augment.flip={flip}", f"trainer.augment.rot90={rot90}"]
+    cfg = load_run_config([*tiny, *knobs, "trainer.augment.translate=0.125"])  # 2 px at 16 px
+    augment = cfg.trainer.augment
+    dataset = load_data(cfg)
+    known: dict[bytes, tuple[int, int, int, int]] = {}
+    for label, image in zip(dataset.train.labels, dataset.train.images, strict=True):
+        for key, (symmetry, row, column) in _symmetries_and_shifts(image, pad=2).items():
+            known[key] = (int(label), symmetry, row, column)
+    data = training_dataset(dataset.train, 4, 16, augment, seed=0, passes=3)
+    seen = []
+    for images, targets in data:
+        for image, target in zip(images.numpy(), targets.numpy().argmax(axis=1), strict=True):
+            assert image.tobytes() in known, "not a turn, flip and shift of a training image"
+            label, *how = known[image.tobytes()]
+            assert label == target
+            seen.append(how)
+    used, rows, columns = (set(values) for values in zip(*seen, strict=True))
+    assert used == symmetries and rows == columns == set(range(5))
+
+
 def test_a_small_training_set_is_passed_over_until_an_epoch_has_min_steps(outputs, tiny) -> None:
     from satsweep.pipeline import passes_per_epoch, steps_per_epoch, training_dataset
 

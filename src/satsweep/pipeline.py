@@ -1,10 +1,13 @@
 """``tf.data`` input pipelines over the cached ``uint8`` arrays.
 
 Per-image augmentation (flips and 90-degree turns: aerial scenes have no "up";
-reflect-padded shifts; brightness and contrast) uses stateless random ops fed by
-a seeded random stream, so it is reproducible with the run's seed and still
-differs from epoch to epoch. MixUp and CutMix mix whole batches with Keras' own
-layers, seeded by the run. Evaluation batches are never augmented.
+reflect-padded shifts; brightness and contrast) runs on whole batches, each image
+with its own draws: mapping a function over single small images costs tf.data
+more than the ops themselves, and on a CPU that time is taken from training.
+Keras has no layer for quarter turns, hence these few ops. They are stateless
+random ops fed by a seeded random stream, so a run is reproducible with its seed
+and still sees new draws every epoch. MixUp and CutMix mix whole batches with
+Keras' own layers, seeded by the run. Evaluation batches are never augmented.
 """
 
 from __future__ import annotations
@@ -17,39 +20,72 @@ import tensorflow as tf
 from satsweep.data import Split
 from satsweep.schema import AugmentConfig
 
-SEEDS_PER_IMAGE = 12  # pairs of stateless seeds: flip, flip, rot90, crop, brightness, contrast
+SEEDS_PER_BATCH = 12  # pairs of stateless seeds: flip, flip, rot90, crop, brightness, contrast
 
 
-def _translate(images: tf.Tensor, fraction: float, seed: tf.Tensor) -> tf.Tensor:
-    """Reflect-pad by ``fraction`` of the size, then crop back at a random offset."""
-    height, width = images.shape[0], images.shape[1]
-    pad = max(1, round(fraction * max(height, width)))
-    padded = tf.pad(images, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-    return tf.image.stateless_random_crop(padded, tf.shape(images), seed)
+def _per_image(images: tf.Tensor, seed: tf.Tensor, low: float = 0.0, high: float = 1.0):
+    """One uniform draw per image of the batch, from a stateless seed pair."""
+    return tf.random.stateless_uniform([tf.shape(images)[0]], seed, low, high)
+
+
+def _coin(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """One fair coin per image, shaped to broadcast over its rows and columns."""
+    return (_per_image(images, seed) < 0.5)[:, None, None]
+
+
+def _geometry(images: tf.Tensor, cfg: AugmentConfig, seeds: tf.Tensor) -> tf.Tensor:
+    """Flips, quarter turns and reflect-padded shifts as one gather of source pixels.
+
+    Each image gets its own element of the square's symmetry group (a transpose,
+    then a left-right and an up-down flip) and its own crop offset. Reflect
+    padding commutes with those symmetries, so transforming the padded image and
+    cropping it equals shifting the transformed one. One gather costs a third of
+    chaining the ops, and a tenth of mapping them over single images.
+    """
+    count, size, channels = tf.shape(images)[0], images.shape[1], images.shape[3]
+    pad = max(1, round(cfg.translate * size)) if cfg.translate > 0 else 0
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    span = size + 2 * pad
+    no = tf.zeros([count, 1, 1], tf.bool)
+    left_right = _coin(images, seeds[:2]) if cfg.flip else no
+    up_down = _coin(images, seeds[2:4]) if cfg.flip else no
+    transpose = no
+    if cfg.rot90:
+        # turning by k: transpose if k is odd, left-right if k >= 2, up-down if k is 1 or 2
+        turns = tf.cast(tf.floor(_per_image(images, seeds[4:6], 0.0, 4.0)), tf.int32)
+        turns = turns[:, None, None]
+        transpose = turns % 2 == 1
+        left_right = tf.math.logical_xor(left_right, turns >= 2)
+        up_down = tf.math.logical_xor(up_down, (turns == 1) | (turns == 2))
+    offsets = tf.random.stateless_uniform([count, 2], seeds[6:8], 0, 2 * pad + 1, tf.int32)
+    rows = offsets[:, :1, None] + tf.range(size)[None, :, None]  # (count, size, 1)
+    columns = offsets[:, 1:, None] + tf.range(size)[None, None, :]  # (count, 1, size)
+    rows = tf.where(up_down, span - 1 - rows, rows)
+    columns = tf.where(left_right, span - 1 - columns, columns)
+    rows, columns = tf.where(transpose, columns, rows), tf.where(transpose, rows, columns)
+    pixel = (tf.range(count)[:, None, None] * span + rows) * span + columns
+    return tf.gather(tf.reshape(padded, [-1, channels]), pixel)
 
 
 def _jitter(images: tf.Tensor, cfg: AugmentConfig, seeds: tf.Tensor) -> tf.Tensor:
+    """Per-image brightness shift and contrast factor, as ``tf.image``'s adjust functions."""
     pixels = tf.cast(images, tf.float32)
     if cfg.brightness > 0:
-        pixels = tf.image.stateless_random_brightness(pixels, cfg.brightness * 255.0, seeds[8:10])
+        shift = cfg.brightness * 255.0
+        pixels += _per_image(pixels, seeds[8:10], -shift, shift)[:, None, None, None]
     if cfg.contrast > 0:
-        pixels = tf.image.stateless_random_contrast(
-            pixels, 1.0 - cfg.contrast, 1.0 + cfg.contrast, seeds[10:12]
-        )
+        factor = _per_image(pixels, seeds[10:12], 1.0 - cfg.contrast, 1.0 + cfg.contrast)
+        mean = tf.reduce_mean(pixels, axis=(1, 2), keepdims=True)
+        pixels = (pixels - mean) * factor[:, None, None, None] + mean
     return tf.saturate_cast(tf.round(pixels), tf.uint8)
 
 
 def _augment(
     images: tf.Tensor, labels: tf.Tensor, seeds: tf.Tensor, cfg: AugmentConfig
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    if cfg.flip:
-        images = tf.image.stateless_random_flip_left_right(images, seeds[:2])
-        images = tf.image.stateless_random_flip_up_down(images, seeds[2:4])
-    if cfg.rot90:
-        k = tf.random.stateless_uniform([], seeds[4:6], minval=0, maxval=4, dtype=tf.int32)
-        images = tf.image.rot90(images, k)
-    if cfg.translate > 0:
-        images = _translate(images, cfg.translate, seeds[6:8])
+    """One batch, each image with its own draws."""
+    if cfg.flip or cfg.rot90 or cfg.translate > 0:
+        images = _geometry(images, cfg, seeds)
     if cfg.brightness > 0 or cfg.contrast > 0:
         images = _jitter(images, cfg, seeds)
     return images, labels
@@ -117,16 +153,16 @@ def training_dataset(
         .shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
         .repeat(passes)
     )
+    data = data.batch(batch_size)
     if augment.per_image:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
-            SEEDS_PER_IMAGE
+            SEEDS_PER_BATCH
         )
         data = tf.data.Dataset.zip(data, seeds).map(
-            lambda example, seeds: _augment(example[0], example[1], seeds, augment),
+            lambda batch, seeds: _augment(batch[0], batch[1], seeds, augment),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-    data = data.batch(batch_size)
     mixers = _batch_mixers(augment, seed)
     if mixers:
         data = _mixed(data, mixers, seed)

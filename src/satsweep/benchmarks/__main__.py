@@ -19,7 +19,16 @@ from satsweep.benchmarks import startup, sweeps, training
 from satsweep.benchmarks.harness import Comparison, print_rows, write
 from satsweep.config import load_environment
 
-NAMES = ("startup", "cache", "throughput", "overhead", "pruning", "workers", "memory")
+NAMES = (
+    "startup",
+    "cache",
+    "augmentation",
+    "throughput",
+    "overhead",
+    "pruning",
+    "workers",
+    "memory",
+)
 
 
 def main() -> None:
@@ -41,6 +50,9 @@ def main() -> None:
         plan: dict[str, Callable[[], Comparison | list[Comparison]]] = {
             "startup": lambda: startup.startup(options.repeats),
             "cache": lambda: training.data_cache(Path(folder) / "cache", options.repeats, extra),
+            "augmentation": lambda: training.augmentation(
+                Path(folder) / "augmentation", options.repeats, extra
+            ),
             "throughput": lambda: training.throughput(
                 Path(folder) / "throughput", options.repeats, extra
             ),

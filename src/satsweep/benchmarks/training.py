@@ -1,27 +1,35 @@
-"""In-process benchmarks: training throughput against bare Keras, and the data cache.
+"""In-process benchmarks: training throughput, augmentation and the data cache.
 
-The ceiling for ``satsweep train`` is a bare ``model.fit`` on the same cached
-arrays through a plain ``tf.data`` pipeline: same model, optimiser, epochs, batch
-size and validation data, without satsweep's callbacks, metrics or logging.
+The ceiling for ``satsweep train`` is a bare ``model.fit`` on the same batches
+(the run's input pipeline, augmentation included): same model, optimiser,
+epochs, batch size and validation data, without satsweep's callbacks, metrics or
+logging. The input pipeline has its own ceiling: Keras' augmentation layers
+mapped over batches, as the keras-io examples write it.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 from satsweep.benchmarks.harness import Comparison, alternate, at_least, median
 from satsweep.config import load_run_config
-from satsweep.data import Dataset, Split, load_data
+from satsweep.data import Dataset, load_data
 from satsweep.data.cache import DecodedArrays, cache_path, load_or_decode
 from satsweep.data.catalog import build_catalog
 from satsweep.data.decode import decode_catalog
 from satsweep.models import build_model
+from satsweep.pipeline import (
+    evaluation_dataset,
+    passes_per_epoch,
+    steps_per_epoch,
+    training_dataset,
+)
 from satsweep.runtime import prepare_run
 from satsweep.schema import RunConfig
 from satsweep.training import compile_model, phases, train
@@ -33,11 +41,10 @@ THROUGHPUT = [
     "data.max_per_class=100",
     "trainer.epochs=3",
     "trainer.batch_size=32",
-    "trainer.augment.flip=false",
-    "trainer.augment.rot90=false",
     "tracking.log_model=false",
 ]
 CACHE = ["data=aid", "data.image_size=32", "data.max_per_class=40"]  # 1,200 images
+AUGMENTATION = ["sweep=quick"]  # the quick trainer's flips, quarter turns and shifts
 
 
 def throughput(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
@@ -69,30 +76,83 @@ def throughput(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
 
 
 def bare_fit(cfg: RunConfig, dataset: Dataset) -> float:
-    """The ceiling: ``model.fit`` on a shuffled, batched, prefetched ``tf.data`` pipeline.
+    """The ceiling: one ``model.fit`` on the run's own batches, and nothing else.
 
     Returns the seconds of ``model.fit`` alone, as ``fit_seconds`` counts them for a run.
     """
-    prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision)
+    trainer = cfg.trainer
+    prepare_run(cfg.seed, trainer.deterministic, trainer.precision)
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
-    steps = math.ceil(len(dataset.train) / cfg.trainer.batch_size)
+    passes = passes_per_epoch(len(dataset.train), trainer.batch_size, trainer.min_steps_per_epoch)
+    steps = steps_per_epoch(len(dataset.train), trainer.batch_size, passes)
     compile_model(model, cfg, steps, phases(cfg, 0)[0])  # the same loss, metrics, optimizer
+    classes, batch = dataset.num_classes, trainer.batch_size
     started = time.perf_counter()
     model.fit(
-        _pipeline(dataset.train, dataset.num_classes, cfg.trainer.batch_size, shuffle=True),
-        validation_data=_pipeline(dataset.val, dataset.num_classes, cfg.trainer.batch_size),
-        epochs=cfg.trainer.epochs,
+        training_dataset(dataset.train, classes, batch, trainer.augment, cfg.seed, passes),
+        validation_data=evaluation_dataset(dataset.val, classes, batch),
+        epochs=trainer.epochs,
         verbose=0,
         shuffle=False,  # the tf.data pipeline shuffles; Keras warns that it would not
     )
     return time.perf_counter() - started
 
 
-def _pipeline(split: Split, classes: int, batch: int, shuffle: bool = False) -> tf.data.Dataset:
-    data = tf.data.Dataset.from_tensor_slices((split.images, tf.one_hot(split.labels, classes)))
-    if shuffle:
-        data = data.shuffle(len(split), seed=0)
-    return data.batch(batch).prefetch(tf.data.AUTOTUNE)
+def augmentation(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
+    """satsweep's augmented batches against Keras' flip and shift layers over plain batches.
+
+    Keras has no quarter-turn layer, so its side does less work: flips and
+    reflect-padded shifts only.
+    """
+    cfg = load_run_config([*AUGMENTATION, f"paths.outputs={outputs}", *extra])
+    augment, batch = cfg.trainer.augment, cfg.trainer.batch_size
+    assert augment.flip and augment.rot90 and augment.translate > 0, "the quick recipe augments"
+    dataset = load_data(cfg)
+    train, classes = dataset.train, dataset.num_classes
+    ours = training_dataset(train, classes, batch, augment, cfg.seed)
+    layers = keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=cfg.seed),
+            keras.layers.RandomTranslation(
+                augment.translate, augment.translate, fill_mode="reflect", seed=cfg.seed
+            ),
+        ]
+    )
+    theirs = (
+        tf.data.Dataset.from_tensor_slices((train.images, tf.one_hot(train.labels, classes)))
+        .shuffle(len(train), seed=cfg.seed, reshuffle_each_iteration=True)
+        .batch(batch)
+        .map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    rate = lambda data: len(train) / _seconds_per_pass(data)  # noqa: E731
+    rate(ours), rate(theirs)  # warm-up: tracing the map functions
+    satsweep, keras_layers = alternate(lambda: rate(ours), lambda: rate(theirs), repeats)
+    ratio = median(satsweep) / median(keras_layers)
+    goal, met = at_least(ratio, 1.0)
+    return Comparison(
+        name="augmentation",
+        a_label="satsweep pipeline",
+        a=median(satsweep),
+        b_label="Keras layers",
+        b=median(keras_layers),
+        unit="images/s",
+        ratio=ratio,
+        ratio_means="A/B",
+        goal=goal,
+        met=met,
+        repeats=repeats,
+        note=f"{len(train)} images at {cfg.data.image_size}px, batch {batch}, 3 passes each; "
+        "satsweep: flips, quarter turns and shifts; Keras: RandomFlip and RandomTranslation",
+    )
+
+
+def _seconds_per_pass(data: tf.data.Dataset, passes: int = 3) -> float:
+    started = time.perf_counter()
+    for _ in range(passes):
+        for _ in data:
+            pass
+    return (time.perf_counter() - started) / passes
 
 
 def data_cache(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
