@@ -316,14 +316,13 @@ def _evaluate_and_log(
     epochs_run: int,
 ) -> tuple[dict[str, float], Evaluation]:
     """Final val/test metrics (with ``trainer.tta``), confusion matrix, report and model."""
-    batch = cfg.trainer.batch_size
+    splits = {"val": dataset.val, "test": dataset.test}
+    probabilities = tta.predict_splits(
+        model, [s.images for s in splits.values()], cfg.trainer.tta, cfg.trainer.batch_size
+    )
     evaluations = {
-        name: evaluate_predictions(
-            split.labels,
-            tta.predict(model, split.images, cfg.trainer.tta, batch),
-            dataset.class_names,
-        )
-        for name, split in (("val", dataset.val), ("test", dataset.test))
+        name: evaluate_predictions(split.labels, predicted, dataset.class_names)
+        for (name, split), predicted in zip(splits.items(), probabilities, strict=True)
     }
     metrics = {
         **prefixed(evaluations["val"].metrics, FINAL_VAL),

@@ -7,25 +7,26 @@ per-epoch validation curves Keras reports are not averaged (they stay cheap).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-Transform = Callable[[np.ndarray], np.ndarray]
+Transform = Callable[[tf.Tensor], tf.Tensor]  # on a batch of NHWC images
 
 
-def _identity(x: np.ndarray) -> np.ndarray:
+def _identity(x: tf.Tensor) -> tf.Tensor:
     return x
 
 
-def _hflip(x: np.ndarray) -> np.ndarray:
-    return x[:, :, ::-1]
+def _hflip(x: tf.Tensor) -> tf.Tensor:
+    return tf.reverse(x, [2])
 
 
-def _vflip(x: np.ndarray) -> np.ndarray:
-    return x[:, ::-1]
+def _vflip(x: tf.Tensor) -> tf.Tensor:
+    return tf.reverse(x, [1])
 
 
 def _dihedral() -> list[Transform]:
@@ -34,11 +35,11 @@ def _dihedral() -> list[Transform]:
     return [*turns, *(partial(_flipped, turn=turn) for turn in turns)]
 
 
-def _turn(x: np.ndarray, k: int) -> np.ndarray:
-    return np.rot90(x, k, axes=(1, 2))
+def _turn(x: tf.Tensor, k: int) -> tf.Tensor:
+    return tf.image.rot90(x, k)
 
 
-def _flipped(x: np.ndarray, turn: Transform) -> np.ndarray:
+def _flipped(x: tf.Tensor, turn: Transform) -> tf.Tensor:
     return turn(_hflip(x))
 
 
@@ -53,8 +54,30 @@ def transforms(mode: str) -> list[Transform]:
 
 def predict(model: keras.Model, images: np.ndarray, mode: str, batch_size: int) -> np.ndarray:
     """Class probabilities, averaged over the transforms of ``mode``."""
-    predictions = [
-        model.predict(np.ascontiguousarray(transform(images)), batch_size=batch_size, verbose=0)
-        for transform in transforms(mode)
+    return predict_splits(model, [images], mode, batch_size)[0]
+
+
+def predict_splits(
+    model: keras.Model, splits: Sequence[np.ndarray], mode: str, batch_size: int
+) -> list[np.ndarray]:
+    """Each split's class probabilities, averaged over the transforms of ``mode``.
+
+    One ``model.predict`` call streams every transform of every split: each call
+    sets up its own data adapter and iterator, which on a few hundred images
+    costs as much as the predictions, and streaming keeps one batch in memory.
+    """
+    ops = transforms(mode)
+    parts = [
+        tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(op)
+        for images in splits
+        for op in ops
     ]
-    return np.mean(predictions, axis=0)
+    stream = parts[0]
+    for part in parts[1:]:
+        stream = stream.concatenate(part)
+    probabilities = model.predict(stream.prefetch(tf.data.AUTOTUNE), verbose=0)
+    ends = np.cumsum([len(images) * len(ops) for images in splits])[:-1]
+    return [
+        chunk.reshape(len(ops), -1, chunk.shape[-1]).mean(axis=0)
+        for chunk in np.split(probabilities, ends)
+    ]
