@@ -23,7 +23,9 @@ from satsweep.schema import AugmentConfig
 SEEDS_PER_BATCH = 12  # pairs of stateless seeds: flip, flip, rot90, crop, brightness, contrast
 
 
-def _per_image(images: tf.Tensor, seed: tf.Tensor, low: float = 0.0, high: float = 1.0):
+def _per_image(
+    images: tf.Tensor, seed: tf.Tensor, low: float = 0.0, high: float = 1.0
+) -> tf.Tensor:
     """One uniform draw per image of the batch, from a stateless seed pair."""
     return tf.random.stateless_uniform([tf.shape(images)[0]], seed, low, high)
 

@@ -14,8 +14,9 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -147,11 +148,7 @@ def launch(job: SweepJob, workers: int, view: ProgressView) -> SweepOutcome:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
     dataset = load_data(job.base)  # a missing dataset fails before anything is created
     attached = attach(job)  # creates the study and parent run once, before the workers
-    try:
-        _log_dataset_report_once(job, attached, dataset)
-    except Exception:  # nothing is left RUNNING by a sweep that could not start
-        attached.tracker.end_run(attached.parent_run_id, "FAILED")
-        raise
+    _failing_the_parent(attached, lambda: _record_floor_once(job, attached, dataset))
     logs = job_path(job).parent
     handoff = save_job(job, job_path(job))  # what every worker runs, composed once
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
@@ -164,11 +161,32 @@ def launch(job: SweepJob, workers: int, view: ProgressView) -> SweepOutcome:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:  # a notebook's kernel goes on after the sweep, with its own handlers
         supervisor = _Supervisor(job, handoff, attached, logs, workers, view)
-        code, table = _run_workers(supervisor, link)
+        processes = [supervisor.start(index) for index in range(workers)]
+        # the report is written while the workers import TensorFlow, not before
+        report = partial(_log_dataset_report_once, attached, dataset)
+        _failing_the_parent(attached, report, processes)
+        code, table = _run_workers(supervisor, link, processes)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return SweepOutcome(code, table, link)
+
+
+def _failing_the_parent(
+    attached: Attached, step: Callable[[], None], processes: Sequence[Worker] = ()
+) -> None:
+    """Run one start-up step; if it fails, stop the workers and close the parent run FAILED.
+
+    Nothing is left RUNNING by a sweep that could not start.
+    """
+    try:
+        step()
+    except BaseException as error:
+        if processes:
+            _stop(list(processes))
+        interrupted = isinstance(error, KeyboardInterrupt)
+        attached.tracker.end_run(attached.parent_run_id, "KILLED" if interrupted else "FAILED")
+        raise
 
 
 @dataclass(frozen=True)
@@ -220,9 +238,10 @@ class _Supervisor:
             )
 
 
-def _run_workers(supervisor: _Supervisor, link: str) -> tuple[int, pd.DataFrame]:
+def _run_workers(
+    supervisor: _Supervisor, link: str, processes: list[Worker]
+) -> tuple[int, pd.DataFrame]:
     job, attached, logs = supervisor.job, supervisor.attached, supervisor.logs
-    processes = [supervisor.start(index) for index in range(supervisor.workers)]
     started = time.monotonic()
     interrupted = False
     final: list[Worker] = []
@@ -283,22 +302,22 @@ def _any_running(processes: list[Worker]) -> bool:
     return any([process.poll() is None for process, _ in processes])
 
 
-def _log_dataset_report_once(job: SweepJob, attached: Attached, dataset: Dataset) -> None:
-    """The dataset report and the no-learning floor go to the parent run once, not on resume.
-
-    The floor is also kept on the study: trials compare themselves to it.
-    """
-    tracker, run_id, study = attached.tracker, attached.parent_run_id, attached.study
-    has_report = bool(tracker.client.list_artifacts(run_id, "eda"))
-    if has_report and FLOOR_ATTR in study.user_attrs:
+def _record_floor_once(job: SweepJob, attached: Attached, dataset: Dataset) -> None:
+    """The no-learning floor, on the study (trials compare themselves to it) and the parent run."""
+    study = attached.study
+    if FLOOR_ATTR in study.user_attrs:
         return
-    if FLOOR_ATTR not in study.user_attrs:
-        floor = no_learning_floor(dataset, job.base.seed)
-        LOG.info("no-learning floor: test_f1_macro=%.4f", floor.metrics["test_f1_macro"])
-        study.set_user_attr(FLOOR_ATTR, floor.metrics)
-        tracker.log_metrics(run_id, floor.logged, step=0)
-        tracker.set_tags(run_id, {FLOOR_METHOD_TAG: floor.method})
-    if not has_report:
+    floor = no_learning_floor(dataset, job.base.seed)
+    LOG.info("no-learning floor: test_f1_macro=%.4f", floor.metrics["test_f1_macro"])
+    study.set_user_attr(FLOOR_ATTR, floor.metrics)
+    attached.tracker.log_metrics(attached.parent_run_id, floor.logged, step=0)
+    attached.tracker.set_tags(attached.parent_run_id, {FLOOR_METHOD_TAG: floor.method})
+
+
+def _log_dataset_report_once(attached: Attached, dataset: Dataset) -> None:
+    """The dataset report goes to the parent run once, not on resume."""
+    tracker, run_id = attached.tracker, attached.parent_run_id
+    if not tracker.client.list_artifacts(run_id, "eda"):
         LOG.info("writing the dataset report to the sweep's parent run")
         log_dataset_report(tracker, run_id, dataset)
 
