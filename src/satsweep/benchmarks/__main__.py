@@ -1,6 +1,6 @@
 """``make bench``: satsweep against its ceilings, as a table of ratios.
 
-Usage: ``python -m satsweep.benchmarks [--repeats 3] [--trials 3] [--only NAME ...]
+Usage: ``python -m satsweep.benchmarks [--repeats 3] [--trials 8] [--only NAME ...]
 [OVERRIDE ...]``. The table goes to the terminal and, as JSON, to
 ``outputs/bench/`` (``latest.json`` and one file per run).
 """
@@ -35,7 +35,7 @@ def main() -> None:
     """``make bench``: run the chosen benchmarks, print the table of ratios, write its JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="A/B pairs per quick benchmark")
-    parser.add_argument("--trials", type=int, default=3, help="trials of the overhead sweep")
+    parser.add_argument("--trials", type=int, default=8, help="trials of the overhead sweep")
     parser.add_argument("--only", nargs="*", choices=NAMES, default=list(NAMES))
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     options = parser.parse_args()

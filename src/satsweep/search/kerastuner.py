@@ -170,7 +170,7 @@ class SweepTuner(BaseTuner):
             n_trials=1,
             catch=(Exception,),
             callbacks=[ended, self.last_trial],
-            gc_after_trial=True,
+            gc_after_trial=False,  # the next run's prepare_run clears Keras, then collects
         )
         if ended.trial is None or ended.trial.state != TrialState.COMPLETE:
             raise keras_tuner.errors.FailedTrialError(ended.error or "pruned")

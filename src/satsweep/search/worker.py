@@ -160,7 +160,7 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
                 n_trials=1,
                 catch=(Exception,),
                 callbacks=[ended],
-                gc_after_trial=True,
+                gc_after_trial=False,  # the next run's prepare_run clears Keras, then collects
             )
         ran += 1
         failures_in_a_row = failures_in_a_row + 1 if ended.failed else 0
