@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 import pytest
 
@@ -26,6 +28,21 @@ def test_train_from_python_logs_a_run_that_exists_in_mlflow(outputs, shared_cach
     assert result.link.endswith(f"/runs/{result.run_id}")
     shown = result._repr_html_()  # what a notebook renders
     assert "test_f1_macro" in shown and result.link in shown
+
+
+def test_two_outputs_folders_in_one_process_log_to_their_own_stores(
+    outputs, tmp_path, shared_cache, tiny
+) -> None:
+    # a notebook trains into one folder, then another: the second must not reuse the first store
+    fast = [*tiny, "trainer.epochs=1", "tracking.log_model=true", "tracking.error_analysis=false"]
+    runs = {}
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        runs[name] = train([*fast, f"paths.outputs={folder}"]).run_id
+        uri = compose([f"paths.outputs={folder}"]).tracking.uri
+        assert uri == f"sqlite:///{folder}/mlflow.db"
+        assert mlflow.MlflowClient(uri).get_run(runs[name]).info.status == "FINISHED"
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # logging the model left nothing behind
 
 
 def test_the_package_names_are_the_functions_even_after_every_module_loads() -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -57,6 +59,7 @@ TRANSIENT_MARKERS = (
 if TYPE_CHECKING:
     import keras
 
+ENV_URI = "MLFLOW_TRACKING_URI"  # MLflow's own variable; tracking.uri reads it too
 LOG = logging.getLogger(__name__)
 TAG_PREFIX = "satsweep."  # every tag satsweep sets, so the UI can filter on them
 T = TypeVar("T")
@@ -110,8 +113,6 @@ class Tracker:
 
     def __init__(self, cfg: TrackingConfig, spool: Path | None = None) -> None:
         self.cfg = cfg
-        # The fluent API (used only to log models) reads the process-wide URI.
-        mlflow.set_tracking_uri(cfg.uri)
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets it on import
         self.client = self._connect()
         self.spool = Spool(spool) if spool is not None else None
@@ -344,7 +345,10 @@ def apply(tracker: Tracker, write: Write) -> str | None:
             # two workers inserted the same dataset at once: it exists now, link to it
             client.log_inputs(run_id, datasets=inputs)
     elif write.op == "log_model":
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        with (
+            _fluent_uri(tracker.cfg.uri),
+            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None),
+        ):
             mlflow.keras.log_model(
                 write.model,
                 name=args.get("name", "model"),
@@ -356,6 +360,25 @@ def apply(tracker: Tracker, write: Write) -> str | None:
     else:
         raise ValueError(f"unknown tracking write {write.op!r}")
     return None
+
+
+@contextmanager
+def _fluent_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (used only to log models) at ``uri`` for one call.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the
+    environment, which ``tracking.uri`` reads: left there, the next config this
+    process composes (another outputs folder, in a notebook) would log to this store.
+    """
+    before = os.environ.get(ENV_URI)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV_URI, None)
+        else:
+            os.environ[ENV_URI] = before
 
 
 def logged_model_name(name: str) -> str:

@@ -148,7 +148,7 @@ def launch(job: SweepJob, workers: int, view: ProgressView) -> SweepOutcome:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
     dataset = load_data(job.base)  # a missing dataset fails before anything is created
     attached = attach(job)  # creates the study and parent run once, before the workers
-    _failing_the_parent(attached, lambda: _record_floor_once(job, attached, dataset))
+    _failing_the_parent(attached, partial(_record_floor_once, job, attached, dataset))
     logs = job_path(job).parent
     handoff = save_job(job, job_path(job))  # what every worker runs, composed once
     LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
