@@ -26,12 +26,12 @@ def test_bench_writes_a_table_of_ratios(tmp_path, shared_cache) -> None:
             sys.executable,
             "-m",
             "satsweep.benchmarks",
+            "--repeats",
+            "1",
             "--only",
             "startup",
             "cache",
-            "--repeats",
-            "1",
-            "data.max_per_class=10",
+            "data.max_per_class=10",  # an override after the names is not a name
         ],
         cwd=REPO,
         capture_output=True,
@@ -47,3 +47,16 @@ def test_bench_writes_a_table_of_ratios(tmp_path, shared_cache) -> None:
     cache = record["rows"][2]
     assert cache["ratio"] == cache["b"] / cache["a"] > 1  # reading the cache beats decoding
     assert record["machine"]["cpu_count"]
+
+
+def test_an_unknown_benchmark_is_named_in_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "satsweep.benchmarks", "--only", "cache", "thruput"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 2
+    assert "--only thruput: no such benchmark; choose from startup" in result.stderr
+    assert "Traceback" not in result.stderr

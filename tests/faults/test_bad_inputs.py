@@ -91,6 +91,11 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
         ["sweep", "sweep=smoke", "optimizer.lr=interval(0.1,"],
         "optimizer.lr",
     ),
+    (  # valid with the base optimizer (adam); trials that choose sgd would fail
+        "swept key of one group choice only",
+        ["sweep", "sweep=smoke", "optimizer.beta_1=interval(0.8, 0.95)"],
+        "fail together (optimizer=sgd",
+    ),
     (
         "swept range out of bounds",
         ["sweep", "sweep=smoke", "model.dropout=interval(0.5, 2.0)"],

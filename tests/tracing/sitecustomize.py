@@ -24,7 +24,7 @@ if TRACE:
         names = {frame.name for frame in traceback.extract_stack()}
         kind = "trial"
         if "prepare_job" in names:
-            kind = "job-check" if "_check_dimension" in names else "job"
+            kind = "job-check" if names & {"_check_space", "_check_dimension"} else "job"
         command = sys.argv[1] if len(sys.argv) > 1 else "?"
         with open(TRACE, "a") as trace:
             trace.write(f"{os.getpid()}\t{command}\t{kind}\n")

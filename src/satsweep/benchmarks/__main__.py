@@ -1,6 +1,6 @@
 """``make bench``: satsweep against its ceilings, as a table of ratios.
 
-Usage: ``python -m satsweep.benchmarks [--repeats 3] [--trials 8] [--only NAME ...]
+Usage: ``python -m satsweep.benchmarks [--repeats 5] [--trials 8] [--only NAME ...]
 [OVERRIDE ...]``. The table goes to the terminal and, as JSON, to
 ``outputs/bench/`` (``latest.json`` and one file per run).
 """
@@ -34,11 +34,13 @@ NAMES = (
 def main() -> None:
     """``make bench``: run the chosen benchmarks, print the table of ratios, write its JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3, help="A/B pairs per quick benchmark")
+    parser.add_argument("--repeats", type=int, default=5, help="A/B pairs per quick benchmark")
     parser.add_argument("--trials", type=int, default=8, help="trials of the overhead sweep")
-    parser.add_argument("--only", nargs="*", choices=NAMES, default=list(NAMES))
+    parser.add_argument("--only", nargs="*", metavar="NAME", help=f"some of {', '.join(NAMES)}")
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE")
     options = parser.parse_args()
+    options.only, overrides = _names_and_overrides(parser, options.only)
+    options.overrides += overrides
     logging.basicConfig(level=logging.WARNING)
     outputs = Path(load_environment(options.overrides).paths.outputs)
     cache = outputs / "bench" / "cache"
@@ -70,6 +72,24 @@ def main() -> None:
     path = write(rows, outputs / "bench", seconds)
     print_rows(rows, f"satsweep benchmarks ({seconds / 60:.1f} min, {os.cpu_count()} cores)")
     print(f"wrote {path}")
+
+
+def _names_and_overrides(
+    parser: argparse.ArgumentParser, only: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """Split ``--only``'s words into benchmark names and the Hydra overrides that follow them.
+
+    ``--only overhead trainer.epochs=20`` reads as users mean it: an override
+    always holds ``=`` or starts with ``~``, a benchmark name never does.
+    """
+    if only is None:
+        return list(NAMES), []
+    overrides = [word for word in only if "=" in word or word.startswith("~")]
+    names = [word for word in only if word not in overrides]
+    for name in names:
+        if name not in NAMES:
+            parser.error(f"--only {name}: no such benchmark; choose from {', '.join(NAMES)}")
+    return names, overrides
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ SAME_TRIALS = [  # random sampling from one seed: the trials do not depend on th
     "+sweep.sampler.options={}",
     "sweep.final_fit.enabled=false",  # trials only: the final fit is one more run
 ]
-# Trials of about 30 s on 2 cores: AID at 32 px, 2,100 training images, 30 epochs.
-OVERHEAD = [*SAME_TRIALS, "data.max_per_class=100", "trainer.epochs=30", "sweep.pruner.name=none"]
+# Trials of about 30 s on 2 cores (widths 16 and 32: 25 and 45 s): AID at 32 px, 2,100
+# training images, 20 epochs.
+OVERHEAD = [*SAME_TRIALS, "data.max_per_class=100", "trainer.epochs=20", "sweep.pruner.name=none"]
 # The quick sweep's search phase (10 epochs, its median pruner), random trials per seed.
 PRUNING = [*SAME_TRIALS, "data.max_per_class=100", "sweep.n_trials=8"]
 PRUNING_SEEDS = (0, 1, 2)

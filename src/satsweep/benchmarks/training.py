@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from satsweep.benchmarks.harness import Comparison, alternate, at_least, median
+from satsweep.benchmarks.harness import Comparison, alternate, at_least, median, rate_comparison
 from satsweep.config import load_run_config
 from satsweep.data import Dataset, load_data
 from satsweep.data.cache import DecodedArrays, cache_path, load_or_decode
@@ -51,27 +51,17 @@ def throughput(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
     """satsweep's training against a bare ``model.fit`` of the same model on the same data."""
     cfg = load_run_config([*THROUGHPUT, f"paths.outputs={outputs}", *extra])
     dataset = load_data(cfg)
-    satsweep = lambda: train(cfg, dataset=dataset).images_per_second  # noqa: E731
-    images = len(dataset.train) * cfg.trainer.epochs
-    bare = lambda: images / bare_fit(cfg, dataset)  # noqa: E731
-    satsweep(), bare()  # warm-up: graph tracing and the first-epoch caches
-    ours, theirs = alternate(satsweep, bare, repeats)
-    ratio = median(ours) / median(theirs)
-    goal, met = at_least(ratio, 0.95)
-    return Comparison(
-        name="training throughput",
-        a_label="satsweep train",
-        a=median(ours),
-        b_label="bare Keras",
-        b=median(theirs),
-        unit="images/s",
-        ratio=ratio,
-        ratio_means="A/B",
-        goal=goal,
-        met=met,
+    trainer = cfg.trainer
+    passes = passes_per_epoch(len(dataset.train), trainer.batch_size, trainer.min_steps_per_epoch)
+    images = len(dataset.train) * passes * trainer.epochs
+    return rate_comparison(
+        "training throughput",
+        ("satsweep train", lambda: train(cfg, dataset=dataset).images_per_second),
+        ("bare Keras", lambda: images / bare_fit(cfg, dataset)),
+        goal=0.95,
         repeats=repeats,
         note=f"{cfg.data.name} {cfg.data.image_size}px, {len(dataset.train)} images, "
-        f"{cfg.trainer.epochs} epochs, batch {cfg.trainer.batch_size}",
+        f"{trainer.epochs} epochs, batch {trainer.batch_size}",
     )
 
 
@@ -125,22 +115,11 @@ def augmentation(outputs: Path, repeats: int, extra: Sequence[str]) -> Compariso
         .map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-    rate = lambda data: len(train) / _seconds_per_pass(data)  # noqa: E731
-    rate(ours), rate(theirs)  # warm-up: tracing the map functions
-    satsweep, keras_layers = alternate(lambda: rate(ours), lambda: rate(theirs), repeats)
-    ratio = median(satsweep) / median(keras_layers)
-    goal, met = at_least(ratio, 1.0)
-    return Comparison(
-        name="augmentation",
-        a_label="satsweep pipeline",
-        a=median(satsweep),
-        b_label="Keras layers",
-        b=median(keras_layers),
-        unit="images/s",
-        ratio=ratio,
-        ratio_means="A/B",
-        goal=goal,
-        met=met,
+    return rate_comparison(
+        "augmentation",
+        ("satsweep pipeline", lambda: len(train) / _seconds_per_pass(ours)),
+        ("Keras layers", lambda: len(train) / _seconds_per_pass(theirs)),
+        goal=1.0,
         repeats=repeats,
         note=f"{len(train)} images at {cfg.data.image_size}px, batch {batch}, 3 passes each; "
         "satsweep: flips, quarter turns and shifts; Keras: RandomFlip and RandomTranslation",

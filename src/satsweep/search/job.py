@@ -91,8 +91,7 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
     job = SweepJob(
         file, tuple(overrides), settings, space, tuple(fixed), base, container["sweep"], params
     )
-    for dimension in space.dimensions:
-        _check_dimension(job, dimension)
+    _check_space(job)
     return job
 
 
@@ -234,6 +233,37 @@ def _check_kerastuner_space(space: SearchSpace, file: str) -> None:
                 f"(int, float, str or bool), not {list(choices or ())}: make them alike or "
                 "use sweep.backend=optuna"
             )
+
+
+def _check_space(job: SweepJob) -> None:
+    """Compose the config at the space's edges: bad paths and ranges fail before any trial.
+
+    The dimensions that share a condition (the unconditional ones together) are
+    set to their k-th edge values at once, so a whole space costs a few
+    compositions, not two per dimension. Only when one fails is each dimension
+    composed alone, to name the culprit.
+    """
+    by_condition: dict[tuple[str, str] | None, list[Dimension]] = {}
+    for dimension in job.space.dimensions:
+        by_condition.setdefault(dimension.condition, []).append(dimension)
+    for condition, dimensions in by_condition.items():
+        chosen = [f"{condition[0]}={condition[1]}"] if condition else []
+        edges = [dimension.extremes() for dimension in dimensions]
+        for index in range(max(len(values) for values in edges)):
+            overrides = [
+                dimension.override(values[min(index, len(values) - 1)])
+                for dimension, values in zip(dimensions, edges, strict=True)
+            ]
+            try:
+                job.trial_config([*chosen, *overrides])
+            except UserError as error:
+                for dimension in dimensions:
+                    _check_dimension(job, dimension)
+                together = " ".join([*chosen, *overrides])
+                raise UserError(
+                    f"{job.file}: these swept values fail together ({together}): {error}; "
+                    "sweep the key under a condition (sweep.conditional) or narrow its range"
+                ) from error
 
 
 def _check_dimension(job: SweepJob, dimension: Dimension) -> None:

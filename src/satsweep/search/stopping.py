@@ -57,7 +57,14 @@ class StopRequest:
 
 
 class StopOnRequest(keras.callbacks.Callback):
-    """Ends training at the next batch once a stop was requested."""
+    """Ends training at the next batch once a stop was requested.
+
+    ``async_safe``: Keras runs the check on its callback thread and re-raises the
+    interrupt in the training loop a batch or two later, rather than making every
+    step wait for its logs to reach Python.
+    """
+
+    async_safe = True
 
     def __init__(self, stop: StopRequest) -> None:
         super().__init__()
