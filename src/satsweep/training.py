@@ -98,7 +98,8 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
 
     ``async_safe`` lets Keras check each batch's loss on its callback thread: a
     per-batch hook would otherwise make every step wait for the loss to reach
-    Python, which stalls the accelerator and costs a few percent on a CPU.
+    Python, which stalls an accelerator's queue (on 2 CPU cores it made no
+    measurable difference).
     """
 
     async_safe = True
