@@ -270,3 +270,35 @@ def test_a_quick_trial_on_a_small_image_set_beats_the_no_learning_floor(outputs)
     assert learnt > floor + 0.03, metrics
     assert metrics["final_val_f1_macro"] > metrics["floor_val_f1_macro"], metrics
     assert metrics["test_f1_macro"] > metrics["floor_test_f1_macro"], metrics
+
+
+def test_recomputed_statistics_are_the_mean_of_whole_batches_statistics() -> None:
+    from satsweep.batchnorm import Recomputer, snapshot
+
+    inputs = keras.Input((4, 4, 3))
+    norm = keras.layers.BatchNormalization(momentum=0.9)
+    model = keras.Model(inputs, norm(inputs))
+    images = np.random.default_rng(0).normal(3.0, 2.0, (20, 4, 4, 3)).astype("float32")
+    restore = snapshot(model)
+    Recomputer(images, batch_size=8)(model)
+    batches = images[:16].reshape(2, 8 * 4 * 4, 3)  # the last, partial batch is left out
+    np.testing.assert_allclose(norm.moving_mean.numpy(), batches.mean(axis=1).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(norm.moving_variance.numpy(), batches.var(axis=1).mean(0), rtol=1e-4)
+    assert norm.momentum == 0.9  # the layer's own momentum is back
+    restore()
+    np.testing.assert_array_equal(norm.moving_mean.numpy(), np.zeros(3))
+
+
+def test_precise_batchnorm_changes_the_epoch_curves_and_not_the_model(outputs, tiny) -> None:
+    # validation reads recomputed statistics; training, the final scores and the
+    # saved model keep the moving averages
+    from satsweep.api import train
+
+    runs = [
+        train([*tiny, f"trainer.precise_bn_images={images}", "tracking.error_analysis=false"])
+        for images in (0, 64)
+    ]
+    assert runs[0].history["loss"] == runs[1].history["loss"]
+    assert runs[0].history["val_loss"] != runs[1].history["val_loss"]
+    for name in ("final_val_f1_macro", "test_f1_macro", "test_loss"):
+        assert runs[0].metrics[name] == runs[1].metrics[name], name

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from satsweep.data import Split
@@ -178,3 +179,22 @@ def evaluation_dataset(split: Split, num_classes: int, batch_size: int) -> tf.da
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def statistics_sample(
+    split: Split,
+    num_classes: int,
+    batch_size: int,
+    augment: AugmentConfig,
+    seed: int,
+    images: int,
+) -> np.ndarray:
+    """About ``images`` augmented, shuffled training images, for batch-norm statistics.
+
+    A pipeline of its own, seeded apart, so the training batches stay those of a
+    run without it.
+    """
+    batches = training_dataset(split, num_classes, batch_size, augment, seed + 1).take(
+        math.ceil(images / batch_size)
+    )
+    return np.concatenate([np.asarray(batch) for batch, _ in batches])

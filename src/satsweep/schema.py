@@ -285,6 +285,9 @@ class TrainerConfig(Strict):
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
     augment: AugmentConfig
     tta: Literal["none", "flips", "dihedral"]  # predictions averaged over transformed inputs
+    # batch-norm statistics recomputed from this many training images before each
+    # evaluation (0: Keras' moving averages, which lag the weights in short runs)
+    precise_bn_images: NonNegativeInt
     threads: NonNegativeInt
     # Keras' dtype policy: mixed precision computes in 16 bits, keeps weights in 32
     precision: Literal["float32", "mixed_float16", "mixed_bfloat16"]

@@ -26,6 +26,7 @@ from satsweep.analysis.confusion import confusion_figure, confusion_table
 from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose, one_line
 from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
 from satsweep.baseline import Floor, no_learning_floor
+from satsweep.batchnorm import PreciseBatchNorm, Recomputer
 from satsweep.data import Dataset, load_data
 from satsweep.links import announce, run_link
 from satsweep.metrics import FINAL_VAL, RESULT_PREFIXES, Evaluation, evaluate_predictions, prefixed
@@ -34,6 +35,7 @@ from satsweep.optim import build_optimizer, optimizer_callbacks
 from satsweep.pipeline import (
     evaluation_dataset,
     passes_per_epoch,
+    statistics_sample,
     steps_per_epoch,
     training_dataset,
 )
@@ -225,6 +227,7 @@ def fit_and_log(
     tracker.log_metrics(run_id, {"steps_per_epoch": steps, "passes_per_epoch": passes}, step=0)
     nan_guard = StopOnNonFiniteLoss()
     callbacks = [
+        *_precise_batchnorm(cfg, dataset),  # first: validation sees the recomputed statistics
         EpochLogger(tracker, run_id),
         nan_guard,
         *_stopping(cfg),
@@ -305,6 +308,21 @@ def _stopping(cfg: RunConfig) -> list[keras.callbacks.Callback]:
             restore_best_weights=True,
         )
     ]
+
+
+def _precise_batchnorm(cfg: RunConfig, dataset: Dataset) -> list[keras.callbacks.Callback]:
+    trainer = cfg.trainer
+    if trainer.precise_bn_images <= 0:
+        return []
+    sample = statistics_sample(
+        dataset.train,
+        dataset.num_classes,
+        trainer.batch_size,
+        trainer.augment,
+        cfg.seed,
+        trainer.precise_bn_images,
+    )
+    return [PreciseBatchNorm(Recomputer(sample, trainer.batch_size))]
 
 
 def _class_weights(dataset: Dataset) -> dict[int, float]:
@@ -406,11 +424,13 @@ def train(
     experiment_id: str | None = None,
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """A top-level MLflow run of ``cfg``, closed as FINISHED or FAILED whatever happens.
 
     By default it goes to ``tracking.experiment``; ``reproduce`` and ``--from-run``
-    place it next to the run they start from.
+    place it next to the run they start from. ``callbacks`` join the fit (a
+    benchmark's probe, say).
     """
     tracker = Tracker(cfg.tracking)
     tracker.check_reachable()
@@ -423,7 +443,7 @@ def train(
     link = run_link(cfg.tracking, experiment_id, run_id)
     announce(f"run {name}", link)
     try:
-        result = fit_and_log(cfg, dataset, tracker, run_id, floor=floor, model_name=name)
+        result = fit_and_log(cfg, dataset, tracker, run_id, callbacks, floor=floor, model_name=name)
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
