@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("data", ("data",)),
-    ("model", ("models", "optim", "pipeline", "tta", "baseline", "analysis")),
+    ("model", ("models", "batchnorm", "optim", "pipeline", "tta", "baseline", "analysis")),
     ("tracking", ("tracking", "spool")),
     ("training", ("training", "exploration", "reproduction")),
     ("search", ("search", "sync", "server")),
