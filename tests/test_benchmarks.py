@@ -60,3 +60,16 @@ def test_an_unknown_benchmark_is_named_in_one_line() -> None:
     assert result.returncode == 2
     assert "--only thruput: no such benchmark; choose from startup" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bn_lag_scores_every_epoch_both_ways_and_leaves_the_run_as_trained(outputs, tiny) -> None:
+    from satsweep.api import train
+    from satsweep.benchmarks.bn_lag import measure
+
+    scores, metrics = measure(tiny)
+    assert [row.epoch for row in scores] == [1, 2]
+    assert all(0 <= row.moving <= 1 and 0 <= row.recomputed <= 1 for row in scores)
+    # the probe puts the moving averages back: the same run without it scores the same
+    plain = train([*tiny, "trainer.precise_bn_images=0", "tracking.experiment=plain"])
+    assert metrics["test_f1_macro"] == plain.metrics["test_f1_macro"]
+    assert metrics["final_val_loss"] == plain.metrics["final_val_loss"]

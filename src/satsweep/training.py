@@ -310,19 +310,20 @@ def _stopping(cfg: RunConfig) -> list[keras.callbacks.Callback]:
     ]
 
 
-def _precise_batchnorm(cfg: RunConfig, dataset: Dataset) -> list[keras.callbacks.Callback]:
+def batchnorm_sample(cfg: RunConfig, dataset: Dataset, images: int) -> np.ndarray:
+    """About ``images`` of the run's augmented training images, for batch-norm statistics."""
     trainer = cfg.trainer
-    if trainer.precise_bn_images <= 0:
-        return []
-    sample = statistics_sample(
-        dataset.train,
-        dataset.num_classes,
-        trainer.batch_size,
-        trainer.augment,
-        cfg.seed,
-        trainer.precise_bn_images,
+    return statistics_sample(
+        dataset.train, dataset.num_classes, trainer.batch_size, trainer.augment, cfg.seed, images
     )
-    return [PreciseBatchNorm(Recomputer(sample, trainer.batch_size))]
+
+
+def _precise_batchnorm(cfg: RunConfig, dataset: Dataset) -> list[keras.callbacks.Callback]:
+    images = cfg.trainer.precise_bn_images
+    if images <= 0:
+        return []
+    sample = batchnorm_sample(cfg, dataset, images)
+    return [PreciseBatchNorm(Recomputer(sample, cfg.trainer.batch_size))]
 
 
 def _class_weights(dataset: Dataset) -> dict[int, float]:

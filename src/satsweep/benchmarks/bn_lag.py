@@ -28,9 +28,8 @@ from sklearn.metrics import f1_score
 from satsweep.batchnorm import Recomputer, snapshot
 from satsweep.config import load_run_config
 from satsweep.data import Split, load_data
-from satsweep.pipeline import statistics_sample
 from satsweep.quiet import quiet_libraries
-from satsweep.training import train
+from satsweep.training import batchnorm_sample, train
 
 EXPERIMENT = "bench-bn-lag"
 SAMPLE_IMAGES = 128  # the default trainer.precise_bn_images
@@ -77,16 +76,9 @@ def measure(overrides: Sequence[str]) -> tuple[list[EpochScores], dict[str, floa
     cfg = load_run_config(
         [*overrides, f"tracking.experiment={EXPERIMENT}", "trainer.precise_bn_images=0"]
     )
-    dataset, trainer = load_data(cfg), cfg.trainer
-    sample = statistics_sample(
-        dataset.train,
-        dataset.num_classes,
-        trainer.batch_size,
-        trainer.augment,
-        cfg.seed,
-        SAMPLE_IMAGES,
-    )
-    probe = LagProbe(dataset.val, sample, trainer.batch_size)
+    dataset = load_data(cfg)
+    sample = batchnorm_sample(cfg, dataset, SAMPLE_IMAGES)
+    probe = LagProbe(dataset.val, sample, cfg.trainer.batch_size)
     result = train(cfg, dataset=dataset, run_name="bn-lag", callbacks=[probe])
     return probe.scores, result.metrics
 
