@@ -1,4 +1,4 @@
-"""Batch-norm statistics recomputed on the current weights before each evaluation.
+"""Batch-norm statistics recomputed on the current weights for each epoch's validation.
 
 Evaluation uses each batch-norm layer's moving averages, which trail the weights
 by about ``1 / (1 - model.bn_momentum)`` steps. In a short run the weights move

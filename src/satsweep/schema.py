@@ -285,8 +285,8 @@ class TrainerConfig(Strict):
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
     augment: AugmentConfig
     tta: Literal["none", "flips", "dihedral"]  # predictions averaged over transformed inputs
-    # batch-norm statistics recomputed from this many training images before each
-    # evaluation (0: Keras' moving averages, which lag the weights in short runs)
+    # batch-norm statistics recomputed from this many training images for each epoch's
+    # validation (0: Keras' moving averages, which lag the weights in short runs)
     precise_bn_images: NonNegativeInt
     threads: NonNegativeInt
     # Keras' dtype policy: mixed precision computes in 16 bits, keeps weights in 32
