@@ -120,11 +120,13 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     """Each epoch's validation pass sees statistics recomputed on the current weights.
 
     Keras calls ``on_test_begin`` before the validation of every epoch and
-    ``on_test_end`` after it, which puts the moving averages back: training, the
-    final evaluation and the saved model are exactly those of a run without this
-    callback. By the last epoch the learning rate has decayed and the averages
-    span more images than the recomputed sample, so the final scores keep them;
-    what changes is the per-epoch curve that the pruner and early stopping read.
+    ``on_test_end`` after it, which puts the moving averages back. By the last
+    epoch the learning rate has decayed and the averages span more images than the
+    recomputed sample, so the final scores keep them; what changes is the per-epoch
+    curve that the pruner and early stopping read. Training, the final evaluation
+    and the saved model are those of a run without this callback, except that
+    dropout layers draw extra random numbers in the recomputing pass, and early
+    stopping may pick another epoch from the new curve.
     """
 
     def __init__(self, recompute: Recomputer) -> None:
