@@ -185,6 +185,11 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> N
     assert process.returncode == 130, output
     interrupted = _study(outputs).trials
     assert sum(t.state in FINISHED for t in interrupted) < 4
+    client, _, children = _runs(outputs)
+    assert all(r.info.status != "RUNNING" for r in children), "the stop closed every run"
+    # a worker whose last writes failed leaves its run open: the resume must close it
+    stranded = next(r for r in children if r.data.tags["satsweep.trial_state"] == "failed")
+    client.update_run(stranded.info.run_id, status="RUNNING")
 
     resumed = run_satsweep("sweep", *args)
     assert resumed.returncode == 0, resumed.stderr
@@ -194,6 +199,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> N
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     left_running = [r.data.tags for r in children if r.info.status == "RUNNING"]
     assert not left_running, left_running
+    assert client.get_run(stranded.info.run_id).info.status == "FAILED"
     assert sum(r.data.tags["satsweep.trial_state"] == "complete" for r in children) == 4
 
 

@@ -21,7 +21,11 @@ from satsweep.locks import is_journal
 from satsweep.schema import Environment, RunConfig
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import BACKEND_ATTR, FINISHED_STATES, OBJECTIVES_ATTR
-from satsweep.search.runs import close_orphaned_run, ensure_parent_run
+from satsweep.search.runs import (
+    close_orphaned_run,
+    close_runs_of_ended_trials,
+    ensure_parent_run,
+)
 from satsweep.search.storage import (
     RetryAndReport,
     budget_lock,
@@ -78,6 +82,8 @@ def attach(job: SweepJob, worker_index: int | None = 0) -> Attached:
         reap_dead_trials(job, study, storage, tracker)
         _check_backend(job, study)
         parent_run_id = ensure_parent_run(job, study, tracker)
+        experiment_id = tracker.experiment_id(job.settings.experiment)
+        close_runs_of_ended_trials(tracker, study, experiment_id, parent_run_id)
         study.set_user_attr(OBJECTIVES_ATTR, job.settings.objectives)
     return Attached(study, storage, tracker, parent_run_id)
 

@@ -140,34 +140,29 @@ class TrialObjective:
         on_start()
         trial.set_user_attr(WORKER_ATTR, worker_identity())
         overrides = [*self.job.space.suggest(trial), *plan.overrides]
-        with self.stop.deferred():  # the run and its record on the trial, or neither
-            run_id = create_trial_run(
-                self.job, self.tracker, self.parent_run_id, trial.number, overrides
-            )
-            trial.set_user_attr(RUN_ATTR, run_id)
-            if plan.tags:
-                self.tracker.set_tags(run_id, dict(plan.tags))
+        run_id = create_trial_run(
+            self.job, self.tracker, self.parent_run_id, trial.number, overrides
+        )
+        trial.set_user_attr(RUN_ATTR, run_id)
+        if plan.tags:
+            self.tracker.set_tags(run_id, dict(plan.tags))
         try:
-            self.stop.check()  # a stop held while the run was created fails it here
+            self.stop.check()  # a stop asked for while the run was created fails it here
             values = self._train(trial, overrides, run_id, plan)
         except optuna.TrialPruned as pruned:
-            with self.stop.deferred():  # a stop now would leave the run RUNNING
-                self.tracker.set_tags(run_id, {PRUNED_TAG: str(pruned)})
-                note = self._note(trial, str(pruned), overrides, run_id)
-                name = f"{self._run_name(trial)} pruned"
-                close_trial_run(self.tracker, run_id, "pruned", name, note)
+            self.tracker.set_tags(run_id, {PRUNED_TAG: str(pruned)})
+            note = self._note(trial, str(pruned), overrides, run_id)
+            close_trial_run(self.tracker, run_id, "pruned", f"{self._run_name(trial)} pruned", note)
             raise
         except BaseException as error:
-            with self.stop.deferred():
-                message = self._record_failure(run_id, error, f"{self._run_name(trial)} failed")
-                trial.set_user_attr(FAILURE_ATTR, redact(message)[:2000])
+            message = self._record_failure(run_id, error, f"{self._run_name(trial)} failed")
+            trial.set_user_attr(FAILURE_ATTR, redact(message)[:2000])
             raise
-        # A stop held here is acted on by the worker loop, after Optuna records the trial.
-        with self.stop.deferred():
-            objective = self.job.settings.objectives[0]
-            name = scored_name(self._run_name(trial), objective, {objective: values[0]})
-            note = self._note(trial, f"complete, {objective}={values[0]:.4f}", overrides, run_id)
-            close_trial_run(self.tracker, run_id, "complete", name, note)
+        # A stop asked for from here on waits for the worker loop, after Optuna records the trial.
+        objective = self.job.settings.objectives[0]
+        name = scored_name(self._run_name(trial), objective, {objective: values[0]})
+        note = self._note(trial, f"complete, {objective}={values[0]:.4f}", overrides, run_id)
+        close_trial_run(self.tracker, run_id, "complete", name, note)
         return values[0] if len(values) == 1 else values
 
     def _note(self, trial: optuna.Trial, outcome: str, overrides: list[str], run_id: str) -> str:

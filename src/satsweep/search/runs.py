@@ -7,6 +7,8 @@ carries ``satsweep.sweep``, ``satsweep.backend`` and (for trials)
 
 from __future__ import annotations
 
+import logging
+
 import optuna
 
 from satsweep.search.job import SweepJob
@@ -24,7 +26,10 @@ from satsweep.search.ledger import (
     TRIAL_OVERRIDES_TAG,
     TRIAL_TAG,
 )
-from satsweep.tracking import NOTE_TAG, Tracker
+from satsweep.spool import OFFLINE_PREFIX
+from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retries
+
+LOG = logging.getLogger(__name__)
 
 FINAL_ROLE = "final"
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
@@ -36,6 +41,11 @@ STATE_NAMES = {
     optuna.trial.TrialState.RUNNING: "running",
     optuna.trial.TrialState.WAITING: "waiting",
 }
+RUN_CLOSING_STATES = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 
 
 def trial_run_name(study_name: str, number: int) -> str:
@@ -138,3 +148,32 @@ def close_orphaned_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> Non
         return
     tracker.set_tags(str(run_id), {FAILURE_TAG: "the worker running this trial died"})
     close_trial_run(tracker, str(run_id), "failed")
+
+
+def close_runs_of_ended_trials(
+    tracker: Tracker, study: optuna.Study, experiment_id: str, parent_run_id: str
+) -> None:
+    """Close the trial runs still RUNNING although Optuna has ended their trials.
+
+    A worker whose last writes to MLflow failed (an interrupt inside a database
+    commit, an outage longer than the retries) ends its trial in Optuna but not
+    its run. The next process to attach closes the run with the trial's state.
+    """
+    if parent_run_id.startswith(OFFLINE_PREFIX):
+        return
+    query = f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    try:
+        runs = with_retries(lambda: tracker.client.search_runs([experiment_id], query))
+    except TrackingUnavailable as error:
+        LOG.warning("MLflow store unreachable (%s): runs left open are closed later", error)
+        return
+    states = {trial.number: trial.state for trial in study.get_trials(deepcopy=False)}
+    for run in runs:
+        number = run.data.tags.get(TRIAL_TAG, "")
+        state = states.get(int(number)) if number.isdigit() else None
+        if state is None or state not in RUN_CLOSING_STATES:
+            continue
+        LOG.warning("trial %s has ended but its run was left open: closing it", number)
+        if state == optuna.trial.TrialState.FAIL:
+            tracker.set_tags(run.info.run_id, {FAILURE_TAG: "its worker stopped before closing it"})
+        close_trial_run(tracker, run.info.run_id, STATE_NAMES[state])

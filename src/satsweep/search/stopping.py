@@ -1,9 +1,13 @@
 """Stopping a worker on SIGINT or SIGTERM, reliably.
 
-A signal raises KeyboardInterrupt at once, but Python drops an exception raised
-while a finalizer or weakref callback runs ("Exception ignored in ..."). The
-request is therefore also remembered: the worker loop checks it before asking
-for a trial, and a Keras callback checks it after every batch.
+The signal handler only remembers the request; the worker acts on it at points
+where nothing is half-written: the worker loop before it asks for a trial, the
+objective once the trial's run exists, and a Keras callback after every batch.
+A second signal stops the worker at once, for a user who will not wait.
+A KeyboardInterrupt raised at once could land inside a database commit of MLflow
+or Optuna: SQLite then keeps the process's transaction open, every later write
+of that process fails with "database is locked", and the trial's run stays
+RUNNING. Python also drops an exception raised while a finalizer runs.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
@@ -25,19 +27,6 @@ class StopRequest:
     """A stop asked for by SIGINT or SIGTERM, remembered until the worker acts on it."""
 
     requested: bool = False
-    deferring: bool = False  # inside ``deferred()``: remember the signal, raise on leaving
-
-    @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Hold a stop during the block (a run created but not yet recorded would be lost).
-
-        The stop is remembered: the caller's next ``check()`` raises it.
-        """
-        self.deferring = True
-        try:
-            yield
-        finally:
-            self.deferring = False
 
     def install(self) -> None:
         """Handle SIGINT and SIGTERM in this process (call from the main thread)."""
@@ -46,9 +35,9 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del signum, frame
-        self.requested = True
-        if not self.deferring:
+        if self.requested:  # asked twice (Ctrl-C again): stop now, whatever is running
             raise KeyboardInterrupt
+        self.requested = True
 
     def check(self) -> None:
         """Raise KeyboardInterrupt if a stop was asked for."""
@@ -72,6 +61,10 @@ class StopOnRequest(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
         """A stop ends training after the current batch, not the current epoch."""
+        self.stop.check()
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        """Nor does it wait for the epoch's validation to end."""
         self.stop.check()
 
 
