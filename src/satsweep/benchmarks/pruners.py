@@ -43,9 +43,14 @@ CANDIDATES: dict[str, tuple[str, dict[str, int]]] = {  # label: (sweep.pruner.na
         {"n_startup_trials": 3, "n_warmup_steps": 5},
     ),
     "median, 2 and 1": ("median", {"n_startup_trials": 2, "n_warmup_steps": 1}),
+    "median, 2 and 0": ("median", {"n_startup_trials": 2, "n_warmup_steps": 0}),
     "median, 2 and 2": ("median", {"n_startup_trials": 2, "n_warmup_steps": 2}),
     "median, 3 and 1": ("median", {"n_startup_trials": 3, "n_warmup_steps": 1}),
     "median, 4 and 1": ("median", {"n_startup_trials": 4, "n_warmup_steps": 1}),
+    "percentile 25, 2 and 1": (
+        "percentile",
+        {"percentile": 25, "n_startup_trials": 2, "n_warmup_steps": 1},
+    ),
     "percentile 25, 2 and 2": (
         "percentile",
         {"percentile": 25, "n_startup_trials": 2, "n_warmup_steps": 2},
