@@ -38,6 +38,11 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("unknown sweep", ["sweep", "sweep=nope"], "sweep/nope"),
     ("unknown sampler", ["sweep", "sweep=smoke", "sweep.sampler.name=annealing"], "annealing"),
     ("unknown pruner", ["sweep", "sweep=smoke", "sweep.pruner.name=lazy"], "lazy"),
+    (
+        "an option of the sampler switched from",
+        ["sweep", "sweep=smoke", "sweep.sampler.name=random"],
+        "~sweep.sampler.options.n_startup_trials",
+    ),
     ("zero trials", ["sweep", "sweep=smoke", "sweep.n_trials=0"], "n_trials"),
     (
         "kerastuner with two workers",

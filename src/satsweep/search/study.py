@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -88,7 +89,10 @@ def _construct(kind: type, key: str, *args: Any, **options: Any) -> Any:
             warnings.simplefilter("ignore", ExperimentalWarning)
             return kind(*args, **options)
     except (TypeError, ValueError) as error:
-        raise UserError(f"bad {key}.options for {kind.__name__}: {error}") from error
+        # an option of the sampler or pruner a sweep file chose, left over after a switch
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+        hint = f"; remove it with ~{key}.options.{unknown[1]}" if unknown else ""
+        raise UserError(f"bad {key}.options for {kind.__name__}: {error}{hint}") from error
 
 
 def open_study(
