@@ -41,11 +41,6 @@ STATE_NAMES = {
     optuna.trial.TrialState.RUNNING: "running",
     optuna.trial.TrialState.WAITING: "waiting",
 }
-RUN_CLOSING_STATES = (
-    optuna.trial.TrialState.COMPLETE,
-    optuna.trial.TrialState.PRUNED,
-    optuna.trial.TrialState.FAIL,
-)
 
 
 def trial_run_name(study_name: str, number: int) -> str:
@@ -171,7 +166,7 @@ def close_runs_of_ended_trials(
     for run in runs:
         number = run.data.tags.get(TRIAL_TAG, "")
         state = states.get(int(number)) if number.isdigit() else None
-        if state is None or state not in RUN_CLOSING_STATES:
+        if state is None or not state.is_finished():  # complete, pruned or failed
             continue
         LOG.warning("trial %s has ended but its run was left open: closing it", number)
         if state == optuna.trial.TrialState.FAIL:
