@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -11,7 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from satsweep.search.gate import StartGate
 from tests.conftest import (
+    LEADER_ARTIFACTS,
     TRIAL_ARTIFACTS,
     journal_study,
     run_satsweep,
@@ -81,7 +85,8 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
         assert child.data.tags["satsweep.backend"] == "optuna"
         number = int(child.data.tags["satsweep.trial"])
         assert child.info.run_name.startswith(f"smoke-trial-{number:03d} ")  # and its fate
-        assert {a.path for a in client.list_artifacts(child.info.run_id)} == TRIAL_ARTIFACTS
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert artifacts - LEADER_ARTIFACTS == TRIAL_ARTIFACTS
     # the same param keys on every trial of one optimizer, so the UI compares them
     by_optimizer: dict[str, set[frozenset[str]]] = {}
     for child in children:
@@ -121,7 +126,9 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
 
 
 def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -> None:
-    result = run_satsweep("sweep", *sweep_args, "sweep.n_trials=5", "sweep.sampler.seed=3")
+    result = run_satsweep(
+        "sweep", *sweep_args, "sweep.n_trials=5", "sweep.sampler.seed=3", "tracking.log_model=true"
+    )
     assert result.returncode == 0, result.stderr
     study = _study(outputs)
     _, _, children = _runs(outputs)
@@ -136,19 +143,29 @@ def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -
         else:
             assert logged["optimizer.momentum"] == str(trial.params["optimizer.momentum"])
     # one worker: trials finish in number order; only those level with the best so far
-    # render the error-analysis figures (sweep.trial_figures=leading)
+    # render their figures and log their model (sweep.trial_artifacts=leading)
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-    run_ids = {r.data.tags["satsweep.trial"]: r.info.run_id for r in _runs(outputs)[2]}
+    trial_runs = _runs(outputs)[2]
+    run_ids = {r.data.tags["satsweep.trial"]: r.info.run_id for r in trial_runs}
+    experiment_ids = list({r.info.experiment_id for r in trial_runs})
+    modelled = {m.source_run_id for m in client.search_logged_models(experiment_ids)}
     best_so_far = -1.0
+    leaders = 0
     for trial in sorted(study.trials, key=lambda t: t.number):
         if trial.state != TrialState.COMPLETE:
             continue
         run_id = run_ids[str(trial.number)]
         figures = {a.path for a in client.list_artifacts(run_id, "error_analysis")}
+        top = {a.path for a in client.list_artifacts(run_id)}
         leads = trial.value >= best_so_far
+        leaders += leads
         assert ("error_analysis/misclassified.png" in figures) == leads, (trial.number, figures)
+        assert ("confusion_matrix.png" in top) == leads, (trial.number, top)
+        assert (run_id in modelled) == leads, trial.number
         assert "error_analysis/confused_pairs.csv" in figures  # the tables stay
+        assert {"confusion_matrix.csv", "per_class_report.csv"} <= top
         best_so_far = max(best_so_far, trial.value)
+    assert 0 < leaders < sum(t.state == TrialState.COMPLETE for t in study.trials), leaders
 
 
 def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
@@ -266,3 +283,46 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     rerun = run_satsweep("sweep", *args, "sweep.n_trials=2")  # the study is done: no new fit
     assert rerun.returncode == 0, rerun.stderr
     assert len(client.search_runs([experiment], "tags.`satsweep.role` = 'final'")) == 1
+
+
+@pytest.mark.parametrize("opened", [True, False])
+def test_start_gate_lets_waiting_workers_on_or_ends_them(opened: bool) -> None:
+    """Processes holding the gate go on once it opens; closed unopened, each exits in one line."""
+    script = (
+        "import os; from satsweep.search.gate import GATE_ENV, wait_at_gate; "
+        "wait_at_gate(); print('through', os.environ.get(GATE_ENV))"
+    )
+    gate = StartGate()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            env={**os.environ, **gate.environment()},
+            pass_fds=(gate.read_fd,),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    if opened:
+        gate.open(len(children))
+    else:
+        gate.close()
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        if opened:
+            assert child.returncode == 0 and out.strip() == "through None", err
+        else:
+            assert child.returncode != 0 and "could not set the sweep up" in err, err
+
+
+def test_sweep_that_cannot_open_its_storage_ends_its_waiting_workers(outputs, sweep_args) -> None:
+    """Workers start before the study exists; a storage error still ends all in one line."""
+    result = run_satsweep(
+        "sweep", *sweep_args, "storage=postgres", "storage.url=postgresql://postgres@127.0.0.1:9/x"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "127.0.0.1:9" in lines[0], lines
+    assert (outputs / "sweeps" / "smoke" / "worker-0.log").exists()  # it had started

@@ -27,6 +27,7 @@ from satsweep.data import Dataset, load_data
 from satsweep.exploration import log_dataset_report
 from satsweep.links import announce, runs_link, runs_view
 from satsweep.search.attach import Attached, Budget, attach
+from satsweep.search.gate import StartGate
 from satsweep.search.job import JobHandoff, SweepJob, job_path, save_job
 from satsweep.search.ledger import FLOOR_ATTR, FLOOR_METHOD_TAG, LAUNCHER_ENV, worker_command
 from satsweep.search.progress import ProgressView, snapshot
@@ -76,14 +77,19 @@ def _save_runs_view(job: SweepJob, tracker: Tracker) -> str:
     return runs_link(job.base.tracking, experiment_id, view=True)
 
 
-def _start(handoff: JobHandoff, log_path: Path, *options: str) -> Worker:
+def _start(
+    handoff: JobHandoff, log_path: Path, *options: str, gate: StartGate | None = None
+) -> Worker:
     """A ``satsweep worker`` process with ``options``, its output in ``log_path``.
 
     It loads the job the launcher saved: the sweep is not composed again, and its
-    passwords stay out of argv, which any user on the machine can read.
+    passwords stay out of argv, which any user on the machine can read. A worker
+    given ``gate`` waits at it before attaching to the study.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, **handoff.environment(), LAUNCHER_ENV: str(os.getpid())}
+    if gate is not None:
+        environment.update(gate.environment())
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             worker_command(*options),
@@ -91,6 +97,7 @@ def _start(handoff: JobHandoff, log_path: Path, *options: str) -> Worker:
             stderr=subprocess.STDOUT,
             env=environment,
             start_new_session=True,  # Ctrl-C reaches this process, which stops them once
+            pass_fds=(gate.read_fd,) if gate is not None else (),
         )
     return process, log_path
 
@@ -147,29 +154,45 @@ def launch(job: SweepJob, workers: int, view: ProgressView) -> SweepOutcome:
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
     dataset = load_data(job.base)  # a missing dataset fails before anything is created
-    attached = attach(job)  # creates the study and parent run once, before the workers
-    _failing_the_parent(attached, partial(_record_floor_once, job, attached, dataset))
-    logs = job_path(job).parent
-    handoff = save_job(job, job_path(job))  # what every worker runs, composed once
-    LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, logs)
-    link = _save_runs_view(job, attached.tracker)
-    _say_if_complete(job, attached)
-    announce(f"sweep {job.settings.study_name}: its runs", link)
+    starter = _Starter(job, save_job(job, job_path(job)), job_path(job).parent, workers)
+    LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, starter.logs)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     # a shell starts background jobs with SIGINT ignored; `kill -INT` must still stop us
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:  # a notebook's kernel goes on after the sweep, with its own handlers
-        supervisor = _Supervisor(job, handoff, attached, logs, workers, view)
-        processes = [supervisor.start(index) for index in range(workers)]
-        # the report is written while the workers import TensorFlow, not before
+        attached, processes = _set_up(job, dataset, starter)
+        link = _save_runs_view(job, attached.tracker)
+        _say_if_complete(job, attached)
+        announce(f"sweep {job.settings.study_name}: its runs", link)
+        # the report is written while the first trials start, not before them
         report = partial(_log_dataset_report_once, attached, dataset)
         _failing_the_parent(attached, report, processes)
+        supervisor = _Supervisor(starter, attached, view)
         code, table = _run_workers(supervisor, link, processes)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return SweepOutcome(code, table, link)
+
+
+def _set_up(job: SweepJob, dataset: Dataset, starter: _Starter) -> tuple[Attached, list[Worker]]:
+    """Start the workers, then the study, parent run and floor while they import TensorFlow.
+
+    The workers wait at a start gate until all of it exists. A set-up that fails
+    kills them before they have attached: they created nothing.
+    """
+    gate = StartGate()
+    processes = [starter.worker(index, gate) for index in range(starter.workers)]
+    try:
+        attached = attach(job)  # creates the study and parent run once, before the workers
+        _failing_the_parent(attached, partial(_record_floor_once, job, attached, dataset))
+    except BaseException:
+        gate.close()
+        _kill(processes)
+        raise
+    gate.open(len(processes))
+    return attached, processes
 
 
 def _failing_the_parent(
@@ -190,17 +213,15 @@ def _failing_the_parent(
 
 
 @dataclass(frozen=True)
-class _Supervisor:
-    """The launcher's hold on its workers: how to start one, and how to watch them."""
+class _Starter:
+    """How this sweep's worker processes start: the saved job, their logs, their threads."""
 
     job: SweepJob
     handoff: JobHandoff
-    attached: Attached
     logs: Path
     workers: int
-    view: ProgressView
 
-    def start(self, index: int) -> Worker:
+    def worker(self, index: int, gate: StartGate | None = None) -> Worker:
         threads = self.job.base.trainer.threads or threads_per_worker(self.workers)
         return _start(
             self.handoff,
@@ -209,13 +230,27 @@ class _Supervisor:
             str(threads),
             "--worker-index",
             str(index),
+            gate=gate,
         )
 
-    def start_final(self) -> Worker:
+    def final(self) -> Worker:
         threads = self.job.base.trainer.threads or threads_per_worker(1)
         return _start(
             self.handoff, self.logs / "final.log", "--final-fit", "--threads", str(threads)
         )
+
+
+@dataclass(frozen=True)
+class _Supervisor:
+    """The launcher's hold on its running workers: the study they share, and their progress."""
+
+    starter: _Starter
+    attached: Attached
+    view: ProgressView
+
+    @property
+    def job(self) -> SweepJob:
+        return self.starter.job
 
     def watch(
         self, processes: list[Worker], title: str, started: float, restart: Restarter | None
@@ -232,7 +267,7 @@ class _Supervisor:
                         self.attached.study, settings.n_trials, settings.objectives[0], started
                     )
                 )
-                time.sleep(POLL_SECONDS)
+                _pause(processes, POLL_SECONDS)
             progress.update(
                 snapshot(self.attached.study, settings.n_trials, settings.objectives[0], started)
             )
@@ -241,16 +276,16 @@ class _Supervisor:
 def _run_workers(
     supervisor: _Supervisor, link: str, processes: list[Worker]
 ) -> tuple[int, pd.DataFrame]:
-    job, attached, logs = supervisor.job, supervisor.attached, supervisor.logs
+    job, attached, logs = supervisor.job, supervisor.attached, supervisor.starter.logs
     started = time.monotonic()
     interrupted = False
     final: list[Worker] = []
     try:
-        restart = Restarter(job, attached, supervisor.start, job.settings.max_failures)
+        restart = Restarter(job, attached, supervisor.starter.worker, job.settings.max_failures)
         supervisor.watch(processes, f"sweep {job.settings.study_name}", started, restart)
         if _search_done(job, attached, processes) and job.settings.final_fit.enabled:
             LOG.info("final fit of the best trial (log: %s)", logs / "final.log")
-            final = [supervisor.start_final()]
+            final = [supervisor.starter.final()]
             processes += final
             supervisor.watch(final, f"final fit {job.settings.study_name}", started, None)
     except KeyboardInterrupt:
@@ -297,6 +332,14 @@ def _search_done(job: SweepJob, attached: Attached, processes: list[Worker]) -> 
     return clean and (spent or job.settings.n_trials is None or job.settings.timeout is not None)
 
 
+def _pause(processes: list[Worker], seconds: float) -> None:
+    """Wait up to ``seconds``, returning as soon as a running worker exits: no idle tail."""
+    running = [process for process, _ in processes if process.poll() is None]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and all(process.poll() is None for process in running):
+        time.sleep(0.05)
+
+
 def _any_running(processes: list[Worker]) -> bool:
     """Poll every worker (reaping the ones that exited), not just the first alive one."""
     return any([process.poll() is None for process, _ in processes])
@@ -320,6 +363,13 @@ def _log_dataset_report_once(attached: Attached, dataset: Dataset) -> None:
     if not tracker.client.list_artifacts(run_id, "eda"):
         LOG.info("writing the dataset report to the sweep's parent run")
         log_dataset_report(tracker, run_id, dataset)
+
+
+def _kill(processes: Sequence[Worker]) -> None:
+    """End workers that have not attached yet: they hold nothing to close."""
+    for process, _ in processes:
+        process.kill()
+        process.wait()
 
 
 def _stop(processes: list[Worker]) -> None:

@@ -192,7 +192,7 @@ class TrialObjective:
             initial_epoch=plan.initial_epoch,
             floor=Floor(floor_metrics) if floor_metrics else None,
             model_name=self._run_name(trial),
-            wants_figures=partial(self._leads, trial),
+            wants_artifacts=partial(self._leads, trial),
         )
         rss = peak_rss_mib()  # a worker that keeps growing over trials leaks
         trial.set_user_attr(RSS_ATTR, rss)
@@ -211,11 +211,12 @@ class TrialObjective:
     def _leads(self, trial: optuna.Trial, metrics: Mapping[str, float]) -> bool:
         """Whether the trial is level with or ahead of the study's best so far.
 
-        The trial that ends up best led when it finished, so it always has its
-        error-analysis figures (the sweep's record copies them to the parent run).
+        Only a leading trial gets its figures and its model: the trial that ends up
+        best led when it finished, so it always has them (the sweep's record copies
+        its figures to the parent run).
         """
         settings = self.job.settings
-        if settings.trial_figures == "all" or len(settings.objectives) > 1:
+        if settings.trial_artifacts == "all" or len(settings.objectives) > 1:
             return True
         value = metrics[result_metric(settings.objectives[0])]
         try:

@@ -104,8 +104,8 @@ class SweepSettings(Strict):
     params: dict[str, str]
     conditional: dict[str, dict[str, str]]
     final_fit: FinalFitSettings
-    # error-analysis figures for every trial, or only for those that lead when they finish
-    trial_figures: Literal["all", "leading"]
+    # figures and model for every trial, or only for those that lead when they finish
+    trial_artifacts: Literal["all", "leading"]
     compare: dict[str, Any]  # the backend race's settings: satsweep.benchmarks.backends
 
     @model_validator(mode="after")

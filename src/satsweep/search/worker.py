@@ -22,6 +22,7 @@ from pathlib import Path
 from satsweep.errors import UserError
 from satsweep.runtime import configure_threads
 from satsweep.search.attach import Budget, attach, reap_dead_trials
+from satsweep.search.gate import wait_at_gate
 from satsweep.search.job import JOB_ENV, SweepJob, load_job, prepare_job, save_job
 from satsweep.search.ledger import LAUNCHER_ENV, RAN_ENV, worker_command
 from satsweep.search.objective import LastTrial, TrialObjective, TrialPlan, too_many_failures
@@ -126,6 +127,7 @@ def reexecute(job: SweepJob, options: WorkerOptions, seconds_left: float | None)
 def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
     """Run trials until the study has ``n_trials`` finished ones, or ``trials_per_process``."""
     configure_threads(options.threads)
+    wait_at_gate()  # TensorFlow is imported: wait for the launcher's study and floor
     stop = StopRequest()
     stop.install()  # SIGINT and SIGTERM fail the running trial and end the worker
     attached = attach(job, options.worker_index)
