@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from satsweep import tta
-from satsweep.baseline import no_learning_floor
+from satsweep.baseline import HISTOGRAM_BINS, colour_features, no_learning_floor
 from satsweep.cli import run
 from satsweep.config import load_run_config
 from satsweep.data import load_data
@@ -146,6 +146,21 @@ def test_no_learning_floor_beats_chance_on_colourful_classes(outputs, tiny) -> N
     assert floor.metrics["val_accuracy"] > 1.5 / dataset.num_classes
     again = no_learning_floor(dataset)
     assert again.metrics == floor.metrics  # the same split gives the same floor
+
+
+def test_colour_features_are_each_images_channel_statistics(images) -> None:
+    _, x, _ = images
+    features = colour_features(x)
+    channels = x.shape[-1]
+    for image, row in zip(x, features, strict=True):
+        pixels = image.reshape(-1, channels) / 255.0
+        np.testing.assert_allclose(row[:channels], pixels.mean(axis=0), atol=1e-5)
+        np.testing.assert_allclose(row[channels : 2 * channels], pixels.std(axis=0), atol=1e-5)
+        for channel in range(channels):
+            expected, _ = np.histogram(image[..., channel], bins=HISTOGRAM_BINS, range=(0, 256))
+            start = 2 * channels + channel * HISTOGRAM_BINS
+            histogram = row[start : start + HISTOGRAM_BINS]
+            np.testing.assert_allclose(histogram, expected / pixels.shape[0], atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -326,3 +326,16 @@ def test_sweep_that_cannot_open_its_storage_ends_its_waiting_workers(outputs, sw
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "127.0.0.1:9" in lines[0], lines
     assert (outputs / "sweeps" / "smoke" / "worker-0.log").exists()  # it had started
+    assert _processes_started_for(outputs) == []  # and the launcher ended it
+
+
+def _processes_started_for(outputs: Path) -> list[int]:
+    """Live processes whose environment names this test's outputs folder (its workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(outputs).encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found

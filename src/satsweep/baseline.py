@@ -37,16 +37,23 @@ class Floor:
 
 
 def colour_features(images: np.ndarray) -> np.ndarray:
-    """Per image: channel means and standard deviations, and a histogram per channel."""
-    pixels = images.reshape(len(images), -1, images.shape[-1]).astype(np.float32) / 255.0
-    means, stds = pixels.mean(axis=1), pixels.std(axis=1)
-    bins = np.minimum((pixels * HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1)
-    edges = np.arange(HISTOGRAM_BINS)
-    histograms = [
-        (bins[..., c, None] == edges).mean(axis=1, dtype=np.float32)
-        for c in range(images.shape[-1])
-    ]
-    return np.concatenate([means, stds, *histograms], axis=1)
+    """Per image: channel means and standard deviations, and a histogram per channel.
+
+    The histograms come from one ``np.bincount`` over (image, channel, bin) slots:
+    comparing every pixel with every bin edge took seconds on a few thousand chips,
+    on the path before a sweep's first trial.
+    """
+    channels = images.shape[-1]
+    # (image, channel, pixel): every reduction runs along contiguous memory
+    pixels = np.ascontiguousarray(images.reshape(len(images), -1, channels).transpose(0, 2, 1))
+    scaled = pixels.astype(np.float32) / 255.0
+    means, stds = scaled.mean(axis=2), scaled.std(axis=2)
+    count, size = len(images), pixels.shape[2]
+    bins = np.minimum((scaled * HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1)
+    slots = np.arange(count * channels).reshape(count, channels, 1) * HISTOGRAM_BINS
+    counts = np.bincount((slots + bins).ravel(), minlength=count * channels * HISTOGRAM_BINS)
+    histograms = counts.reshape(count, channels * HISTOGRAM_BINS).astype(np.float32) / size
+    return np.concatenate([means, stds, histograms], axis=1)
 
 
 def no_learning_floor(dataset: Dataset, seed: int = 0) -> Floor:

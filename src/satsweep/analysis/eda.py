@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from satsweep.data import Dataset
 from satsweep.data.images import DECODE_ERRORS, inspect
-from satsweep.figures import plt
+from satsweep.figures import mosaic, plt, tile_centres
 
 MONTAGE_PER_CLASS = 6
 CHANNELS = ("red", "green", "blue")
@@ -84,21 +84,21 @@ def _class_balance(report: EdaReport, labels: np.ndarray, class_names: tuple[str
 def _montage(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> Figure:
     rng = np.random.default_rng(0)
     rows, columns = len(class_names), MONTAGE_PER_CLASS
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(1.1 * columns + 1.5, 1.1 * rows), squeeze=False
-    )
-    for row, name in enumerate(class_names):
-        members = np.flatnonzero(labels == row)
-        chosen = rng.choice(members, size=min(columns, len(members)), replace=False)
-        for column, axis in enumerate(axes[row]):
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if column < len(chosen):
-                axis.imshow(images[chosen[column]])
-        axes[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    chosen = [
+        images[rng.choice(members, size=min(columns, len(members)), replace=False)]
+        for members in (np.flatnonzero(labels == row) for row in range(rows))
+    ]
+    gap = max(1, images.shape[1] // 16)
+    figure, axis = plt.subplots(figsize=(1.1 * columns + 1.5, 1.1 * rows))
+    axis.imshow(mosaic(chosen, columns, (gap, gap)))
+    axis.set_xticks([])
+    axis.set_yticks(tile_centres(rows, images.shape[1], gap), class_names, fontsize=7)
+    axis.tick_params(length=0)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
     height = figure.get_figheight()  # margins in inches: a fixed fraction leaves bands
     figure.suptitle("Sample images per class", y=1 - 0.08 / height, va="top")
-    figure.subplots_adjust(top=1 - 0.45 / height, bottom=0.1 / height, hspace=0.08, wspace=0.05)
+    figure.subplots_adjust(top=1 - 0.45 / height, bottom=0.1 / height)
     return figure
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score, precision_recall_curve, roc_curve
 
-from satsweep.figures import plt
+from satsweep.figures import mosaic, plt, tile_centres
 
 ERROR_ANALYSIS = "error_analysis"  # the artifact folder of every run's analysis
 
@@ -79,21 +79,29 @@ def _gallery(
     confidence: np.ndarray,
     class_names: Sequence[str],
 ) -> Figure:
-    count = max(1, len(images))
-    columns = min(6, count)
-    rows = int(np.ceil(count / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index < len(images):
-            axis.imshow(images[index])
-            axis.set_title(
-                f"{class_names[labels[index]]}\n-> {class_names[predicted[index]]} "
-                f"({confidence[index]:.2f})",
-                fontsize=7,
-            )
+    columns = min(6, max(1, len(images)))
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    figure, axis = plt.subplots(figsize=(2.2 * columns, 2.4 * rows))
+    axis.axis("off")
     if not len(images):
-        axes.flat[0].text(0.5, 0.5, "no misclassified test image", ha="center")
+        axis.text(0.5, 0.5, "no misclassified test image", ha="center")
+        return figure
+    height, width = images.shape[1:3]
+    gap = (height // 3, max(1, width // 16))  # room above each image for its caption
+    chunks = [images[start : start + columns] for start in range(0, len(images), columns)]
+    axis.imshow(mosaic(chunks, columns, gap))
+    for index in range(len(images)):
+        row, column = divmod(index, columns)
+        axis.text(
+            tile_centres(columns, width, gap[1])[column],
+            row * (height + gap[0]) - 1,
+            f"{class_names[labels[index]]}\n-> {class_names[predicted[index]]} "
+            f"({confidence[index]:.2f})",
+            fontsize=7,
+            ha="center",
+            va="bottom",
+        )
+    axis.set_ylim(rows * (height + gap[0]) - gap[0] - 0.5, -gap[0] - 0.5)
     figure.suptitle("Misclassified test images, most confident first (true -> predicted)")
     figure.tight_layout(rect=(0, 0, 1, 0.96))
     return figure

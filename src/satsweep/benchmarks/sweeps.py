@@ -29,9 +29,10 @@ SAME_TRIALS = [  # random sampling from one seed: the trials do not depend on th
     "+sweep.sampler.options={}",
     "sweep.final_fit.enabled=false",  # trials only: the final fit is one more run
 ]
-# Trials of about 30 s on 2 cores (widths 16 and 32: 25 and 45 s): AID at 32 px, 2,100
-# training images, 20 epochs.
-OVERHEAD = [*SAME_TRIALS, "data.max_per_class=100", "trainer.epochs=20", "sweep.pruner.name=none"]
+# AID at 32 px, 2,100 training images; the epochs are sized to the machine (below).
+OVERHEAD = [*SAME_TRIALS, "data.max_per_class=100", "sweep.pruner.name=none"]
+TRIAL_SECONDS = 30.0  # what the overhead sweep's trials should average: fixed costs weigh in
+CALIBRATION = ("model.width=16", "model.width=32")  # the quick space's cheap and dear models
 # The quick sweep's search phase (10 epochs, its median pruner), random trials per seed.
 PRUNING = [*SAME_TRIALS, "data.max_per_class=100", "sweep.n_trials=8"]
 PRUNING_SEEDS = (0, 1, 2)
@@ -106,9 +107,32 @@ def _span(study: optuna.Study, count: int | None = None) -> float:
     return (max(_completed_at(t) for t in trials) - first).total_seconds()
 
 
+def epochs_for(seconds: float, scratch: Scratch) -> int:
+    """The epochs that make the overhead sweep's trials last about ``seconds`` on this machine.
+
+    A fixed epoch count gave 19-s trials on one 2-core machine and 39-s ones on
+    another, so per-trial costs weighed twice as much on the first. Two bare fits
+    per model of the space (1 and 4 epochs) give its seconds per epoch and its
+    fixed cost (tracing), averaged over the space's models.
+    """
+    job = prepare_job(scratch.args(OVERHEAD))
+    dataset = load_data(job.trial_config([]))
+    bare_fit(job.trial_config(["trainer.epochs=1"]), dataset)  # the process's warm-up
+    per_epoch, fixed = [], []
+    for model in CALIBRATION:
+        one, four = (
+            bare_fit(job.trial_config([model, f"trainer.epochs={n}"]), dataset) for n in (1, 4)
+        )
+        per_epoch.append((four - one) / 3)
+        fixed.append(one - per_epoch[-1])
+    epochs = (seconds - sum(fixed) / len(fixed)) / (sum(per_epoch) / len(per_epoch))
+    return min(60, max(5, round(epochs)))
+
+
 def overhead_and_process_model(scratch: Scratch, trials: int) -> list[Comparison]:
     """One sweep; then its trials as bare ``model.fit`` calls and as fresh processes."""
-    args = scratch.args([*OVERHEAD, f"sweep.n_trials={trials}"])
+    epochs = epochs_for(TRIAL_SECONDS, scratch)
+    args = scratch.args([*OVERHEAD, f"sweep.n_trials={trials}", f"trainer.epochs={epochs}"])
     swept, job, study = _sweep(args)
     trial_overrides = [job.space.suggest(t) for t in study.trials if t.state == TrialState.COMPLETE]
     configs = [job.trial_config(overrides) for overrides in trial_overrides]
@@ -141,7 +165,8 @@ def overhead_and_process_model(scratch: Scratch, trials: int) -> list[Comparison
             goal=goal,
             met=met,
             repeats=1,
-            note=f"bare trials of {mean_trial:.0f}s on average; the sweep's own fits took "
+            note=f"{epochs} epochs, sized for {TRIAL_SECONDS:.0f}-s trials on this machine: "
+            f"bare trials of {mean_trial:.0f}s on average; the sweep's own fits took "
             f"{sweep_fits:.0f}s in all (the bare fits' {sum(bare):.0f}s, timed later: the "
             f"difference is the machine's drift); each trial spent a median {outside_fit:.1f}s "
             "outside model.fit (evaluation, artifacts, model logging); the rest is process "

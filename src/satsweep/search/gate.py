@@ -12,12 +12,10 @@ workers exit having created nothing.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from satsweep.errors import UserError
 
-LOG = logging.getLogger(__name__)
 GATE_ENV = "SATSWEEP_START_GATE"  # the file descriptor a launched worker waits on
 
 
