@@ -6,11 +6,13 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from satsweep.cli import run
+from satsweep.figures import mosaic, tile_centres
 from tests.conftest import run_satsweep
 
 
@@ -99,3 +101,16 @@ def test_eda_finds_planted_problems_and_training_skips_them(
         == 0
     )
     assert "skipped 1 unreadable image file(s)" in caplog.text and "broken.jpg" in caplog.text
+
+
+def test_mosaic_tiles_real_images_on_white_and_leaves_missing_slots_white(data_dir) -> None:
+    chips = sorted((data_dir / "aid" / "Beach").glob("*.jpg"))[:3]
+    images = np.stack([np.asarray(Image.open(c).convert("RGB").resize((8, 6))) for c in chips])
+    tiles = mosaic([images[:2], images[2:]], columns=2, gap=(3, 1))
+    assert tiles.shape == (2 * 6 + 3, 2 * 8 + 1, 3) and tiles.dtype == np.uint8
+    np.testing.assert_array_equal(tiles[:6, :8], images[0])
+    np.testing.assert_array_equal(tiles[:6, 9:], images[1])
+    np.testing.assert_array_equal(tiles[9:, :8], images[2])
+    assert (tiles[6:9] == 255).all() and (tiles[:, 8] == 255).all()  # the gaps
+    assert (tiles[9:, 9:] == 255).all()  # the second row has one image
+    np.testing.assert_allclose(tile_centres(2, 8, 1), [3.5, 12.5])
