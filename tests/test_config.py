@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -106,6 +108,31 @@ def test_cli_user_errors_exit_2_without_traceback(outputs, args, named) -> None:
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(error_lines) == 1 and named in error_lines[0], result.stderr
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--cfg", "job"], 0), (["model=nope"], 2)])
+def test_cli_exit_still_runs_thread_pools_and_exit_handlers(outputs, args, code) -> None:
+    """The console script skips the interpreter's teardown, not what a normal exit runs."""
+    script = (
+        "import atexit, sys, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from satsweep.cli import main\n"
+        "pool = ThreadPoolExecutor(1)\n"
+        "pool.submit(lambda: time.sleep(0.5) or print('pool task done', flush=True))\n"
+        "atexit.register(lambda: print('exit handler ran', flush=True))\n"
+        f"sys.argv = ['satsweep', 'train', *{args!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == code, result.stderr
+    said = [line for line in result.stdout.splitlines() if line.endswith(("done", "ran"))]
+    assert said == ["pool task done", "exit handler ran"], result.stdout
+    if code == 0:
+        assert "name: resnet" in result.stdout  # the composed config, flushed before the exit
+    else:
+        assert "model/nope" in result.stderr
 
 
 def test_cfg_job_prints_config_without_training(outputs) -> None:

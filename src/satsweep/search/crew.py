@@ -1,0 +1,124 @@
+"""A sweep's worker processes, started the moment its job is composed.
+
+A worker spends seconds importing TensorFlow; the launcher spends as long
+importing MLflow, pandas and matplotlib, then opening the stores. This module
+imports none of them, so ``satsweep sweep`` starts its workers first and both
+import at once, on separate cores. The workers then wait at the start gate
+until the launcher has set the sweep up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from satsweep.search.gate import StartGate
+from satsweep.search.job import JobHandoff, SweepJob, job_path, save_job
+
+LAUNCHER_ENV = "SATSWEEP_LAUNCHER_PID"  # a launched worker ends when its launcher does
+
+Worker = tuple[subprocess.Popen[bytes], Path]  # a worker process and its log
+
+
+def worker_command(*options: str) -> list[str]:
+    """The command line of a ``satsweep worker`` process.
+
+    Its job does not travel here but in the environment (see ``JobHandoff``).
+    """
+    return [sys.executable, "-m", "satsweep", "worker", *options]
+
+
+def threads_per_worker(workers: int) -> int:
+    """Split the cores between workers, so N workers do not oversubscribe the CPU."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def start_worker(
+    handoff: JobHandoff, log_path: Path, *options: str, gate: StartGate | None = None
+) -> Worker:
+    """A ``satsweep worker`` process with ``options``, its output in ``log_path``.
+
+    It loads the job the launcher saved: the sweep is not composed again, and its
+    passwords stay out of argv, which any user on the machine can read. A worker
+    given ``gate`` waits at it before attaching to the study.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, **handoff.environment(), LAUNCHER_ENV: str(os.getpid())}
+    if gate is not None:
+        environment.update(gate.environment())
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            worker_command(*options),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,  # Ctrl-C reaches the launcher, which stops them once
+            pass_fds=(gate.read_fd,) if gate is not None else (),
+        )
+    return process, log_path
+
+
+@dataclass(frozen=True)
+class Starter:
+    """How this sweep's worker processes start: the saved job, their logs, their threads."""
+
+    job: SweepJob
+    handoff: JobHandoff
+    logs: Path
+    workers: int
+
+    @classmethod
+    def for_job(cls, job: SweepJob, workers: int) -> Starter:
+        """Save ``job`` where its workers load it; they log beside it."""
+        path = job_path(job)
+        return cls(job, save_job(job, path), path.parent, workers)
+
+    def worker(self, index: int, gate: StartGate | None = None) -> Worker:
+        """Worker ``index`` of the sweep (its sampler seed's offset)."""
+        threads = self.job.base.trainer.threads or threads_per_worker(self.workers)
+        return start_worker(
+            self.handoff,
+            self.logs / f"worker-{index}.log",
+            "--threads",
+            str(threads),
+            "--worker-index",
+            str(index),
+            gate=gate,
+        )
+
+    def final(self) -> Worker:
+        """The process that retrains the best trial, with every core."""
+        threads = self.job.base.trainer.threads or threads_per_worker(1)
+        return start_worker(
+            self.handoff, self.logs / "final.log", "--final-fit", "--threads", str(threads)
+        )
+
+
+@dataclass
+class Crew:
+    """The sweep's first workers, importing while they wait at the start gate."""
+
+    starter: Starter
+    gate: StartGate
+    processes: list[Worker]
+
+    @classmethod
+    def start(cls, job: SweepJob, workers: int) -> Crew:
+        """Save the job and start ``workers`` processes, held at a closed gate."""
+        starter = Starter.for_job(job, workers)
+        gate = StartGate()
+        return cls(starter, gate, [starter.worker(index, gate) for index in range(workers)])
+
+    def let_in(self) -> None:
+        """The sweep is set up: every waiting worker goes on."""
+        self.gate.open(len(self.processes))
+
+    def dismiss(self) -> None:
+        """The set-up failed: end the workers, which have not attached and hold nothing."""
+        self.gate.close()
+        for process, _ in self.processes:
+            process.kill()
+            process.wait()
