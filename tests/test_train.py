@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import re
 import warnings
+import weakref
 from collections.abc import Iterator
 
 import keras
@@ -15,6 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from satsweep.cli import run
+from satsweep.runtime import settle_between_runs
 from tests.conftest import run_satsweep
 
 
@@ -189,3 +192,17 @@ def test_mixed_precision_and_xla_train_and_log(outputs, tiny, float32_after) -> 
     assert logged.data.params["trainer.jit_compile"] == "True"
     assert 0.0 <= logged.data.metrics["test_f1_macro"] <= 1.0
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+
+
+def test_settling_between_runs_frees_the_last_model_then_freezes_the_survivors() -> None:
+    """Freezing before collecting would keep the last trial's model for the worker's life."""
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    last_run = weakref.ref(model)
+    del model
+    try:
+        settle_between_runs()
+        assert last_run() is None
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -6,6 +6,7 @@ call :func:`configure_threads` once, first thing; determinism is set per run.
 
 from __future__ import annotations
 
+import gc
 import logging
 import resource
 
@@ -40,6 +41,19 @@ def prepare_run(seed: int, deterministic: bool, precision: str) -> None:
         tf.config.experimental.enable_op_determinism()
     else:  # a worker's previous run may have enabled it; TF exports no public "disable"
         tf_config.disable_op_determinism()
+
+
+def settle_between_runs() -> None:
+    """Free the last run's Keras state, then freeze what survives for the garbage collector.
+
+    A worker keeps half a million long-lived objects (TensorFlow's, MLflow's, the
+    dataset's) that each run's collection scanned again: 0.3-0.4 s a trial on
+    2 cores, growing with every trial. Frozen objects are still freed when their
+    last reference goes; only cycles among them are no longer looked for, and
+    a worker re-executes itself every ``sweep.trials_per_process`` trials.
+    """
+    keras.backend.clear_session(free_memory=True)
+    gc.freeze()
 
 
 def accelerator() -> str:

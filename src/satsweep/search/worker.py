@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from satsweep.errors import UserError
-from satsweep.runtime import configure_threads
+from satsweep.runtime import configure_threads, settle_between_runs
 from satsweep.search.attach import Budget, attach, reap_dead_trials
+from satsweep.search.crew import LAUNCHER_ENV, worker_command
 from satsweep.search.gate import wait_at_gate
 from satsweep.search.job import JOB_ENV, SweepJob, load_job, prepare_job, save_job
-from satsweep.search.ledger import LAUNCHER_ENV, RAN_ENV, worker_command
+from satsweep.search.ledger import RAN_ENV
 from satsweep.search.objective import LastTrial, TrialObjective, TrialPlan, too_many_failures
 from satsweep.search.settings import check_worker_count
 from satsweep.search.stopping import StopRequest
@@ -143,6 +144,7 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
         return WorkerExit(ran, recycle, budget.seconds_left())
     ran = failures_in_a_row = 0
     while not budget.expired():
+        settle_between_runs()  # before taking the lock; each trial then collects only its own
         stop.check()
         with contextlib.ExitStack() as held:
             held.enter_context(budget_lock(job.base.storage, settings.study_name))
