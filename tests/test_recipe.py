@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
 from satsweep import tta
-from satsweep.baseline import HISTOGRAM_BINS, colour_features, no_learning_floor
+from satsweep.baseline import HISTOGRAM_BINS, cached_floor, colour_features, no_learning_floor
 from satsweep.cli import run
 from satsweep.config import load_run_config
 from satsweep.data import load_data
@@ -146,6 +148,21 @@ def test_no_learning_floor_beats_chance_on_colourful_classes(outputs, tiny) -> N
     assert floor.metrics["val_accuracy"] > 1.5 / dataset.num_classes
     again = no_learning_floor(dataset)
     assert again.metrics == floor.metrics  # the same split gives the same floor
+
+
+def test_cached_floor_is_fitted_once_per_split_and_seed(outputs, tiny, tmp_path) -> None:
+    dataset = load_data(load_run_config(tiny))
+    cache = tmp_path / "cache"
+    floor = cached_floor(dataset, 0, cache)
+    assert floor.metrics == no_learning_floor(dataset, 0).metrics
+    (entry,) = cache.glob("floor-*.json")
+    planted = {**floor.metrics, "test_f1_macro": 0.123}  # what only a read of the entry gives
+    entry.write_text(json.dumps(planted))
+    assert cached_floor(dataset, 0, cache).metrics == planted
+    cached_floor(dataset, 1, cache)  # another seed: another entry
+    assert len(list(cache.glob("floor-*.json"))) == 2
+    entry.write_text("{damaged")
+    assert cached_floor(dataset, 0, cache).metrics == floor.metrics  # fitted again
 
 
 def test_colour_features_are_each_images_channel_statistics(images) -> None:

@@ -316,15 +316,22 @@ def test_start_gate_lets_waiting_workers_on_or_ends_them(opened: bool) -> None:
             assert child.returncode != 0 and "could not set the sweep up" in err, err
 
 
-def test_sweep_that_cannot_open_its_storage_ends_its_waiting_workers(outputs, sweep_args) -> None:
-    """Workers start before the study exists; a storage error still ends all in one line."""
-    result = run_satsweep(
-        "sweep", *sweep_args, "storage=postgres", "storage.url=postgresql://postgres@127.0.0.1:9/x"
-    )
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["storage=postgres", "storage.url=postgresql://postgres@127.0.0.1:9/x"], "127.0.0.1:9"),
+        (["data.path=/nowhere/aid"], "/nowhere/aid"),
+    ],
+)
+def test_sweep_that_cannot_set_up_ends_its_waiting_workers(
+    outputs, sweep_args, overrides, named
+) -> None:
+    """Workers start once the job is composed; a bad store or dataset still ends all in one line."""
+    result = run_satsweep("sweep", *sweep_args, *overrides)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "127.0.0.1:9" in lines[0], lines
+    assert len(lines) == 1 and named in lines[0], lines
     assert (outputs / "sweeps" / "smoke" / "worker-0.log").exists()  # it had started
     assert _processes_started_for(outputs) == []  # and the launcher ended it
 

@@ -191,10 +191,19 @@ def sweep(overrides: Overrides = (), *, workers: int | None = None) -> SweepResu
             check_worker_count(job.settings.backend, count)
         except ValueError as error:
             raise UserError(str(error)) from error
-        from satsweep.console import Progress
-        from satsweep.search.launcher import launch
+        from satsweep.search.crew import Crew
 
-        outcome = launch(job, count, Progress)
+        crew = Crew.start(job, count)  # its workers import TensorFlow while we load the rest
+        try:
+            from satsweep.console import Progress
+            from satsweep.data import load_data
+            from satsweep.search.launcher import launch
+
+            dataset = load_data(job.base)  # a missing dataset fails before any trial runs
+        except BaseException:
+            crew.dismiss()
+            raise
+        outcome = launch(job, dataset, crew, Progress)
         return SweepResult(
             job.settings.study_name,
             job.settings.objectives[0],

@@ -2,13 +2,21 @@
 
 A logistic regression (scikit-learn) on per-channel means, standard deviations
 and colour histograms of each image, fitted on the same train split the networks
-train on. It takes about a second. A network that scores near it has learnt
-little from the pixels' arrangement; one at chance has learnt nothing at all.
+train on. A network that scores near it has learnt little from the pixels'
+arrangement; one at chance has learnt nothing at all. Fitting it takes 1-2 s on
+2 cores, before every sweep's first trial and in every ``satsweep train``, so
+each split's floor is kept in the data cache and fitted once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -21,6 +29,7 @@ from satsweep.metrics import evaluate_predictions, prefixed
 HISTOGRAM_BINS = 8  # per channel
 FLOOR_PREFIX = "floor_"
 FLOOR_METHOD = "logistic regression on colour statistics"
+FLOOR_VERSION = 1  # bump when the features or the classifier change: old entries go unread
 
 
 @dataclass(frozen=True)
@@ -70,3 +79,39 @@ def no_learning_floor(dataset: Dataset, seed: int = 0) -> Floor:
         evaluation = evaluate_predictions(split.labels, probabilities, dataset.class_names)
         metrics.update(prefixed(evaluation.metrics, name))
     return Floor(metrics)
+
+
+def cached_floor(dataset: Dataset, seed: int, cache_dir: Path) -> Floor:
+    """The floor of this exact split and seed: read from ``cache_dir``, else fitted and kept.
+
+    The entry's name is a digest of the split's arrays, class names and seed, so
+    another split, image size or seed never reads it. An unreadable entry (a
+    full disk, say) is fitted again rather than failing the run.
+    """
+    path = cache_dir / f"floor-v{FLOOR_VERSION}-{_split_digest(dataset, seed)[:24]}.json"
+    with contextlib.suppress(OSError, ValueError):
+        return Floor(json.loads(path.read_text()))
+    floor = no_learning_floor(dataset, seed)
+    with contextlib.suppress(OSError):  # a read-only cache still gives the floor
+        _write_atomically(path, json.dumps(floor.metrics))
+    return floor
+
+
+def _split_digest(dataset: Dataset, seed: int) -> str:
+    digest = hashlib.sha256(json.dumps([dataset.class_names, seed]).encode())
+    for split in (dataset.train, dataset.val, dataset.test):
+        digest.update(np.ascontiguousarray(split.images).data)
+        digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).data)
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Parallel workers and sweeps may fill the same entry: none reads half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)  # gone once replaced; a failed write's leftover

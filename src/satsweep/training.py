@@ -25,7 +25,7 @@ from satsweep import tta
 from satsweep.analysis.confusion import confusion_figure, confusion_table
 from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose, one_line
 from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
-from satsweep.baseline import Floor, no_learning_floor
+from satsweep.baseline import Floor, cached_floor
 from satsweep.batchnorm import PreciseBatchNorm, Recomputer
 from satsweep.data import Dataset, load_data
 from satsweep.links import announce, run_link
@@ -443,7 +443,7 @@ def train(
     tracker = Tracker(cfg.tracking)
     tracker.check_reachable()
     dataset = dataset or load_data(cfg)
-    floor = no_learning_floor(dataset, cfg.seed)
+    floor = cached_floor(dataset, cfg.seed, Path(cfg.paths.cache))
     experiment_id = experiment_id or tracker.experiment_id(cfg.tracking.experiment)
     name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"
     run_id = tracker.create_run(experiment_id, name, tags=tags or {})

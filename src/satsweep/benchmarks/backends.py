@@ -29,10 +29,12 @@ from pydantic import Field, ValidationError, model_validator
 
 from satsweep.config import describe_validation_error
 from satsweep.console import Progress, leaderboard_table, wide_console
+from satsweep.data import load_data
 from satsweep.errors import UserError
 from satsweep.figures import plt
 from satsweep.redact import redact_tree
 from satsweep.schema import Strict
+from satsweep.search.crew import Crew
 from satsweep.search.job import SweepJob, prepare_job
 from satsweep.search.launcher import launch
 from satsweep.search.ledger import (
@@ -200,7 +202,7 @@ def _turns(methods: list[str], index: int) -> list[str]:
 def _race(job: SweepJob, name: str, seed: int, tracker: Tracker, run_id: str) -> MethodRun:
     LOG.info("method %s, seed %d: %s of search", name, seed, compare_settings(job).label)
     started = time.monotonic()
-    code = launch(job, 1, Progress).code
+    code = launch(job, load_data(job.base), Crew.start(job, 1), Progress).code
     wall = time.monotonic() - started
     if code == 130:
         raise KeyboardInterrupt

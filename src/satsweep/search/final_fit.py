@@ -10,11 +10,12 @@ and its record lives on the study so ``compare`` and ``reproduce --final`` find 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import optuna
 
-from satsweep.baseline import no_learning_floor
+from satsweep.baseline import cached_floor
 from satsweep.data import load_data
 from satsweep.schema import RunConfig
 from satsweep.search.attach import Attached
@@ -80,7 +81,7 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
             tracker,
             run_id,
             [StopOnRequest(stop)],
-            floor=no_learning_floor(dataset, cfg.seed),
+            floor=cached_floor(dataset, cfg.seed, Path(cfg.paths.cache)),
             model_name=name,
         )
     except BaseException:

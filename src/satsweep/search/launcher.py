@@ -1,15 +1,15 @@
-"""``satsweep sweep``: start N worker processes on one study and watch them.
+"""``satsweep sweep``: set up the study for its waiting workers, then watch them.
 
-Workers are separate processes (``satsweep worker``), each keeping TensorFlow
-loaded across its trials; they share the study through its storage and never
-wait for each other. This process only shows progress, and when the workers are
-done (or interrupted) writes the sweep's record to the parent MLflow run.
+Workers are separate processes (``satsweep worker``, started by ``crew``), each
+keeping TensorFlow loaded across its trials; they share the study through its
+storage and never wait for each other. This process only shows progress, and
+when the workers are done (or interrupted) writes the sweep's record to the
+parent MLflow run.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -22,14 +22,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from satsweep.baseline import no_learning_floor
-from satsweep.data import Dataset, load_data
+from satsweep.baseline import cached_floor
+from satsweep.data import Dataset
 from satsweep.exploration import log_dataset_report
 from satsweep.links import announce, runs_link, runs_view
 from satsweep.search.attach import Attached, Budget, attach
-from satsweep.search.gate import StartGate
-from satsweep.search.job import JobHandoff, SweepJob, job_path, save_job
-from satsweep.search.ledger import FLOOR_ATTR, FLOOR_METHOD_TAG, LAUNCHER_ENV, worker_command
+from satsweep.search.crew import Crew, Starter, Worker
+from satsweep.search.job import SweepJob
+from satsweep.search.ledger import FLOOR_ATTR, FLOOR_METHOD_TAG
 from satsweep.search.progress import ProgressView, snapshot
 from satsweep.search.record import finalize
 from satsweep.search.settings import result_metric, test_metric
@@ -38,14 +38,6 @@ from satsweep.tracking import Tracker
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 120
-
-
-def threads_per_worker(workers: int) -> int:
-    """Split the cores between workers, so N workers do not oversubscribe the CPU."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
-Worker = tuple[subprocess.Popen[bytes], Path]
 
 
 def _say_if_complete(job: SweepJob, attached: Attached) -> None:
@@ -75,31 +67,6 @@ def _save_runs_view(job: SweepJob, tracker: Tracker) -> str:
     )
     tracker.set_experiment_tags(experiment_id, view)
     return runs_link(job.base.tracking, experiment_id, view=True)
-
-
-def _start(
-    handoff: JobHandoff, log_path: Path, *options: str, gate: StartGate | None = None
-) -> Worker:
-    """A ``satsweep worker`` process with ``options``, its output in ``log_path``.
-
-    It loads the job the launcher saved: the sweep is not composed again, and its
-    passwords stay out of argv, which any user on the machine can read. A worker
-    given ``gate`` waits at it before attaching to the study.
-    """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    environment = {**os.environ, **handoff.environment(), LAUNCHER_ENV: str(os.getpid())}
-    if gate is not None:
-        environment.update(gate.environment())
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            worker_command(*options),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,  # Ctrl-C reaches this process, which stops them once
-            pass_fds=(gate.read_fd,) if gate is not None else (),
-        )
-    return process, log_path
 
 
 @dataclass
@@ -147,21 +114,25 @@ class SweepOutcome:
     link: str  # the sweep's runs table in the MLflow UI
 
 
-def launch(job: SweepJob, workers: int, view: ProgressView) -> SweepOutcome:
-    """Run the sweep to its budget, with ``workers`` processes, then its final fit.
+def launch(job: SweepJob, dataset: Dataset, crew: Crew, view: ProgressView) -> SweepOutcome:
+    """Run the sweep to its budget with ``crew``'s workers, then its final fit.
 
-    ``view`` shows the progress while the workers run (this process trains nothing).
+    ``crew`` was started as soon as the job was composed (``Crew.start``) and waits
+    at its start gate; ``dataset`` is the sweep's, loaded meanwhile. ``view``
+    shows the progress while the workers run (this process trains nothing).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # workers' logs keep Optuna's lines
-    dataset = load_data(job.base)  # a missing dataset fails before anything is created
-    starter = _Starter(job, save_job(job, job_path(job)), job_path(job).parent, workers)
-    LOG.info("sweep %s: %d worker(s), logs in %s", job.settings.study_name, workers, starter.logs)
+    starter = crew.starter
+    LOG.info(
+        "sweep %s: %d worker(s), logs in %s", job.settings.study_name, starter.workers, starter.logs
+    )
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
     # a shell starts background jobs with SIGINT ignored; `kill -INT` must still stop us
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:  # a notebook's kernel goes on after the sweep, with its own handlers
-        attached, processes = _set_up(job, dataset, starter)
+        attached = _set_up(job, dataset, crew)
+        processes = crew.processes
         link = _save_runs_view(job, attached.tracker)
         _say_if_complete(job, attached)
         announce(f"sweep {job.settings.study_name}: its runs", link)
@@ -176,23 +147,20 @@ def launch(job: SweepJob, workers: int, view: ProgressView) -> SweepOutcome:
     return SweepOutcome(code, table, link)
 
 
-def _set_up(job: SweepJob, dataset: Dataset, starter: _Starter) -> tuple[Attached, list[Worker]]:
-    """Start the workers, then the study, parent run and floor while they import TensorFlow.
+def _set_up(job: SweepJob, dataset: Dataset, crew: Crew) -> Attached:
+    """The study, parent run and floor, made while the crew imports TensorFlow.
 
-    The workers wait at a start gate until all of it exists. A set-up that fails
-    kills them before they have attached: they created nothing.
+    The workers wait at their start gate until all of it exists. A set-up that
+    fails dismisses them before they have attached: they created nothing.
     """
-    gate = StartGate()
-    processes = [starter.worker(index, gate) for index in range(starter.workers)]
     try:
         attached = attach(job)  # creates the study and parent run once, before the workers
         _failing_the_parent(attached, partial(_record_floor_once, job, attached, dataset))
     except BaseException:
-        gate.close()
-        _kill(processes)
+        crew.dismiss()
         raise
-    gate.open(len(processes))
-    return attached, processes
+    crew.let_in()
+    return attached
 
 
 def _failing_the_parent(
@@ -213,38 +181,10 @@ def _failing_the_parent(
 
 
 @dataclass(frozen=True)
-class _Starter:
-    """How this sweep's worker processes start: the saved job, their logs, their threads."""
-
-    job: SweepJob
-    handoff: JobHandoff
-    logs: Path
-    workers: int
-
-    def worker(self, index: int, gate: StartGate | None = None) -> Worker:
-        threads = self.job.base.trainer.threads or threads_per_worker(self.workers)
-        return _start(
-            self.handoff,
-            self.logs / f"worker-{index}.log",
-            "--threads",
-            str(threads),
-            "--worker-index",
-            str(index),
-            gate=gate,
-        )
-
-    def final(self) -> Worker:
-        threads = self.job.base.trainer.threads or threads_per_worker(1)
-        return _start(
-            self.handoff, self.logs / "final.log", "--final-fit", "--threads", str(threads)
-        )
-
-
-@dataclass(frozen=True)
 class _Supervisor:
     """The launcher's hold on its running workers: the study they share, and their progress."""
 
-    starter: _Starter
+    starter: Starter
     attached: Attached
     view: ProgressView
 
@@ -350,7 +290,7 @@ def _record_floor_once(job: SweepJob, attached: Attached, dataset: Dataset) -> N
     study = attached.study
     if FLOOR_ATTR in study.user_attrs:
         return
-    floor = no_learning_floor(dataset, job.base.seed)
+    floor = cached_floor(dataset, job.base.seed, Path(job.base.paths.cache))
     LOG.info("no-learning floor: test_f1_macro=%.4f", floor.metrics["test_f1_macro"])
     study.set_user_attr(FLOOR_ATTR, floor.metrics)
     attached.tracker.log_metrics(attached.parent_run_id, floor.logged, step=0)
@@ -363,13 +303,6 @@ def _log_dataset_report_once(attached: Attached, dataset: Dataset) -> None:
     if not tracker.client.list_artifacts(run_id, "eda"):
         LOG.info("writing the dataset report to the sweep's parent run")
         log_dataset_report(tracker, run_id, dataset)
-
-
-def _kill(processes: Sequence[Worker]) -> None:
-    """End workers that have not attached yet: they hold nothing to close."""
-    for process, _ in processes:
-        process.kill()
-        process.wait()
 
 
 def _stop(processes: list[Worker]) -> None:

@@ -1,15 +1,14 @@
-"""The sweep's ledger: how processes find each other's records and start each other.
+"""The sweep's ledger: how processes find each other's records.
 
 A sweep is kept in two stores that know nothing of each other: Optuna's study
 (trials, their parameters and values) and MLflow (runs, metrics, artifacts).
-The keys that link them, the tags satsweep reads back, the trial states that
-count as finished, and the command line of a worker process all live here, so
-a record written by one process (or one version) is read the same way by all.
+The keys that link them, the tags satsweep reads back and the trial states that
+count as finished all live here, so a record written by one process (or one
+version) is read the same way by all. How workers start is ``crew``'s.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import optuna
@@ -21,16 +20,7 @@ from satsweep.redact import redact
 from satsweep.tracking import TAG_PREFIX
 
 # --- processes ---------------------------------------------------------------
-LAUNCHER_ENV = "SATSWEEP_LAUNCHER_PID"  # a launched worker ends when its launcher does
 RAN_ENV = "SATSWEEP_WORKER_RAN"  # trials a re-executing worker ran before
-
-
-def worker_command(*options: str) -> list[str]:
-    """The command line of a ``satsweep worker`` process.
-
-    Its job does not travel here but in the environment (see ``JobHandoff``).
-    """
-    return [sys.executable, "-m", "satsweep", "worker", *options]
 
 
 # --- Optuna study and trial attributes ----------------------------------------
