@@ -22,7 +22,7 @@ def figure_png(figure: Figure, dpi: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def mosaic(rows: Sequence[np.ndarray], columns: int, gap: tuple[int, int] = (2, 2)) -> np.ndarray:
+def mosaic(rows: Sequence[np.ndarray], columns: int, gap: tuple[int, int]) -> np.ndarray:
     """Rows of images tiled into one image on white, for a single ``imshow``.
 
     A subplot per image costs milliseconds to build and draw: a 30-class montage

@@ -90,10 +90,11 @@ def _gallery(
     gap = (height // 3, max(1, width // 16))  # room above each image for its caption
     chunks = [images[start : start + columns] for start in range(0, len(images), columns)]
     axis.imshow(mosaic(chunks, columns, gap))
+    centres = tile_centres(columns, width, gap[1])
     for index in range(len(images)):
         row, column = divmod(index, columns)
         axis.text(
-            tile_centres(columns, width, gap[1])[column],
+            centres[column],
             row * (height + gap[0]) - 1,
             f"{class_names[labels[index]]}\n-> {class_names[predicted[index]]} "
             f"({confidence[index]:.2f})",
