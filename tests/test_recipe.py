@@ -161,8 +161,9 @@ def test_cached_floor_is_fitted_once_per_split_and_seed(outputs, tiny, tmp_path)
     assert cached_floor(dataset, 0, cache).metrics == planted
     cached_floor(dataset, 1, cache)  # another seed: another entry
     assert len(list(cache.glob("floor-*.json"))) == 2
-    entry.write_text("{damaged")
-    assert cached_floor(dataset, 0, cache).metrics == floor.metrics  # fitted again
+    for damaged in ("{damaged", "{}", '["not", "metrics"]', '{"test_f1_macro": "high"}'):
+        entry.write_text(damaged)
+        assert cached_floor(dataset, 0, cache).metrics == floor.metrics  # fitted again
 
 
 def test_colour_features_are_each_images_channel_statistics(images) -> None:

@@ -89,12 +89,23 @@ def cached_floor(dataset: Dataset, seed: int, cache_dir: Path) -> Floor:
     full disk, say) is fitted again rather than failing the run.
     """
     path = cache_dir / f"floor-v{FLOOR_VERSION}-{_split_digest(dataset, seed)[:24]}.json"
-    with contextlib.suppress(OSError, ValueError):
-        return Floor(json.loads(path.read_text()))
+    if (stored := _read_metrics(path)) is not None:
+        return Floor(stored)
     floor = no_learning_floor(dataset, seed)
     with contextlib.suppress(OSError):  # a read-only cache still gives the floor
         _write_atomically(path, json.dumps(floor.metrics))
     return floor
+
+
+def _read_metrics(path: Path) -> dict[str, float] | None:
+    """The metrics an entry holds, or None when it is missing, damaged or not metrics."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or "test_f1_macro" not in stored:
+        return None
+    return stored if all(isinstance(value, float) for value in stored.values()) else None
 
 
 def _split_digest(dataset: Dataset, seed: int) -> str:
