@@ -7,6 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from satsweep import tta
 from satsweep.baseline import HISTOGRAM_BINS, cached_floor, colour_features, no_learning_floor
@@ -14,7 +15,7 @@ from satsweep.cli import run
 from satsweep.config import load_run_config
 from satsweep.data import load_data
 from satsweep.models import BACKBONE_LAYER, build_model
-from satsweep.optim import learning_rate
+from satsweep.optim import OncePerStep, build_optimizer, learning_rate
 from satsweep.training import compile_model, phases
 
 
@@ -99,6 +100,54 @@ def test_schedules_warm_up_and_decay_to_zero() -> None:
         rates = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
         assert rates[0] < rates[1] < rates[2] == pytest.approx(0.01)  # one epoch of warm-up
         assert rates[2] > rates[3] > rates[4] and rates[4] == pytest.approx(0.0, abs=1e-6)
+
+
+class CountedCosine(keras.optimizers.schedules.CosineDecay):
+    """Keras' warm-up cosine, counting the times a traced step builds it."""
+
+    traced = 0
+
+    def __call__(self, step):
+        if not tf.executing_eagerly():
+            CountedCosine.traced += 1
+        return super().__call__(step)
+
+
+def _train_steps(schedule, x: np.ndarray, y: np.ndarray) -> tuple[list[np.ndarray], float]:
+    """Three AdamW steps (decoupled weight decay) of a small MLP from a fixed start."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(3)])
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.05)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    return model.get_weights(), float(optimizer.learning_rate)
+
+
+def test_a_traced_step_builds_its_schedule_once_and_trains_the_same() -> None:
+    x = np.random.default_rng(0).normal(size=(12, 8)).astype("float32")
+    y = np.arange(12) % 3
+    builds = {}
+    results = {}
+    for wrapped in (False, True):
+        schedule = CountedCosine(0.0, 10, warmup_target=0.05, warmup_steps=2)
+        CountedCosine.traced = 0
+        results[wrapped] = _train_steps(OncePerStep(schedule) if wrapped else schedule, x, y)
+        builds[wrapped] = CountedCosine.traced
+    # Per trace of the step: one build, against one per variable's weight decay (4) + the update.
+    assert builds[False] == 5 * builds[True] > 0
+    for a, b in zip(results[False][0], results[True][0], strict=True):
+        np.testing.assert_array_equal(a, b)  # each step read its own rate: nothing stale
+    after_three_steps = 0.05 * (1 + np.cos(0.1 * np.pi)) / 2  # a tenth into the decay
+    assert results[True][1] == results[False][1] == pytest.approx(after_three_steps)
+
+
+def test_the_optimizer_of_a_schedule_survives_serialisation() -> None:
+    cfg = load_run_config(["optimizer=adamw", "optimizer.schedule.name=onecycle"])
+    optimizer = build_optimizer(cfg.optimizer, steps_per_epoch=10, epochs=5)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(restored._learning_rate, OncePerStep)
+    for step in (0, 7, 30):
+        assert float(restored._learning_rate(step)) == float(optimizer._learning_rate(step))
 
 
 def test_backbone_loads_a_local_weights_file_frozen_then_trainable(outputs, tiny, tmp_path) -> None:

@@ -9,9 +9,11 @@ not depend on which epoch it happened to stop on.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, TypeAlias
 
 import keras
+import tensorflow as tf
 
 from satsweep.schema import (
     AdamConfig,
@@ -57,6 +59,45 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="satsweep")
+class OncePerStep(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule whose ops a traced training step builds once, not once per variable.
+
+    Keras' TensorFlow optimizer reads its learning rate again for every variable it
+    applies decoupled weight decay to, and each read of a schedule builds the
+    schedule's ops anew: the ResNet's training step traced the warm-up cosine 26
+    times, a second of every trial's first epoch. Within one traced step the rate
+    cannot change (the iteration counter moves at the step's end), so the first
+    read's tensor serves the others; eager reads (the logged ``lr``) pass through.
+    Weak references only: the cache never keeps a graph alive.
+    """
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule) -> None:
+        self.schedule = schedule
+        self._traced: tuple[weakref.ref[Any], weakref.ref[Any], weakref.ref[Any]] | None = None
+
+    def __call__(self, step: Any) -> Any:
+        if tf.executing_eagerly():
+            return self.schedule(step)
+        graph = tf.compat.v1.get_default_graph()
+        if self._traced is not None:
+            same_graph, same_step, value = (ref() for ref in self._traced)
+            if same_graph is graph and same_step is step and value is not None:
+                return value
+        value = self.schedule(step)
+        self._traced = (weakref.ref(graph), weakref.ref(step), weakref.ref(value))
+        return value
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras serialises the schedule with the model through this."""
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule)}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> OncePerStep:
+        """The inverse of :meth:`get_config`, for models loaded back."""
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]))
+
+
 def learning_rate(
     lr: float, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int
 ) -> LearningRate:
@@ -93,6 +134,8 @@ def build_optimizer(
 ) -> keras.optimizers.Optimizer:
     """The configured optimizer; ``lr_scale`` lowers the rate of a fine-tuning phase."""
     lr = learning_rate(cfg.lr * lr_scale, cfg.schedule, steps_per_epoch, epochs)
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        lr = OncePerStep(lr)
     common: dict[str, Any] = {
         "weight_decay": cfg.weight_decay,  # Keras applies it decoupled, for any optimizer
         "use_ema": cfg.use_ema,
