@@ -18,6 +18,7 @@ from satsweep.data import load_dataset
 from satsweep.data.download import ensure_dataset
 from satsweep.data.images import decode
 from satsweep.errors import UserError
+from satsweep.files import atomic_file
 from satsweep.schema import DownloadConfig
 
 
@@ -81,6 +82,27 @@ def test_any_image_mode_becomes_rgb_uint8(tmp_path, mode) -> None:
     assert array.shape == (24, 24, 3) and array.dtype == np.uint8
     if mode == "I;16":
         assert array.min() <= 5 and array.max() >= 250  # rescaled, not clipped at 255
+
+
+def test_a_cache_that_cannot_be_written_is_a_user_error(outputs, tmp_path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    overrides = ["data.image_size=16", "data.max_per_class=4", "data.classes=[Beach,Port]"]
+    with pytest.raises(UserError, match=f"decode cache in {blocked}/cache .*set paths.cache"):
+        _load(overrides, blocked / "cache")
+
+
+def test_an_atomic_file_appears_whole_private_or_not_at_all(tmp_path) -> None:
+    path = tmp_path / "entry.json"
+    with atomic_file(path) as stream:
+        stream.write(b"first")
+        assert not path.exists()  # nothing to read until the block ends
+    assert path.read_bytes() == b"first" and path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(RuntimeError), atomic_file(path) as stream:
+        stream.write(b"half")
+        raise RuntimeError("the writer failed")
+    assert path.read_bytes() == b"first"  # the old entry stands
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.json"]  # and no leftover
 
 
 def test_missing_dataset_names_the_folder(outputs, tmp_path) -> None:

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "schema",
             "redact",
             "locks",
+            "files",
             "provenance",
             "runtime",
             "quiet",

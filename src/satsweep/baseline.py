@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from satsweep.data import Dataset
+from satsweep.files import atomic_file
 from satsweep.metrics import evaluate_predictions, prefixed
 
 HISTOGRAM_BINS = 8  # per channel
@@ -92,8 +91,9 @@ def cached_floor(dataset: Dataset, seed: int, cache_dir: Path) -> Floor:
     if (stored := _read_metrics(path)) is not None:
         return Floor(stored)
     floor = no_learning_floor(dataset, seed)
-    with contextlib.suppress(OSError):  # a read-only cache still gives the floor
-        _write_atomically(path, json.dumps(floor.metrics))
+    # A read-only cache still gives the floor; parallel workers may fill one entry.
+    with contextlib.suppress(OSError), atomic_file(path) as stream:
+        stream.write(json.dumps(floor.metrics).encode())
     return floor
 
 
@@ -114,15 +114,3 @@ def _split_digest(dataset: Dataset, seed: int) -> str:
         digest.update(np.ascontiguousarray(split.images).data)
         digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).data)
     return digest.hexdigest()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Parallel workers and sweeps may fill the same entry: none reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)  # gone once replaced; a failed write's leftover

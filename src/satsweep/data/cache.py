@@ -8,8 +8,6 @@ are written atomically: parallel workers may race to fill the same entry.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from satsweep.errors import UserError
+from satsweep.files import atomic_file
 
 LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when decoding changes, so old entries are not reused
@@ -89,15 +88,7 @@ def _read(path: Path) -> DecodedArrays | None:
 
 def _save_atomically(path: Path, arrays: DecodedArrays) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    except OSError as error:
-        raise UserError(
-            f"cannot write the decode cache in {path.parent} ({error.strerror}): "
-            "set paths.cache to a writable folder"
-        ) from error
-    try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_file(path) as stream:
             np.savez(
                 stream,
                 images=arrays.images,
@@ -105,7 +96,8 @@ def _save_atomically(path: Path, arrays: DecodedArrays) -> None:
                 sources=arrays.sources,
                 skipped=np.asarray(arrays.skipped, dtype=str),
             )
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    except OSError as error:  # read-only, or a full disk
+        raise UserError(
+            f"cannot write the decode cache in {path.parent} ({error.strerror}): "
+            "set paths.cache to a writable folder"
+        ) from error

@@ -2,12 +2,12 @@
 
 Importing TensorFlow takes a worker several seconds; opening the stores (a
 fresh MLflow store runs its schema migrations), creating the study and parent
-run, and fitting the no-learning floor take the launcher as long again. The
-launcher therefore starts its workers first, each holding the read end of one
-pipe. A worker blocks on it just before it attaches to the study. The launcher
-writes one byte per worker once the sweep is set up; if the set-up fails it
-closes the pipe unwritten (as does the kernel when the launcher dies), and the
-workers exit having created nothing.
+run, and fitting the no-learning floor take the launcher as long again. So its
+crew (:mod:`satsweep.search.crew`) starts the workers first, the moment the job
+is composed, each holding the read end of one pipe. A worker blocks on it just
+before it attaches to the study. The launcher writes one byte per worker once
+the sweep is set up; if the set-up fails it closes the pipe unwritten (as does
+the kernel when the launcher dies), and the workers exit having created nothing.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from satsweep.config import (
     validate,
 )
 from satsweep.errors import UserError
+from satsweep.files import atomic_file
 from satsweep.metrics import objective_names
 from satsweep.redact import redact
 from satsweep.schema import RunConfig
@@ -116,12 +117,8 @@ def save_job(job: SweepJob, path: Path) -> JobHandoff:
     """Write the validated job where workers load it, its secrets kept out of the file."""
     secrets: list[str] = []
     record = _hide_secrets(_record(job), secrets)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump(record, file)
-    os.replace(partial, path)  # a worker never reads half a file
+    with atomic_file(path) as stream:  # a worker never reads half a file
+        stream.write(json.dumps(record).encode())
     return JobHandoff(path, json.dumps(secrets))
 
 

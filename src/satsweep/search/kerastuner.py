@@ -27,6 +27,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from satsweep.errors import UserError
+from satsweep.runtime import settle_between_runs
 from satsweep.search.attach import Budget
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import RUN_ATTR
@@ -159,6 +160,7 @@ class SweepTuner(BaseTuner):
     def run_trial(self, trial: keras_tuner.engine.trial.Trial) -> float:
         """Run the proposal as the study's next trial; KerasTuner gets its objective value."""
         values = trial.hyperparameters.values
+        settle_between_runs()  # as the Optuna worker does: each trial collects only its own
         self.study.enqueue_trial(
             declare(self.job.space, trial.hyperparameters.copy()),
             user_attrs={TRIAL_ATTR: trial.trial_id},
@@ -170,7 +172,7 @@ class SweepTuner(BaseTuner):
             n_trials=1,
             catch=(Exception,),
             callbacks=[ended, self.last_trial],
-            gc_after_trial=False,  # the next run's prepare_run clears Keras, then collects
+            gc_after_trial=False,  # settle_between_runs, before each trial, collects
         )
         if ended.trial is None or ended.trial.state != TrialState.COMPLETE:
             raise keras_tuner.errors.FailedTrialError(ended.error or "pruned")

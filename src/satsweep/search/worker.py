@@ -143,8 +143,8 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
         ran, recycle = run_kerastuner(job, study, objective, budget)
         return WorkerExit(ran, recycle, budget.seconds_left())
     ran = failures_in_a_row = 0
+    settle_between_runs()  # the start-up's objects, frozen once; then after each trial
     while not budget.expired():
-        settle_between_runs()  # before taking the lock; each trial then collects only its own
         stop.check()
         with contextlib.ExitStack() as held:
             held.enter_context(budget_lock(job.base.storage, settings.study_name))
@@ -164,8 +164,9 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
                 n_trials=1,
                 catch=(Exception,),
                 callbacks=[ended],
-                gc_after_trial=False,  # the next run's prepare_run clears Keras, then collects
+                gc_after_trial=False,  # settle_between_runs, below, collects
             )
+        settle_between_runs()  # outside the lock; the next trial then collects only its own
         ran += 1
         failures_in_a_row = failures_in_a_row + 1 if ended.failed else 0
         if failures_in_a_row >= settings.max_failures:
