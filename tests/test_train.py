@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import io
 import re
+import subprocess
+import sys
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -86,6 +88,15 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
     assert logged.data.tags["satsweep.diagnosis"].startswith("diagnosis: ")
     models = client.search_logged_models([logged.info.experiment_id])
     assert len(models) == 1 and models[0].source_run_id == run_id
+    loads = (  # in a user's own process: Keras and MLflow, no satsweep
+        "import sys, mlflow, mlflow.keras; mlflow.set_tracking_uri(sys.argv[1]); "
+        "print(mlflow.keras.load_model(sys.argv[2]).output_shape)"
+    )
+    store = f"sqlite:///{outputs}/mlflow.db"
+    loaded = subprocess.run(
+        [sys.executable, "-c", loads, store, models[0].model_uri], capture_output=True, text=True
+    )
+    assert loaded.returncode == 0 and "(None, 4)" in loaded.stdout, loaded.stderr[-2000:]
 
     tags = logged.data.tags
     assert tags["satsweep.seed"] == "42" and len(tags["satsweep.data_digest"]) == 64

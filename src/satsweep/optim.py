@@ -98,6 +98,18 @@ class OncePerStep(keras.optimizers.schedules.LearningRateSchedule):
         return cls(keras.saving.deserialize_keras_object(config["schedule"]))
 
 
+def unwrap_schedule(optimizer: keras.optimizers.Optimizer) -> None:
+    """Give a trained optimizer its plain Keras schedule back, before its model is saved.
+
+    A saved model carries its optimizer's config: with :class:`OncePerStep` in it,
+    loading the model (``mlflow.keras.load_model`` in a user's notebook, ``satsweep
+    sync`` of a spooled model) would need satsweep imported first.
+    """
+    schedule = getattr(optimizer, "_learning_rate", None)  # Keras has no public getter
+    if isinstance(schedule, OncePerStep):
+        optimizer.learning_rate = schedule.schedule
+
+
 def learning_rate(
     lr: float, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int
 ) -> LearningRate:

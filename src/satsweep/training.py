@@ -31,7 +31,7 @@ from satsweep.data import Dataset, load_data
 from satsweep.links import announce, run_link
 from satsweep.metrics import FINAL_VAL, RESULT_PREFIXES, Evaluation, evaluate_predictions, prefixed
 from satsweep.models import CAPACITY_KNOBS, build_model, set_backbone_trainable
-from satsweep.optim import build_optimizer, optimizer_callbacks
+from satsweep.optim import build_optimizer, optimizer_callbacks, unwrap_schedule
 from satsweep.pipeline import (
     evaluation_dataset,
     passes_per_epoch,
@@ -260,6 +260,7 @@ def fit_and_log(
         if model.stop_training or nan_guard.fired:
             break
     fit_seconds = time.perf_counter() - fit_started
+    unwrap_schedule(model.optimizer)  # the model logged below loads in plain Keras
     epochs_trained = len(history.get("loss", []))
     epochs_run = initial_epoch + epochs_trained
     if nan_guard.fired:
