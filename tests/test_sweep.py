@@ -166,6 +166,14 @@ def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -
         assert {"confusion_matrix.csv", "per_class_report.csv"} <= top
         best_so_far = max(best_so_far, trial.value)
     assert 0 < leaders < sum(t.state == TrialState.COMPLETE for t in study.trials), leaders
+    # the overhead benchmark sizes its epochs on the trials a seeded sweep will draw:
+    # its in-memory draw gives this sweep's trials (TPE's first 4 are random)
+    from satsweep.benchmarks.sweeps import drawn_trials
+    from satsweep.search.job import prepare_job
+
+    job = prepare_job([*sweep_args, "sweep.n_trials=5", "sweep.sampler.seed=3"])
+    ran = [job.space.suggest(t) for t in sorted(study.trials, key=lambda t: t.number)]
+    assert drawn_trials(job, 4) == ran[:4]
 
 
 def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:

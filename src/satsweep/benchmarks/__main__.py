@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import optuna
+
 from satsweep.benchmarks import startup, sweeps, training
 from satsweep.benchmarks.harness import Comparison, print_rows, write
 from satsweep.config import load_environment
@@ -42,6 +44,7 @@ def main() -> None:
     options.only, overrides = _names_and_overrides(parser, options.only)
     options.overrides += overrides
     logging.basicConfig(level=logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # in-memory studies are not news
     outputs = Path(load_environment(options.overrides).paths.outputs)
     cache = outputs / "bench" / "cache"
     started = time.perf_counter()

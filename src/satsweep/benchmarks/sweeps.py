@@ -15,11 +15,13 @@ import optuna
 from optuna.trial import TrialState
 
 from satsweep.benchmarks.harness import Comparison, at_most, median, seconds_of
-from satsweep.benchmarks.training import bare_fit
+from satsweep.benchmarks.training import EpochTimer, bare_fit
 from satsweep.data import load_data
+from satsweep.schema import RunConfig
 from satsweep.search.job import SweepJob, prepare_job
 from satsweep.search.ledger import RSS_ATTR, RUN_ATTR, load_study
 from satsweep.search.storage import open_storage
+from satsweep.search.study import build_sampler
 from satsweep.tracking import Tracker
 
 SAME_TRIALS = [  # random sampling from one seed: the trials do not depend on the results
@@ -32,7 +34,7 @@ SAME_TRIALS = [  # random sampling from one seed: the trials do not depend on th
 # AID at 32 px, 2,100 training images; the epochs are sized to the machine (below).
 OVERHEAD = [*SAME_TRIALS, "data.max_per_class=100", "sweep.pruner.name=none"]
 TRIAL_SECONDS = 30.0  # what the overhead sweep's trials should average: fixed costs weigh in
-CALIBRATION = ("model.width=16", "model.width=32")  # the quick space's cheap and dear models
+CALIBRATION_EPOCHS = 6  # per distinct model: a first epoch that traces, then five to time
 # The quick sweep's search phase (10 epochs, its median pruner), random trials per seed.
 PRUNING = [*SAME_TRIALS, "data.max_per_class=100", "sweep.n_trials=8"]
 PRUNING_SEEDS = (0, 1, 2)
@@ -107,31 +109,63 @@ def _span(study: optuna.Study, count: int | None = None) -> float:
     return (max(_completed_at(t) for t in trials) - first).total_seconds()
 
 
-def epochs_for(seconds: float, scratch: Scratch) -> int:
+def drawn_trials(job: SweepJob, count: int) -> list[list[str]]:
+    """The overrides of the first ``count`` trials the job's seeded sampler will draw.
+
+    Random sampling ignores results, so an in-memory study with the sweep's own
+    sampler (worker 0's seed) asks exactly the trials the sweep will run.
+    """
+    study = optuna.create_study(
+        sampler=build_sampler(job.settings, job.space), directions=job.settings.directions
+    )
+    drawn = []
+    for _ in range(count):
+        trial = study.ask()
+        drawn.append(job.space.suggest(trial))
+        study.tell(trial, state=TrialState.FAIL)
+    return drawn
+
+
+def epochs_for(seconds: float, scratch: Scratch, trials: int) -> int:
     """The epochs that make the overhead sweep's trials last about ``seconds`` on this machine.
 
     A fixed epoch count gave 19-s trials on one 2-core machine and 39-s ones on
-    another, so per-trial costs weighed twice as much on the first. Two bare fits
-    per model of the space (1 and 4 epochs) give its seconds per epoch and its
-    fixed cost (tracing), averaged over the space's models.
+    another, so per-trial costs weighed twice as much on the first. One bare fit
+    of ``CALIBRATION_EPOCHS`` per distinct model and augmentation among the
+    trials the sweep will draw gives each its seconds per epoch (the mean of
+    all but the first, which traces) and its fixed cost; the trials' averages
+    size the epochs. Epochs on 2 shared cores vary by half from one to the next,
+    so two fits of 1 and 4 epochs (the first calibration) sized "30-s" trials at
+    23 s in one run and 37 s in another.
     """
     job = prepare_job(scratch.args(OVERHEAD))
-    dataset = load_data(job.trial_config([]))
+    configs = [
+        job.trial_config([*overrides, f"trainer.epochs={CALIBRATION_EPOCHS}"])
+        for overrides in drawn_trials(job, trials)
+    ]
+    dataset = load_data(configs[0])
     bare_fit(job.trial_config(["trainer.epochs=1"]), dataset)  # the process's warm-up
-    per_epoch, fixed = [], []
-    for model in CALIBRATION:
-        one, four = (
-            bare_fit(job.trial_config([model, f"trainer.epochs={n}"]), dataset) for n in (1, 4)
-        )
-        per_epoch.append((four - one) / 3)
-        fixed.append(one - per_epoch[-1])
-    epochs = (seconds - sum(fixed) / len(fixed)) / (sum(per_epoch) / len(per_epoch))
-    return min(60, max(5, round(epochs)))
+    timed: dict[str, tuple[float, float]] = {}  # seconds per epoch and fixed, by _fit_kind
+    for cfg in configs:
+        if _fit_kind(cfg) not in timed:
+            timer = EpochTimer()
+            total = bare_fit(cfg, dataset, [timer])
+            per_epoch = sum(timer.seconds[1:]) / (len(timer.seconds) - 1)
+            timed[_fit_kind(cfg)] = per_epoch, total - per_epoch * len(timer.seconds)
+    per_trial = [timed[_fit_kind(cfg)] for cfg in configs]
+    per_epoch = sum(p for p, _ in per_trial) / len(per_trial)
+    fixed = sum(f for _, f in per_trial) / len(per_trial)
+    return min(60, max(5, round((seconds - fixed) / per_epoch)))
+
+
+def _fit_kind(cfg: RunConfig) -> str:
+    """What sets a trial's seconds per epoch: its model and its augmentation."""
+    return cfg.model.model_dump_json() + cfg.trainer.augment.model_dump_json()
 
 
 def overhead_and_process_model(scratch: Scratch, trials: int) -> list[Comparison]:
     """One sweep; then its trials as bare ``model.fit`` calls and as fresh processes."""
-    epochs = epochs_for(TRIAL_SECONDS, scratch)
+    epochs = epochs_for(TRIAL_SECONDS, scratch, trials)
     args = scratch.args([*OVERHEAD, f"sweep.n_trials={trials}", f"trainer.epochs={epochs}"])
     swept, job, study = _sweep(args)
     trial_overrides = [job.space.suggest(t) for t in study.trials if t.state == TrialState.COMPLETE]

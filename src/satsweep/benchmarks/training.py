@@ -65,10 +65,13 @@ def throughput(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
     )
 
 
-def bare_fit(cfg: RunConfig, dataset: Dataset) -> float:
+def bare_fit(
+    cfg: RunConfig, dataset: Dataset, callbacks: Sequence[keras.callbacks.Callback] = ()
+) -> float:
     """The ceiling: one ``model.fit`` on the run's own batches, and nothing else.
 
-    Returns the seconds of ``model.fit`` alone, as ``fit_seconds`` counts them for a run.
+    Returns the seconds of ``model.fit`` alone, as ``fit_seconds`` counts them for a
+    run. ``callbacks`` are for the benchmarks' own probes (an epoch timer), not satsweep's.
     """
     trainer = cfg.trainer
     prepare_run(cfg.seed, trainer.deterministic, trainer.precision)
@@ -84,8 +87,24 @@ def bare_fit(cfg: RunConfig, dataset: Dataset) -> float:
         epochs=trainer.epochs,
         verbose=0,
         shuffle=False,  # the tf.data pipeline shuffles; Keras warns that it would not
+        callbacks=list(callbacks),
     )
     return time.perf_counter() - started
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """The seconds of each epoch of a fit, its validation included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
 
 
 def augmentation(outputs: Path, repeats: int, extra: Sequence[str]) -> Comparison:
