@@ -61,6 +61,17 @@ def test_tta_averages_the_predictions_of_transformed_inputs(images) -> None:
     np.testing.assert_allclose(dihedral, np.mean([*turned, *flipped], axis=0), atol=1e-6)
 
 
+def test_tta_splits_of_any_size_trace_the_prediction_step_once(images) -> None:
+    # each split's last batch is partial; blanks fill the stream's last batch instead
+    tiny, x, _ = images
+    model, _ = _model(tiny)
+    splits = [x[:5], x[5:12]]
+    together = tta.predict_splits(model, splits, "flips", 4)
+    assert model.predict_function.experimental_get_tracing_count() == 1
+    for split, probabilities in zip(splits, together, strict=True):
+        np.testing.assert_allclose(probabilities, tta.predict(model, split, "flips", 4), atol=1e-6)
+
+
 def test_ema_changes_the_evaluated_weights(images) -> None:
     tiny, x, y = images
     weights = {}

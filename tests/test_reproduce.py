@@ -28,7 +28,7 @@ def _no_model(tiny: list[str]) -> list[str]:
     return [*tiny, "tracking.log_model=false"]
 
 
-def test_reproduce_gives_identical_metrics(outputs, tiny, capsys) -> None:
+def test_reproduce_gives_identical_metrics(outputs, tiny, capsys, caplog) -> None:
     assert run(["train", *_no_model(tiny)]) == 0
     original = _runs(outputs)[0]
     assert original.data.tags["satsweep.reproduce_command"] == (
@@ -44,6 +44,16 @@ def test_reproduce_gives_identical_metrics(outputs, tiny, capsys) -> None:
     finals = [k for k in original.data.metrics if k.startswith(("val_", "test_"))]
     assert finals and all(again.data.metrics[k] == original.data.metrics[k] for k in finals)
     assert again.data.metrics["reproduce_max_abs_diff"] == 0.0
+
+    # a run logged before a knob existed still reproduces, with today's value for it
+    client, run_id = _client(outputs), original.info.run_id
+    config = yaml.safe_load(Path(client.download_artifacts(run_id, "config.yaml")).read_text())
+    del config["trainer"]["eval_batch_size"]
+    client.log_text(run_id, yaml.safe_dump(config), "config.yaml")
+    assert run(["reproduce", run_id]) == 0
+    output = capsys.readouterr().out
+    assert "reproduced: max |difference| 0" in output
+    assert "trainer.eval_batch_size is newer than the run: today's value is used" in caplog.text
 
 
 def test_reproduce_is_bit_for_bit_with_every_recipe_knob_on(outputs, tiny, capsys) -> None:

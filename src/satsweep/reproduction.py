@@ -124,12 +124,57 @@ def refuse_logged_writes(
 
 
 def restored_config(logged: LoggedRun, environment: RunConfig) -> RunConfig:
-    """The logged experiment, logged where ``environment`` logs."""
-    body = {key: logged.config[key] for key in experiment_keys() if key in logged.config}
+    """The logged experiment, logged where ``environment`` logs.
+
+    Keys added to satsweep since the run was logged take today's values (``new_keys``
+    names them), so that an upgrade does not make older runs unreproducible.
+    """
     here = as_plain(environment)
+    body = {
+        key: _with_new_keys(logged.config[key], here[key])
+        for key in experiment_keys()
+        if key in logged.config
+    }
     return validate(
         {**body, "paths": here["paths"], "tracking": here["tracking"], "storage": here["storage"]}
     )
+
+
+def _with_new_keys(logged: Any, today: Any) -> Any:
+    """The logged node, plus today's keys it lacks; an option of another kind is left alone."""
+    if not _same_kind(logged, today):
+        return logged
+    added = {key: value for key, value in today.items() if key not in logged}
+    kept = {key: _with_new_keys(value, today.get(key)) for key, value in logged.items()}
+    return {**added, **kept}
+
+
+def _same_kind(logged: Any, today: Any) -> bool:
+    """Both mappings, of the same option of a group where it has a ``name`` (model, schedule)."""
+    if not (isinstance(logged, dict) and isinstance(today, dict)):
+        return False
+    return logged.get("name") == today.get("name")
+
+
+def new_keys(logged: LoggedRun, environment: RunConfig) -> list[str]:
+    """The dotted keys the logged config lacks, which :func:`restored_config` fills."""
+    here = as_plain(environment)
+    return [
+        path
+        for key in experiment_keys()
+        if key in logged.config
+        for path in _missing(logged.config[key], here[key], key)
+    ]
+
+
+def _missing(logged: Any, today: Any, prefix: str) -> list[str]:
+    if not _same_kind(logged, today):
+        return []
+    found = []
+    for key, value in today.items():
+        path = f"{prefix}.{key}"
+        found += _missing(logged[key], value, path) if key in logged else [path]
+    return found
 
 
 def derived_config(logged: LoggedRun, overrides: Sequence[str]) -> RunConfig:
@@ -309,7 +354,11 @@ def reproduce(
             f"gives {dataset.digest[:12]} (files were added, removed or changed); "
             "pass --allow-data-change to run anyway"
         )
-    drift = drift_warnings(logged)
+    newer = new_keys(logged, environment)
+    drift = [
+        *drift_warnings(logged),
+        *(f"{key} is newer than the run: today's value is used" for key in newer),
+    ]
     for note in drift:  # said before the run, which can take minutes
         LOG.warning("%s", note)
     result = train(

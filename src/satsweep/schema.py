@@ -276,6 +276,9 @@ class TrainerConfig(Strict):
 
     epochs: PositiveInt
     batch_size: PositiveInt
+    # evaluation batches (each epoch's validation, the final predictions): no gradients are
+    # kept, so they can be larger than training's, and fewer calls cost less
+    eval_batch_size: PositiveInt
     # a small training set is passed over several times per epoch to reach this many steps
     min_steps_per_epoch: NonNegativeInt
     early_stopping_patience: NonNegativeInt

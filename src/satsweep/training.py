@@ -240,7 +240,7 @@ def fit_and_log(
     train_data = training_dataset(
         dataset.train, dataset.num_classes, trainer.batch_size, trainer.augment, cfg.seed, passes
     )
-    val_data = evaluation_dataset(dataset.val, dataset.num_classes, trainer.batch_size)
+    val_data = evaluation_dataset(dataset.val, dataset.num_classes, trainer.eval_batch_size)
     history: dict[str, list[float]] = {}
     fit_started = time.perf_counter()
     for phase in phases(cfg, initial_epoch):
@@ -349,7 +349,7 @@ def _evaluate_and_log(
     """Final val/test metrics (with ``trainer.tta``) and the per-class report."""
     splits = {"val": dataset.val, "test": dataset.test}
     probabilities = tta.predict_splits(
-        model, [s.images for s in splits.values()], cfg.trainer.tta, cfg.trainer.batch_size
+        model, [s.images for s in splits.values()], cfg.trainer.tta, cfg.trainer.eval_batch_size
     )
     evaluations = {
         name: evaluate_predictions(split.labels, predicted, dataset.class_names)
