@@ -24,16 +24,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 WORKER = "satsweep_worker"  # the trial user attr naming the worker process
 # Tiny, fast runs: a few classes, few images, 16 px, 1-2 epochs.
-# What every trial's MLflow run holds, whichever backend proposed the trial; a trial
-# that led when it finished also has LEADER_ARTIFACTS (sweep.trial_artifacts=leading).
+# What every trial's MLflow run holds, whichever backend proposed the trial; the
+# sweep's best trial also has FIGURE_ARTIFACTS (sweep.trial_artifacts=leading draws
+# them for it alone, when the sweep ends; KerasTuner's trials draw their own).
 TRIAL_ARTIFACTS = {
     "config.yaml",
     "confusion_matrix.csv",
     "per_class_report.csv",
     "per_class_report.json",
     "error_analysis",
+    "test_probabilities.npy",
 }
-LEADER_ARTIFACTS = {"confusion_matrix.png"}
+FIGURE_ARTIFACTS = {"confusion_matrix.png"}
 TINY = [
     "data.image_size=16",
     "data.max_per_class=12",

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from satsweep.search.job import prepare_job
 from satsweep.search.kerastuner import SpaceModel, build_oracle, declare
-from tests.conftest import LEADER_ARTIFACTS, TRIAL_ARTIFACTS, journal_study, run_satsweep
+from tests.conftest import FIGURE_ARTIFACTS, TRIAL_ARTIFACTS, journal_study, run_satsweep
 
 CONDITIONAL = {"optimizer.momentum", "optimizer.nesterov"}  # swept only under optimizer=sgd
 
@@ -77,7 +77,7 @@ def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args
         assert run.data.tags["satsweep.backend"] == "kerastuner"
         assert run.info.status == "FINISHED"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert artifacts - LEADER_ARTIFACTS == TRIAL_ARTIFACTS
+        assert artifacts - FIGURE_ARTIFACTS == TRIAL_ARTIFACTS
         _assert_conditions_hold(trial.params)
         logged = {k: v for k, v in run.data.params.items() if k in CONDITIONAL}
         assert set(logged) == (CONDITIONAL if trial.params["optimizer"] == "sgd" else set())

@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("data",)),
     ("model", ("models", "batchnorm", "optim", "pipeline", "tta", "baseline", "analysis")),
     ("tracking", ("tracking", "spool")),
-    ("training", ("training", "exploration", "reproduction")),
+    ("training", ("training", "run_figures", "exploration", "reproduction")),
     ("search", ("search", "sync", "server")),
     ("presentation", ("console",)),
     ("benchmarks", ("benchmarks",)),

@@ -8,14 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from satsweep.search.gate import StartGate
 from tests.conftest import (
-    LEADER_ARTIFACTS,
+    FIGURE_ARTIFACTS,
     TRIAL_ARTIFACTS,
     journal_study,
     run_satsweep,
@@ -86,7 +88,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
         number = int(child.data.tags["satsweep.trial"])
         assert child.info.run_name.startswith(f"smoke-trial-{number:03d} ")  # and its fate
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert artifacts - LEADER_ARTIFACTS == TRIAL_ARTIFACTS
+        assert artifacts - FIGURE_ARTIFACTS == TRIAL_ARTIFACTS
     # the same param keys on every trial of one optimizer, so the UI compares them
     by_optimizer: dict[str, set[frozenset[str]]] = {}
     for child in children:
@@ -143,7 +145,8 @@ def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -
         else:
             assert logged["optimizer.momentum"] == str(trial.params["optimizer.momentum"])
     # one worker: trials finish in number order; only those level with the best so far
-    # render their figures and log their model (sweep.trial_artifacts=leading)
+    # log their model, and only the best has figures, drawn from its logged test
+    # predictions when the sweep ended (sweep.trial_artifacts=leading)
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     trial_runs = _runs(outputs)[2]
     run_ids = {r.data.tags["satsweep.trial"]: r.info.run_id for r in trial_runs}
@@ -159,11 +162,19 @@ def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -
         top = {a.path for a in client.list_artifacts(run_id)}
         leads = trial.value >= best_so_far
         leaders += leads
-        assert ("error_analysis/misclassified.png" in figures) == leads, (trial.number, figures)
-        assert ("confusion_matrix.png" in top) == leads, (trial.number, top)
+        best = trial.number == study.best_trial.number
+        assert ("error_analysis/misclassified.png" in figures) == best, (trial.number, figures)
+        assert ("confusion_matrix.png" in top) == best, (trial.number, top)
         assert (run_id in modelled) == leads, trial.number
         assert "error_analysis/confused_pairs.csv" in figures  # the tables stay
-        assert {"confusion_matrix.csv", "per_class_report.csv"} <= top
+        assert {"confusion_matrix.csv", "per_class_report.csv", "test_probabilities.npy"} <= top
+        # the predictions the figures are drawn from are those the run was scored on
+        predicted = np.load(client.download_artifacts(run_id, "test_probabilities.npy"))
+        confusion = pd.read_csv(
+            client.download_artifacts(run_id, "confusion_matrix.csv"), index_col=0
+        ).to_numpy()
+        counts = np.bincount(predicted.argmax(axis=1), minlength=confusion.shape[1])
+        np.testing.assert_array_equal(counts, confusion.sum(axis=0))
         best_so_far = max(best_so_far, trial.value)
     assert 0 < leaders < sum(t.state == TrialState.COMPLETE for t in study.trials), leaders
     # the overhead benchmark sizes its epochs on the trials a seeded sweep will draw:

@@ -71,6 +71,7 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
         "per_class_report.csv",
         "per_class_report.json",  # an MLflow table: the UI shows it as one
         "config.yaml",
+        "test_probabilities.npy",
     } <= artifacts
     assert "per_class_report.json" in logged.data.tags["mlflow.loggedArtifacts"]
     analysis = {a.path for a in client.list_artifacts(run_id, "error_analysis")}

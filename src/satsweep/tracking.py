@@ -298,9 +298,13 @@ class Tracker:
 
     def download_text(self, run_id: str, artifact_path: str) -> str:
         """A run's text artifact, read back (reproduce reads the logged config this way)."""
+        return self.download_bytes(run_id, artifact_path).decode()
+
+    def download_bytes(self, run_id: str, artifact_path: str) -> bytes:
+        """A run's artifact file, read back."""
         with tempfile.TemporaryDirectory() as folder:
             local = self.client.download_artifacts(run_id, artifact_path, folder)
-            return Path(local).read_text()
+            return Path(local).read_bytes()
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Close a run with ``status``, so nothing is left RUNNING."""

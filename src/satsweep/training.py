@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from satsweep import tta
-from satsweep.analysis.confusion import confusion_figure, confusion_table
+from satsweep.analysis.confusion import confusion_table
 from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose, one_line
 from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
 from satsweep.baseline import Floor, cached_floor
@@ -41,6 +41,7 @@ from satsweep.pipeline import (
 )
 from satsweep.provenance import git_state, package_versions
 from satsweep.redact import redact_tree
+from satsweep.run_figures import log_figures, log_test_probabilities
 from satsweep.runtime import accelerator, prepare_run
 from satsweep.schema import BackboneConfig, RunConfig, as_plain, experiment_keys
 from satsweep.tracking import TAG_PREFIX, Tracker, flatten
@@ -78,6 +79,21 @@ class TrainResult:
             f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
             + (f"<p>{html.escape(one_line(self.diagnosis))}</p>" if self.diagnosis else "")
         )
+
+
+@dataclass(frozen=True)
+class ArtifactPlan:
+    """What a finished run logs beyond its metrics, tables and test predictions.
+
+    Decided once its scores are known: a sweep's trial behind the best logs no
+    model, and its best trial's figures are drawn when the sweep ends.
+    """
+
+    figures: bool  # the confusion matrix and error analysis's (about 1 s at 30 classes)
+    model: bool
+
+
+EVERYTHING = ArtifactPlan(figures=True, model=True)
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -206,7 +222,7 @@ def fit_and_log(
     initial_epoch: int = 0,
     floor: Floor | None = None,
     model_name: str = "model",
-    wants_artifacts: Callable[[Mapping[str, float]], bool] | None = None,
+    plan_artifacts: Callable[[Mapping[str, float]], ArtifactPlan] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on ``dataset`` inside the existing MLflow run ``run_id``.
 
@@ -215,10 +231,10 @@ def fit_and_log(
     earlier weights (KerasTuner's Hyperband rounds): epochs are numbered from it.
     ``floor``, the no-learning baseline of this split, lets the diagnosis say
     when a model is weak for its task. The model is logged as ``model_name``
-    after the results, so that MLflow attaches them to it. ``wants_artifacts``, given
-    the run's metrics, says whether its figures (confusion matrix, error analysis)
-    and its model are worth their seconds: a sweep skips them for trials behind the
-    best. By default they always are; metrics and tables are always logged.
+    after the results, so that MLflow attaches them to it. ``plan_artifacts``, given
+    the run's metrics, says whether its figures and its model are worth their
+    seconds (by default they are); metrics, tables and test predictions are always
+    logged.
     """
     started = time.perf_counter()
     log_run_inputs(tracker, run_id, cfg, dataset)
@@ -272,16 +288,18 @@ def fit_and_log(
     if floor is not None:
         metrics.update(floor.logged)
         tracker.log_metrics(run_id, floor.logged, step=epochs_run)
-    full = wants_artifacts(metrics) if wants_artifacts else True
-    _log_confusion(tracker, run_id, test, dataset.class_names, full)
+    plan = plan_artifacts(metrics) if plan_artifacts else EVERYTHING
+    confusion = confusion_table(test.confusion, dataset.class_names)
+    tracker.log_text(run_id, confusion.to_csv(), "confusion_matrix.csv")
+    log_test_probabilities(tracker, run_id, test.probabilities)
     diagnosis = (
-        _analyse_and_log(
-            tracker, run_id, dataset, test, history, metrics, cfg, floor, epochs_run, full
-        )
+        _analyse_and_log(tracker, run_id, dataset, test, history, metrics, cfg, floor, epochs_run)
         if cfg.tracking.error_analysis
         else []
     )
-    if cfg.tracking.log_model and full:  # after the results, which MLflow then attaches to it
+    if plan.figures:
+        log_figures(tracker, run_id, dataset, test, cfg.tracking.error_analysis)
+    if cfg.tracking.log_model and plan.model:  # after the results, which MLflow attaches to it
         tracker.log_keras_model(run_id, model, model_name, step=epochs_run)
     seconds = time.perf_counter() - started  # the model's upload included
     metrics.update(
@@ -367,19 +385,6 @@ def _evaluate_and_log(
     return metrics, test
 
 
-def _log_confusion(
-    tracker: Tracker, run_id: str, test: Evaluation, class_names: tuple[str, ...], figure: bool
-) -> None:
-    """The test confusion matrix as CSV; as a PNG too when ``figure`` (0.6 s at 30 classes)."""
-    tracker.log_text(
-        run_id, confusion_table(test.confusion, class_names).to_csv(), "confusion_matrix.csv"
-    )
-    if figure:
-        tracker.log_figure(
-            run_id, confusion_figure(test.confusion, class_names), "confusion_matrix.png"
-        )
-
-
 def _analyse_and_log(
     tracker: Tracker,
     run_id: str,
@@ -390,19 +395,16 @@ def _analyse_and_log(
     cfg: RunConfig,
     floor: Floor | None,
     step: int,
-    figures: bool,
 ) -> list[Finding]:
-    """Error analysis and "what to try next", logged under ``error_analysis/``."""
+    """Error analysis and "what to try next", logged under ``error_analysis/`` (figures aside)."""
     analysis = analyse_errors(
         dataset.test.images,
         dataset.test.labels,
         test.probabilities,
         dataset.class_names,
         test.per_class,
-        figures,
+        figures=False,
     )
-    for name, figure in analysis.figures.items():
-        tracker.log_figure(run_id, figure, f"{ERROR_ANALYSIS}/{name}")
     for name, table in analysis.tables.items():
         tracker.log_text(run_id, table.to_csv(index=False), f"{ERROR_ANALYSIS}/{name}")
     extra = prefixed(analysis.metrics, "test")

@@ -101,9 +101,11 @@ class EpochTimer(keras.callbacks.Callback):
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        """The epoch's clock starts."""
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        """The epoch's seconds, its validation included."""
         self.seconds.append(time.perf_counter() - self._started)
 
 

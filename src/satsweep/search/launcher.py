@@ -140,7 +140,7 @@ def launch(job: SweepJob, dataset: Dataset, crew: Crew, view: ProgressView) -> S
         report = partial(_log_dataset_report_once, attached, dataset)
         _failing_the_parent(attached, report, processes)
         supervisor = _Supervisor(starter, attached, view)
-        code, table = _run_workers(supervisor, link, processes)
+        code, table = _run_workers(supervisor, link, processes, dataset)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -214,7 +214,7 @@ class _Supervisor:
 
 
 def _run_workers(
-    supervisor: _Supervisor, link: str, processes: list[Worker]
+    supervisor: _Supervisor, link: str, processes: list[Worker], dataset: Dataset
 ) -> tuple[int, pd.DataFrame]:
     job, attached, logs = supervisor.job, supervisor.attached, supervisor.starter.logs
     started = time.monotonic()
@@ -242,7 +242,7 @@ def _run_workers(
         )
     done = Budget(job.settings.n_trials, None).remaining(attached.study)[0] <= 0
     status = "KILLED" if interrupted else ("FINISHED" if done or not failed_workers else "FAILED")
-    table = finalize(job, attached.study, attached.tracker, attached.parent_run_id, status)
+    table = finalize(job, attached, status, dataset)
     announce(f"sweep {job.settings.study_name}: compare its runs", link)
     if interrupted:
         return 130, table

@@ -53,7 +53,7 @@ from satsweep.search.settings import result_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
 from satsweep.search.storage import worker_identity
 from satsweep.tracking import Tracker
-from satsweep.training import fit_and_log
+from satsweep.training import EVERYTHING, ArtifactPlan, fit_and_log
 
 LOG = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class TrialObjective:
             initial_epoch=plan.initial_epoch,
             floor=Floor(floor_metrics) if floor_metrics else None,
             model_name=self._run_name(trial),
-            wants_artifacts=partial(self._leads, trial),
+            plan_artifacts=partial(self._artifacts, trial),
         )
         rss = peak_rss_mib()  # a worker that keeps growing over trials leaks
         trial.set_user_attr(RSS_ATTR, rss)
@@ -208,22 +208,24 @@ class TrialObjective:
         )
         return values
 
-    def _leads(self, trial: optuna.Trial, metrics: Mapping[str, float]) -> bool:
-        """Whether the trial is level with or ahead of the study's best so far.
+    def _artifacts(self, trial: optuna.Trial, metrics: Mapping[str, float]) -> ArtifactPlan:
+        """Everything, or with ``sweep.trial_artifacts: leading`` a model for leaders only.
 
-        Only a leading trial gets its figures and its model: the trial that ends up
-        best led when it finished, so it always has them (the sweep's record copies
-        its figures to the parent run).
+        The trial that ends up best led when it finished, so it always has its
+        model; its figures are drawn from its logged test predictions when the
+        sweep ends (``record.finalize``), once, rather than for every leader on the
+        way. Several objectives have no single best: every trial gets everything.
         """
         settings = self.job.settings
         if settings.trial_artifacts == "all" or len(settings.objectives) > 1:
-            return True
+            return EVERYTHING
         value = metrics[result_metric(settings.objectives[0])]
         try:
             best = trial.study.best_value
         except ValueError:  # no complete trial yet: this one leads
-            return True
-        return value >= best if settings.directions[0] == "maximize" else value <= best
+            return ArtifactPlan(figures=False, model=True)
+        leads = value >= best if settings.directions[0] == "maximize" else value <= best
+        return ArtifactPlan(figures=False, model=leads)
 
     def _record_failure(self, run_id: str, error: BaseException, name: str) -> str:
         """Tag and close the trial's run as failed; returns the one-line reason."""

@@ -19,9 +19,12 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from satsweep.analysis.errors import ERROR_ANALYSIS
+from satsweep.data import Dataset, load_data
 from satsweep.figures import plt
 from satsweep.redact import redact_tree
+from satsweep.run_figures import draw_missing_figures
 from satsweep.schema import as_plain
+from satsweep.search.attach import Attached
 from satsweep.search.description import sweep_description
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import (
@@ -146,10 +149,13 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.best_trials if len(study.directions) > 1 else [study.best_trial]
 
 
-def finalize(
-    job: SweepJob, study: optuna.Study, tracker: Tracker, parent_run_id: str, status: str
-) -> pd.DataFrame:
-    """Log the sweep's record to its parent run and close it with ``status``."""
+def finalize(job: SweepJob, attached: Attached, status: str, dataset: Dataset) -> pd.DataFrame:
+    """Log the sweep's record to its parent run and close it with ``status``.
+
+    ``dataset`` is the sweep's: the best trial's figures are drawn from it when
+    the trial used the same data.
+    """
+    study, tracker, parent_run_id = attached.study, attached.tracker, attached.parent_run_id
     objectives = job.settings.objectives
     table = leaderboard(study, objectives, tracker)
     tracker.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
@@ -168,6 +174,7 @@ def finalize(
             },
         )
         best_run = trial_run_id(study, top)
+        _readable(lambda: _draw_figures(job, top, tracker, best_run, dataset), None)
         _readable(lambda: _copy_error_analysis(tracker, best_run, parent_run_id), None)
         finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
         tracker.log_metrics(
@@ -234,6 +241,23 @@ def _describe(
     )
     tracker.set_tags(parent_run_id, {NOTE_TAG: note})
     tracker.set_experiment_tags(experiment_id, {NOTE_TAG: note})
+
+
+def _draw_figures(
+    job: SweepJob,
+    trial: optuna.trial.FrozenTrial,
+    tracker: Tracker,
+    run_id: str,
+    dataset: Dataset,
+) -> None:
+    """The best trial's figures, which a sweep draws once, when it ends (``run_figures``)."""
+    if not run_id:
+        return
+    cfg = job.trial_config(job.space.suggest(trial))
+    same_data = cfg.data == job.base.data
+    load = (lambda: dataset) if same_data else (lambda: load_data(cfg))
+    if draw_missing_figures(tracker, run_id, load, cfg.tracking.error_analysis):
+        LOG.info("drew the figures of the best trial, %d", trial.number)
 
 
 def _copy_error_analysis(tracker: Tracker, trial_run_id: str, parent_run_id: str) -> None:

@@ -104,7 +104,8 @@ class SweepSettings(Strict):
     params: dict[str, str]
     conditional: dict[str, dict[str, str]]
     final_fit: FinalFitSettings
-    # figures and model for every trial, or only for those that lead when they finish
+    # figures and model for every trial; or a model for those that lead when they finish,
+    # and figures for the best trial alone, drawn when the sweep ends
     trial_artifacts: Literal["all", "leading"]
     compare: dict[str, Any]  # the backend race's settings: satsweep.benchmarks.backends
 
