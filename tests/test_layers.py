@@ -11,6 +11,8 @@ from the source with ``ast``, so an import inside a function counts too.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,15 @@ def _public_definitions(path: Path) -> list[ast.FunctionDef | ast.ClassDef]:
 def test_every_public_definition_says_what_it_is_for(path: Path) -> None:
     undocumented = [d.name for d in _public_definitions(path) if not ast.get_docstring(d)]
     assert not undocumented, f"satsweep.{_module_name(path)}: no docstring on {undocumented}"
+
+
+def test_the_sweep_launcher_imports_no_tensorflow() -> None:
+    """It trains nothing: its imports, the best trial's figures among them, stay light."""
+    probe = (
+        "import sys\nimport satsweep.search.launcher, satsweep.run_figures\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
