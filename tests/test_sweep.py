@@ -365,3 +365,23 @@ def _processes_started_for(outputs: Path) -> list[int]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return found
+
+
+def test_figures_that_cannot_be_drawn_leave_the_sweeps_record_whole(
+    outputs, sweep_args, monkeypatch, caplog
+) -> None:
+    from satsweep.search import record
+    from satsweep.search.job import prepare_job
+
+    job = prepare_job(sweep_args)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    job.space.suggest(trial)
+    study.tell(trial, 0.5)
+
+    def unreadable(*args: object) -> bool:
+        raise ValueError("cannot load file test_probabilities.npy")
+
+    monkeypatch.setattr(record, "draw_missing_figures", unreadable)
+    record._draw_figures(job, study.trials[0], None, "run-id", None)  # type: ignore[arg-type]
+    assert "the best trial's figures were not drawn: cannot load file" in caplog.text

@@ -250,13 +250,24 @@ def _draw_figures(
     run_id: str,
     dataset: Dataset,
 ) -> None:
-    """The best trial's figures, which a sweep draws once, when it ends (``run_figures``)."""
+    """The best trial's figures, which a sweep draws once, when it ends (``run_figures``).
+
+    Figures are for reading: one that cannot be drawn (the trial's images moved,
+    its predictions unreadable) is a warning, never a sweep without its record.
+    """
     if not run_id:
         return
-    cfg = job.trial_config(job.space.suggest(trial))
-    same_data = cfg.data == job.base.data
-    load = (lambda: dataset) if same_data else (lambda: load_data(cfg))
-    if draw_missing_figures(tracker, run_id, load, cfg.tracking.error_analysis):
+    try:
+        cfg = job.trial_config(job.space.suggest(trial))
+        same_data = cfg.data == job.base.data
+        load = (lambda: dataset) if same_data else (lambda: load_data(cfg))
+        drawn = draw_missing_figures(tracker, run_id, load, cfg.tracking.error_analysis)
+    except TrackingUnavailable:
+        raise  # _readable's to report
+    except Exception as error:  # any failure to draw costs the figures alone
+        LOG.warning("the best trial's figures were not drawn: %s", error)
+        return
+    if drawn:
         LOG.info("drew the figures of the best trial, %d", trial.number)
 
 
