@@ -385,3 +385,24 @@ def test_figures_that_cannot_be_drawn_leave_the_sweeps_record_whole(
     monkeypatch.setattr(record, "draw_missing_figures", unreadable)
     record._draw_figures(job, study.trials[0], None, "run-id", None)  # type: ignore[arg-type]
     assert "the best trial's figures were not drawn: cannot load file" in caplog.text
+
+
+def test_a_study_refuses_a_sweep_on_other_data(outputs, sweep_args) -> None:
+    args = [*sweep_args, "sweep.n_trials=1", "trainer.epochs=1"]
+    first = run_satsweep("sweep", *args)
+    assert first.returncode == 0, first.stderr
+    before = [(t.number, t.state, t.values) for t in _study(outputs).trials]
+    _, parents, children = _runs(outputs)
+    runs_before = {r.info.run_id: r.info.status for r in parents + children}
+
+    # the same study name on three of the four classes: other data, other scores
+    other = [a for a in args if not a.startswith("data.classes=")]
+    second = run_satsweep("sweep", *other, "data.classes=[Beach,Forest,Port]", "sweep.n_trials=2")
+    assert second.returncode == 2, second.stderr + second.stdout
+    assert "Traceback" not in second.stderr
+    lines = [line for line in second.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "sweep.study_name=" in lines[0], lines
+    assert "classes: 4 -> 3" in lines[0], lines
+    assert [(t.number, t.state, t.values) for t in _study(outputs).trials] == before
+    _, parents, children = _runs(outputs)
+    assert {r.info.run_id: r.info.status for r in parents + children} == runs_before

@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
@@ -19,6 +20,7 @@ from optuna.trial import TrialState
 from satsweep.errors import UserError
 from satsweep.locks import is_journal
 from satsweep.schema import Environment, RunConfig
+from satsweep.search.identity import check_identity
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import BACKEND_ATTR, FINISHED_STATES, OBJECTIVES_ATTR
 from satsweep.search.runs import (
@@ -72,15 +74,23 @@ class Attached:
     parent_run_id: str
 
 
-def attach(job: SweepJob, worker_index: int | None = 0) -> Attached:
-    """Open (or create) the study and the parent MLflow run, under the budget lock."""
+def attach(
+    job: SweepJob, worker_index: int | None = 0, identity: dict[str, Any] | None = None
+) -> Attached:
+    """Open (or create) the study and the parent MLflow run, under the budget lock.
+
+    The launcher passes the sweep's ``identity`` (data and recipe): a study that
+    searched something else is refused before anything of it is touched.
+    """
     tracker = Tracker(job.base.tracking, spool=spool_folder(job.base))
     tracker.check_reachable()
     storage = open_storage(job.base.storage, lambda trial: close_orphaned_run(tracker, trial))
     study = open_study(job.settings, job.space, storage, worker_index)
     with budget_lock(job.base.storage, job.settings.study_name):
-        reap_dead_trials(job, study, storage, tracker)
         _check_backend(job, study)
+        if identity is not None:
+            check_identity(study, identity)
+        reap_dead_trials(job, study, storage, tracker)
         parent_run_id = ensure_parent_run(job, study, tracker)
         experiment_id = tracker.experiment_id(job.settings.experiment)
         close_runs_of_ended_trials(tracker, study, experiment_id, parent_run_id)

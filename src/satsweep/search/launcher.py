@@ -28,6 +28,7 @@ from satsweep.exploration import log_dataset_report
 from satsweep.links import announce, runs_link, runs_view
 from satsweep.search.attach import Attached, Budget, attach
 from satsweep.search.crew import Crew, Starter, Worker
+from satsweep.search.identity import study_identity
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import FLOOR_ATTR, FLOOR_METHOD_TAG
 from satsweep.search.progress import ProgressView, snapshot
@@ -154,7 +155,8 @@ def _set_up(job: SweepJob, dataset: Dataset, crew: Crew) -> Attached:
     fails dismisses them before they have attached: they created nothing.
     """
     try:
-        attached = attach(job)  # creates the study and parent run once, before the workers
+        # creates the study and parent run once, before the workers
+        attached = attach(job, identity=study_identity(job, dataset))
         _failing_the_parent(attached, partial(_record_floor_once, job, attached, dataset))
     except BaseException:
         crew.dismiss()
