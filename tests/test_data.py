@@ -78,7 +78,7 @@ def test_any_image_mode_becomes_rgb_uint8(tmp_path, mode) -> None:
     )
     path = tmp_path / f"image_{mode.replace(';', '')}.png"
     image.save(path)
-    array = decode(path, 24)
+    array = decode(path, 24).pixels
     assert array.shape == (24, 24, 3) and array.dtype == np.uint8
     if mode == "I;16":
         assert array.min() <= 5 and array.max() >= 250  # rescaled, not clipped at 255
@@ -172,3 +172,66 @@ def test_download_with_wrong_checksum_is_refused(tmp_path) -> None:
     with pytest.raises(UserError, match="did not match checksum"):
         ensure_dataset(cfg, target)
     assert not target.exists() and not list((tmp_path / "data").glob("*.zip"))
+
+
+def _images_of(data) -> np.ndarray:
+    return np.concatenate([split.images for split in data.splits().values()])
+
+
+def test_nodata_pixels_are_black_and_named(outputs, tmp_path, caplog) -> None:
+    # float GeoTIFF-like chips: a gradient with a NaN corner, and one all-NaN chip
+    root = tmp_path / "float_chips"
+    for name in ("Water", "Land"):
+        (root / name).mkdir(parents=True)
+        for index in range(6):
+            pixels = np.linspace(0.0, 1.0, 16 * 16, dtype=np.float32).reshape(16, 16) + index
+            if index == 0:
+                pixels[:4, :4] = np.nan
+                pixels[4, 4] = np.inf
+            Image.fromarray(pixels, mode="F").save(root / name / f"{index}.tif")
+    Image.fromarray(np.full((16, 16), np.nan, np.float32), mode="F").save(root / "Land" / "x.tif")
+    caplog.set_level(logging.WARNING, logger="satsweep")
+    data = _load(["data=folder", f"data.path={root}", "data.image_size=16"], tmp_path / "c")
+    assert "skipped 1 unreadable image file(s)" in caplog.text and "x.tif" in caplog.text
+    assert "2 image(s) hold nodata pixels (NaN or infinite; 34 pixels in all)" in caplog.text
+    images = _images_of(data)
+    assert len(images) == 12
+    # the stretch ignores nodata: every image spans the full range, not a black square
+    assert all(image.max() == 255 for image in images)
+    corners = [image for image in images if (image[:4, :4] == 0).all()]
+    assert len(corners) == 2 and all(image[5:, 5:].mean() > 100 for image in corners)
+
+
+def test_a_folder_of_splits_is_not_taken_for_classes(outputs, aid_subset, tmp_path) -> None:
+    root = tmp_path / "splits"
+    for split in ("train", "test"):
+        for name in ("Beach", "Port"):
+            (root / split / name).mkdir(parents=True)
+            for image in sorted((aid_subset / name).glob("*.jpg"))[:3]:
+                (root / split / name / image.name).write_bytes(image.read_bytes())
+    with pytest.raises(UserError, match=r"holds the splits test, train, not classes: .*data\.path="):
+        _load(["data=folder", f"data.path={root}", "data.image_size=16"], tmp_path / "c")
+
+
+def test_cmyk_exif_rotation_and_transparent_palettes_decode_as_seen(tmp_path) -> None:
+    red = Image.new("RGB", (30, 20), (255, 0, 0))
+    red.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    pixels = decode(tmp_path / "cmyk.jpg", 8).pixels
+    assert pixels[..., 0].min() > 200 and pixels[..., 1:].max() < 60  # red, not inverted
+
+    # a 30x20 image whose left half is white, stored with orientation 6 (rotate 90 on show)
+    tall = np.zeros((20, 30, 3), np.uint8)
+    tall[:, :15] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(tall).save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    shown = decode(tmp_path / "rotated.jpg", 30).pixels  # squashed to 30x30, as shown
+    assert shown[:10].mean() > 200 and shown[-10:].mean() < 50  # the white half is on top
+
+    # a palette whose index 0 is transparent: composited on black, like RGBA
+    palette = Image.new("P", (10, 10), 0)
+    palette.putpalette([255, 255, 255, 0, 0, 255] + [0] * 762)
+    palette.paste(1, (0, 0, 5, 10))
+    palette.save(tmp_path / "palette.png", transparency=0)
+    decoded = decode(tmp_path / "palette.png", 10).pixels
+    assert (decoded[:, :5] == (0, 0, 255)).all() and (decoded[:, 5:] == 0).all()

@@ -20,7 +20,7 @@ from satsweep.errors import UserError
 from satsweep.files import atomic_file
 
 LOG = logging.getLogger(__name__)
-FORMAT_VERSION = 1  # bump when decoding changes, so old entries are not reused
+FORMAT_VERSION = 2  # 2: EXIF orientation, nodata pixels; bump when decoding changes, so old entries are not reused
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from satsweep.schema import DataConfig
 LOG = logging.getLogger(__name__)
 
 NEGATIVE_CLASS = "other"
+# Folder names of a dataset shipped as splits: class folders are one level below them.
+SPLIT_FOLDERS = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,21 @@ def class_folders(root: Path, data_name: str) -> dict[str, list[Path]]:
     folders = {entry.name: _images(entry) for entry in entries if not entry.is_symlink()}
     if not folders:
         raise UserError(f"no class folders in {root}: expected {root}/<ClassName>/<image files>")
+    _refuse_split_layout(root, folders)
     return folders
+
+
+def _refuse_split_layout(root: Path, folders: dict[str, list[Path]]) -> None:
+    """``train/`` and ``test/`` are splits, not classes: learning "train against test" is wrong."""
+    if not folders.keys() or not {name.lower() for name in folders} <= SPLIT_FOLDERS:
+        return
+    nested = [name for name, files in folders.items() if any(f.parent.parent != root for f in files)]
+    if nested:
+        raise UserError(
+            f"data.path {root} holds the splits {', '.join(folders)}, not classes: satsweep "
+            f"makes its own stratified split (data.split); pass data.path={root / nested[0]} "
+            "or merge the splits' class folders into one folder"
+        )
 
 
 def _images(folder: Path) -> list[Path]:
