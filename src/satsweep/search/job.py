@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 from pydantic import ValidationError
 
 from satsweep.config import (
@@ -75,7 +77,9 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
     fixed, swept = _split_sweep_expressions(overrides)
     name = _sweep_choice(fixed)
     file = f"sweeps/{name}.yaml"
-    container = to_container(compose_config(fixed))
+    composed = compose_config(fixed)
+    container = to_container(composed)
+    fixed = [*fixed, *_pinned_volatile_values(composed, container)]
     try:
         settings = SweepSettings.model_validate(container.get("sweep"))
     except ValidationError as error:
@@ -89,6 +93,7 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
         build_sampler(settings, space)
         build_pruner(settings)
     _check_objectives(settings, base, file)
+    _check_grid_budget(settings, space, file)
     job = SweepJob(
         file, tuple(overrides), settings, space, tuple(fixed), base, container["sweep"], params
     )
@@ -206,6 +211,57 @@ def _sweep_choice(overrides: Sequence[str]) -> str:
         if key.lstrip("+~") == SWEEP_GROUP and value:
             return value
     raise UserError("no sweep chosen: pass sweep=NAME, with NAME a file in sweeps/ (e.g. quick)")
+
+
+# Resolvers whose value changes between compositions (Hydra's ${now:...}).
+_VOLATILE = re.compile(r"\$\{now:")
+
+
+def _pinned_volatile_values(composed: DictConfig, resolved: dict[str, Any]) -> list[str]:
+    """Overrides that fix each ``${now:...}`` value at the one the job resolved.
+
+    Each trial composes its config again: unpinned, a seed or a run name made from
+    the clock would differ between the trials of one sweep.
+    """
+    raw = OmegaConf.to_container(composed, resolve=False)
+    return [
+        f"{key}={_quoted(_select(resolved, key))}"
+        for key, value in _leaves(raw)
+        if isinstance(value, str) and _VOLATILE.search(value)
+    ]
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        return [leaf for key, value in tree.items() for leaf in _leaves(value, f"{prefix}{key}.")]
+    return [(prefix.rstrip("."), tree)]
+
+
+def _select(tree: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _quoted(value: Any) -> str:
+    """A Hydra override value that reads back as ``value`` (a string, quoted)."""
+    if not isinstance(value, str):
+        return json.dumps(value)
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def _check_grid_budget(settings: SweepSettings, space: SearchSpace, file: str) -> None:
+    """A grid has a fixed number of points: a larger budget would run some of them twice."""
+    if settings.backend != "optuna" or settings.sampler.name != "grid":
+        return
+    points = 1
+    for values in space.grid().values():
+        points *= len(values)
+    if settings.n_trials is None or settings.n_trials > points:
+        raise UserError(
+            f"{file}: sweep.n_trials={settings.n_trials} but the grid has {points} points: "
+            f"set sweep.n_trials={points} (each point once) or widen the grid"
+        )
 
 
 def _check_objectives(settings: SweepSettings, base: RunConfig, file: str) -> None:

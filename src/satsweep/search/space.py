@@ -198,11 +198,21 @@ def _range_distribution(sweep: RangeSweep, where: str) -> Distribution:
     values = list(sweep.range())
     if not values:
         raise UserError(f"{where}: the range is empty: check its start, stop and step")
-    log = "log" in sweep.tags
-    if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
-        return IntDistribution(
-            int(values[0]), int(values[-1]), log=log, step=1 if log else int(sweep.step)
-        )
+    integers = all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step))
+    if "log" in sweep.tags:
+        if not integers or sweep.step != 1:  # Optuna samples log-scale only without a step
+            listed = ", ".join(f"{v:g}" for v in values)
+            span = f"interval({values[0]:g}, {values[-1]:g})"
+            raise UserError(
+                f"{where}: a log-scale range cannot keep its step {sweep.step:g}: use "
+                f"choice({listed}) for these values, or "
+                f"tag(log{', int' if integers else ''}, {span}) for the whole span"
+            )
+        if values[0] < 1:
+            raise UserError(f"{where}: a log-scale range must start at 1 or above, not {values[0]}")
+        return IntDistribution(int(values[0]), int(values[-1]), log=True)
+    if integers:
+        return IntDistribution(int(values[0]), int(values[-1]), step=int(sweep.step))
     return FloatDistribution(float(values[0]), float(values[-1]), step=float(sweep.step))
 
 
