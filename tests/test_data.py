@@ -209,7 +209,9 @@ def test_a_folder_of_splits_is_not_taken_for_classes(outputs, aid_subset, tmp_pa
             (root / split / name).mkdir(parents=True)
             for image in sorted((aid_subset / name).glob("*.jpg"))[:3]:
                 (root / split / name / image.name).write_bytes(image.read_bytes())
-    with pytest.raises(UserError, match=r"holds the splits test, train, not classes: .*data\.path="):
+    with pytest.raises(
+        UserError, match=r"holds the splits test, train, not classes: .*data\.path="
+    ):
         _load(["data=folder", f"data.path={root}", "data.image_size=16"], tmp_path / "c")
 
 

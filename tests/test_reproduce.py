@@ -37,6 +37,10 @@ def test_reproduce_gives_identical_metrics(outputs, tiny, capsys, caplog) -> Non
     assert run(["reproduce", original.info.run_id]) == 0
     output = capsys.readouterr().out
     assert "confusion matrix: identical" in output and "reproduced: max |difference| 0" in output
+    # an override of what was trained would be dropped: refused, naming train --from-run
+    assert run(["reproduce", original.info.run_id, "trainer.epochs=5"]) == 2
+    refused = capsys.readouterr().err
+    assert "trainer.epochs cannot change" in refused and "train --from-run" in refused
 
     original, again = _runs(outputs)
     assert again.data.tags["satsweep.reproduces"] == original.info.run_id

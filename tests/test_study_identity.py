@@ -35,6 +35,8 @@ def test_a_study_keeps_its_first_identity(outputs: Path, tiny: list[str]) -> Non
     check_identity(study, first)
     assert study.user_attrs[IDENTITY_ATTR] == first
     check_identity(study, first)  # the same sweep again: a resume
-    with pytest.raises(UserError, match=r"image_shape: \"16x16x3\" -> \"24x24x3\".*sweep\.study_name=quick_aid_2"):
+    with pytest.raises(
+        UserError, match=r"image_shape: \"16x16x3\" -> \"24x24x3\".*sweep\.study_name=quick_aid_2"
+    ):
         check_identity(study, _identity(tiny, "data.image_size=24"))
     assert study.user_attrs[IDENTITY_ATTR] == first

@@ -97,8 +97,28 @@ def _register_top_level_groups(overrides: Sequence[str]) -> None:
             )
 
 
+# The environment variables the configs read with ${oc.env:...}.
+CONFIG_ENVIRONMENT = (
+    "SATSWEEP_OUTPUTS",
+    "SATSWEEP_DATA_DIR",
+    "MLFLOW_TRACKING_URI",
+    "SATSWEEP_OPTUNA_STORAGE",
+)
+
+
+def _check_environment() -> None:
+    """A variable set to nothing would put the outputs in the current folder: say so instead."""
+    for name in CONFIG_ENVIRONMENT:
+        if name in os.environ and not os.environ[name].strip():
+            raise UserError(
+                f"the environment variable {name} is set but empty: unset it "
+                f"(unset {name}) for the default, or give it a value"
+            )
+
+
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """Compose ``conf/config.yaml`` with Hydra command-line overrides."""
+    _check_environment()
     try:
         _register_top_level_groups(overrides)
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

@@ -96,6 +96,24 @@ def _given_keys(overrides: Sequence[str]) -> set[str]:
     return {text.split("=", 1)[0].lstrip("+~") for text in overrides if "=" in text}
 
 
+# data.* keys that consent to what a logged run asks, rather than change what it trains.
+CONSENT_KEYS = ("data.path", "data.download.enabled")
+
+
+def refuse_experiment_overrides(run_id: str, overrides: Sequence[str]) -> None:
+    """``reproduce`` re-runs what was logged: an override that would change it is refused.
+
+    Dropping it without a word would let a user believe the change was tried.
+    """
+    for key in sorted(_given_keys(overrides)):
+        head = key.split(".", 1)[0].split("/", 1)[0]
+        if head in experiment_keys() and key not in CONSENT_KEYS:
+            raise UserError(
+                f"reproduce re-runs run {run_id} as logged, so {key} cannot change; to train "
+                f"from its config with changes run satsweep train --from-run {run_id} {key}=..."
+            )
+
+
 def refuse_logged_writes(
     logged: LoggedRun, environment: RunConfig, overrides: Sequence[str]
 ) -> None:
@@ -340,6 +358,7 @@ def reproduce(
 ) -> Verdict:
     """Re-run ``run_id`` from its logged config and compare every final metric and the
     confusion matrix; the new run is tagged with the verdict."""
+    refuse_experiment_overrides(run_id, overrides)
     # data.* overrides only consent to what the logged data asks (see refuse_logged_writes)
     environment = load_run_config([o for o in overrides if not o.lstrip("+~").startswith("data")])
     tracker = Tracker(environment.tracking)

@@ -20,7 +20,8 @@ from satsweep.errors import UserError
 from satsweep.files import atomic_file
 
 LOG = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # 2: EXIF orientation, nodata pixels; bump when decoding changes, so old entries are not reused
+# Bump when decoding changes, so old entries are not reused (2: EXIF orientation, nodata).
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,9 @@ def _refuse_split_layout(root: Path, folders: dict[str, list[Path]]) -> None:
     """``train/`` and ``test/`` are splits, not classes: learning "train against test" is wrong."""
     if not folders.keys() or not {name.lower() for name in folders} <= SPLIT_FOLDERS:
         return
-    nested = [name for name, files in folders.items() if any(f.parent.parent != root for f in files)]
+    nested = [
+        name for name, files in folders.items() if any(f.parent.parent != root for f in files)
+    ]
     if nested:
         raise UserError(
             f"data.path {root} holds the splits {', '.join(folders)}, not classes: satsweep "
