@@ -108,3 +108,26 @@ def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args
     switched = run_satsweep("sweep", *args[:-4])  # the same study, under Optuna
     assert switched.returncode == 2
     assert "searched with sweep.backend=kerastuner" in switched.stderr
+
+
+def test_the_quick_sweep_under_hyperband_ends_with_its_final_fit(outputs, tiny) -> None:
+    data = [o for o in tiny if o.startswith(("data.", "paths."))]
+    result = run_satsweep(
+        "sweep",
+        "sweep=quick",
+        "sweep.backend=kerastuner",
+        "sweep.kerastuner.tuner=hyperband",
+        *data,
+        "trainer.epochs=2",
+        "trainer.batch_size=16",  # quick's 64 is more than the 33 training images
+        "trainer.min_steps_per_epoch=0",
+        "sweep.n_trials=2",
+        "sweep.final_fit.overrides=['trainer.epochs=2']",
+        "tracking.log_model=false",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
+    roles = sorted(r.data.tags["satsweep.role"] for r in runs)
+    assert roles == ["final", "sweep", "trial", "trial"], roles
+    assert all(r.info.status == "FINISHED" for r in runs)

@@ -27,8 +27,7 @@ from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose
 from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
 from satsweep.baseline import Floor, cached_floor
 from satsweep.batchnorm import PreciseBatchNorm, Recomputer
-from satsweep.data import Dataset, load_data
-from satsweep.errors import UserError
+from satsweep.data import Dataset, check_batch_fits, load_data
 from satsweep.links import announce, run_link
 from satsweep.metrics import FINAL_VAL, RESULT_PREFIXES, Evaluation, evaluate_predictions, prefixed
 from satsweep.models import CAPACITY_KNOBS, build_model, set_backbone_trainable
@@ -241,7 +240,7 @@ def fit_and_log(
     log_run_inputs(tracker, run_id, cfg, dataset)
     prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision)
     trainer = cfg.trainer
-    check_batch_fits(trainer.batch_size, len(dataset.train))
+    check_batch_fits(dataset, trainer.batch_size)
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
     passes = passes_per_epoch(len(dataset.train), trainer.batch_size, trainer.min_steps_per_epoch)
     steps = steps_per_epoch(len(dataset.train), trainer.batch_size, passes)
@@ -341,15 +340,6 @@ def batchnorm_sample(cfg: RunConfig, dataset: Dataset, images: int) -> np.ndarra
     return statistics_sample(
         dataset.train, dataset.num_classes, trainer.batch_size, trainer.augment, cfg.seed, images
     )
-
-
-def check_batch_fits(batch_size: int, examples: int) -> None:
-    """A batch larger than the training split would repeat its few images to fill each step."""
-    if batch_size > examples:
-        raise UserError(
-            f"trainer.batch_size={batch_size} is larger than the training split ({examples} "
-            f"images): set trainer.batch_size={examples} or smaller, or use more data"
-        )
 
 
 def _precise_batchnorm(cfg: RunConfig, dataset: Dataset) -> list[keras.callbacks.Callback]:
@@ -459,7 +449,7 @@ def train(
     tracker = Tracker(cfg.tracking)
     tracker.check_reachable()
     dataset = dataset or load_data(cfg)
-    check_batch_fits(cfg.trainer.batch_size, len(dataset.train))  # before the run exists
+    check_batch_fits(dataset, cfg.trainer.batch_size)  # before the run exists
     floor = cached_floor(dataset, cfg.seed, Path(cfg.paths.cache))
     experiment_id = experiment_id or tracker.experiment_id(cfg.tracking.experiment)
     name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"

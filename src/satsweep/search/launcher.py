@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from satsweep.baseline import cached_floor
 from satsweep.data import Dataset
@@ -30,7 +31,7 @@ from satsweep.search.attach import Attached, Budget, attach
 from satsweep.search.crew import Crew, Starter, Worker
 from satsweep.search.identity import study_identity
 from satsweep.search.job import SweepJob
-from satsweep.search.ledger import FLOOR_ATTR, FLOOR_METHOD_TAG
+from satsweep.search.ledger import FAILURE_ATTR, FLOOR_ATTR, FLOOR_METHOD_TAG
 from satsweep.search.progress import ProgressView, snapshot
 from satsweep.search.record import finalize
 from satsweep.search.settings import result_metric, test_metric
@@ -248,6 +249,9 @@ def _run_workers(
     announce(f"sweep {job.settings.study_name}: compare its runs", link)
     if interrupted:
         return 130, table
+    if not any(t.state == TrialState.COMPLETE for t in attached.study.get_trials(deepcopy=False)):
+        LOG.error("no trial completed, so the sweep has no answer: %s", _last_failure(attached))
+        return 1, table
     if any(process.returncode != 0 for process, _ in final):  # trials done, final fit not
         return 1, table
     return (0 if done or not failed_workers else 2), table
@@ -262,6 +266,13 @@ def _last_words(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
     said = [line for line in lines if line and not _NATIVE_LOG.match(line)]
     return said[-1] if said else "(no message in its log)"
+
+
+def _last_failure(attached: Attached) -> str:
+    """Why the latest failed trial failed, as its worker recorded it."""
+    failed = [t for t in attached.study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    reason = failed[-1].user_attrs.get(FAILURE_ATTR) if failed else None
+    return f"trial {failed[-1].number} failed: {reason}" if reason else "see the worker logs"
 
 
 def _search_done(job: SweepJob, attached: Attached, processes: list[Worker]) -> bool:

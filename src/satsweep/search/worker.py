@@ -77,7 +77,12 @@ def worker_job(overrides: Sequence[str]) -> SweepJob:
 
 
 def check_joinable(job: SweepJob, options: WorkerOptions) -> None:
-    """A KerasTuner study is searched by its launcher's one worker; others may not join."""
+    """A KerasTuner study is searched by its launcher's one worker; others may not join.
+
+    The final fit trains one config and searches nothing: any backend's sweep has one.
+    """
+    if options.final_fit:
+        return
     try:
         check_worker_count(job.settings.backend, None if options.worker_index is None else 1)
     except ValueError as error:
