@@ -200,7 +200,8 @@ def sweep(overrides: Overrides = (), *, workers: int | None = None) -> SweepResu
             from satsweep.search.launcher import launch
 
             dataset = load_data(job.base)  # a missing dataset fails before any trial runs
-            if "trainer.batch_size" not in job.space.keys():  # else each trial checks its own
+            swept = set(job.space.keys())
+            if "trainer.batch_size" not in swept:  # else each trial checks its own
                 check_batch_fits(dataset, job.base.trainer.batch_size)
         except BaseException:
             crew.dismiss()
