@@ -8,6 +8,7 @@ test would count as missing.
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,25 @@ def start_satsweep(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         env=dict(os.environ),
     )
+
+
+def wait_for_output(process: subprocess.Popen[str], text: str, timeout: float = 300) -> str:
+    """Read a child's output until a line holds ``text`` (an event it prints), with a deadline."""
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            break
+        line = process.stdout.readline()
+        if not line:  # the process closed its output: it ended
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"never printed {text!r} within {timeout} s: {''.join(seen)[-2000:]}")
 
 
 def journal_study(outputs: Path, name: str = "smoke") -> optuna.Study:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -20,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from satsweep.cli import run
 from satsweep.runtime import settle_between_runs
-from tests.conftest import run_satsweep
+from tests.conftest import REPO, run_satsweep, wait_for_output
 
 
 def _only_run(outputs):
@@ -218,3 +219,23 @@ def test_settling_between_runs_frees_the_last_model_then_freezes_the_survivors()
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_train_closes_its_run(outputs, tiny, sig) -> None:
+    # started like a shell's background job: SIGINT ignored until satsweep handles it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "satsweep", "train", *tiny, "trainer.epochs=200"],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    wait_for_output(process, "in the MLflow UI")  # the run exists and is training
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-2000:]
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("satsweep").experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED"]

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -366,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command: user errors become one line and exit code 2, Ctrl-C exit code 130."""
     quiet_libraries()
+    _stop_like_ctrl_c()
     args = build_parser().parse_args(argv)
     quiet_tensorflow(args.command in TRAINS_IN_PROCESS)
     _configure_logging(args.debug)
@@ -380,6 +382,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("satsweep: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _stop_like_ctrl_c() -> None:
+    """SIGTERM (a scheduler's time limit, ``timeout``) stops a command as Ctrl-C does.
+
+    Left to its default, SIGTERM ends the process before it closes its MLflow run,
+    which stays RUNNING; and a shell starts background jobs with SIGINT ignored,
+    so ``kill -INT`` would do nothing. Workers install their own, gentler handler.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main() -> NoReturn:

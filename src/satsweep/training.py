@@ -459,8 +459,8 @@ def train(
     announce(f"run {name}", link)
     try:
         result = fit_and_log(cfg, dataset, tracker, run_id, callbacks, floor=floor, model_name=name)
-    except BaseException:
-        tracker.end_run(run_id, "FAILED")
+    except BaseException as error:
+        tracker.end_run(run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
     tracker.end_run(run_id, "FINISHED")
     return replace(result, link=link)
