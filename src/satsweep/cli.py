@@ -122,9 +122,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     table = compare(args.study, args.overrides)
     print_leaderboard(table, f"study {args.study}")
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
+        try:
+            Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(args.csv, index=False)
+        except OSError as error:  # a folder, a path under a file, no permission, a full disk
+            raise UserError(
+                f"cannot write the leaderboard to --csv {args.csv} ({error.strerror or error}): "
+                "give the path of a file in a folder you can write"
+            ) from error
         print(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_repair_journal(args: argparse.Namespace) -> int:
+    """``satsweep repair-journal``: rewrite a damaged journal from its intact operations."""
+    from pathlib import Path
+
+    from satsweep.search.journal import repair_journal
+
+    repair = repair_journal(Path(args.journal))
+    dropped = ", ".join(map(str, repair.dropped)) or "none"
+    print(
+        f"repaired {args.journal}: kept {repair.kept} operations, left out damaged line(s) "
+        f"{dropped}, set aside {repair.set_aside} line(s) after a damaged trial or study "
+        f"creation; the original is {repair.backup}"
+    )
     return 0
 
 
@@ -351,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--csv", help="also write the leaderboard to this CSV file")
     compare.set_defaults(handler=cmd_compare)
+
+    repair = commands.add_parser(
+        "repair-journal",
+        help="rewrite a damaged Optuna journal file from its intact operations",
+        description="Keep every intact operation of JOURNAL that can be kept; the original is "
+        "saved beside it as JOURNAL.damaged-N.",
+    )
+    repair.add_argument("journal", metavar="JOURNAL", help="e.g. outputs/optuna.journal")
+    repair.set_defaults(handler=cmd_repair_journal)
 
     backends = commands.add_parser(
         "compare-backends",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -41,3 +44,31 @@ def test_user_error_is_one_line(outputs, monkeypatch, capsys, case, env, args, n
         client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
         experiments = [e.experiment_id for e in client.search_experiments()]
         assert not client.search_runs(experiments)
+
+
+def _study_with_one_trial(outputs) -> None:
+    import optuna
+
+    outputs.mkdir(parents=True)
+    backend = optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
+    study = optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(backend))
+    study.set_user_attr("satsweep_objectives", ["val_f1_macro"])
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("where", ["a folder", "under a file", "unwritable"])
+def test_compare_csv_that_cannot_be_written_is_one_line(outputs, capsys, where) -> None:
+    _study_with_one_trial(outputs)
+    (outputs / "a-file").write_text("")
+    (outputs / "locked").mkdir(mode=0o500)
+    target = {
+        "a folder": outputs,
+        "under a file": outputs / "a-file" / "board.csv",
+        "unwritable": outputs / "locked" / "board.csv",
+    }[where]
+    if where == "unwritable" and os.geteuid() == 0:  # root writes anywhere: a read-only /proc
+        target = Path("/proc/board.csv")
+    assert run(["compare", "s", "--csv", str(target)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and f"cannot write the leaderboard to --csv {target}" in error

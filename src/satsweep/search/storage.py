@@ -29,6 +29,7 @@ from satsweep.errors import UserError
 from satsweep.locks import is_journal, local_file, store_lock
 from satsweep.redact import redact
 from satsweep.schema import StorageConfig
+from satsweep.search.journal import check_journal
 from satsweep.search.ledger import WORKER_ATTR
 
 
@@ -58,6 +59,7 @@ def open_storage(
     if local is not None:
         local.parent.mkdir(parents=True, exist_ok=True)
     if is_journal(cfg.url):
+        check_journal(Path(cfg.url))
         return JournalStorage(JournalFileBackend(cfg.url))
     try:
         with store_lock(cfg.url, "schema"):  # one process at a time creates the tables
