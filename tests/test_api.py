@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import mlflow
 import pytest
@@ -12,7 +13,9 @@ from satsweep import UserError, compose, train
 from tests.conftest import run_satsweep
 
 
-def test_train_from_python_logs_a_run_that_exists_in_mlflow(outputs, shared_cache) -> None:
+def test_train_from_python_logs_a_run_that_exists_in_mlflow(
+    outputs, shared_cache, tmp_path
+) -> None:
     result = train(
         [
             "data.max_per_class=20",
@@ -28,6 +31,35 @@ def test_train_from_python_logs_a_run_that_exists_in_mlflow(outputs, shared_cach
     assert result.link.endswith(f"/runs/{result.run_id}")
     shown = result._repr_html_()  # what a notebook renders
     assert "test_f1_macro" in shown and result.link in shown
+
+    assert satsweep.artifact(result.run_id, "test_probabilities.npy").shape[1] == 30
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)))
+    mlflow.MlflowClient(compose().tracking.uri).log_artifact(result.run_id, str(blob))
+    for path, said in [
+        ("error_analysis", "is a folder, not a file"),
+        ("", "needs the path of one file"),
+        ("blob.bin", "cannot be read as .bin"),
+    ]:
+        with pytest.raises(UserError, match=said) as raised:
+            satsweep.artifact(result.run_id, path)
+        assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("trainer.epochs=1", "not one string: pass ['trainer.epochs=1']"),
+        ({"trainer.epochs": 1}, "not a dict"),
+        (None, "got None"),
+        ([1, 2], "got [1, 2]"),
+    ],
+    ids=["string", "dict", "None", "numbers"],
+)
+def test_overrides_that_are_not_a_list_of_strings_are_one_line(outputs, given, said) -> None:
+    for function in (satsweep.train, satsweep.compose, satsweep.sweep, satsweep.eda):
+        with pytest.raises(UserError, match=re.escape(said)):
+            function(given)
 
 
 def test_two_outputs_folders_in_one_process_log_to_their_own_stores(

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "figures",
             "metrics",
             "links",
+            "yamlfiles",
             "config",
         ),
     ),

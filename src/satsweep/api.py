@@ -48,6 +48,26 @@ def _user_errors() -> Iterator[None]:
         raise UserError(redact(str(error))) from None
 
 
+def _override_list(overrides: object) -> list[str]:
+    """``overrides`` as a list of ``key=value`` strings, or a one-line error saying how.
+
+    A plain string would otherwise be read one character at a time.
+    """
+    example = "['trainer.epochs=1', 'model=cnn']"
+    if isinstance(overrides, str):
+        raise UserError(f"overrides are a list of strings, not one string: pass [{overrides!r}]")
+    if isinstance(overrides, dict):
+        raise UserError(
+            "overrides are a list of key=value strings, not a dict: pass "
+            "[f'{key}={value}' for key, value in overrides.items()]"
+        )
+    if not isinstance(overrides, Sequence) or not all(isinstance(o, str) for o in overrides):
+        raise UserError(
+            f"overrides are a list of key=value strings, e.g. {example}: got {overrides!r:.80}"
+        )
+    return list(overrides)
+
+
 def _prepare(trains_here: bool) -> None:
     quiet_libraries()
     quiet_tensorflow(trains_here)
@@ -60,7 +80,7 @@ def compose(overrides: Overrides = ()) -> RunConfig:
     from satsweep.config import load_run_config
 
     with _user_errors():
-        return load_run_config(list(overrides))
+        return load_run_config(_override_list(overrides))
 
 
 def train(config: RunConfig | Overrides = (), *, from_run: str | None = None) -> TrainResult:
@@ -80,7 +100,7 @@ def train(config: RunConfig | Overrides = (), *, from_run: str | None = None) ->
         if from_run and not isinstance(config, RunConfig):
             from satsweep.reproduction import train_from_run
 
-            return train_from_run(from_run, list(config))
+            return train_from_run(from_run, _override_list(config))
         from satsweep import training
 
         return training.train(cfg)
@@ -93,7 +113,7 @@ def eda(overrides: Overrides = ()) -> EdaResult:
         _prepare(trains_here=True)
         from satsweep.exploration import run_eda
 
-        return run_eda(list(overrides))
+        return run_eda(_override_list(overrides))
 
 
 def reproduce(
@@ -108,7 +128,7 @@ def reproduce(
         _prepare(trains_here=True)
         from satsweep.reproduction import reproduce as reproduce_run
 
-        return reproduce_run(run_id, list(overrides), allow_data_change, tolerance)
+        return reproduce_run(run_id, _override_list(overrides), allow_data_change, tolerance)
 
 
 def run_of_study(
@@ -123,7 +143,7 @@ def run_of_study(
         from satsweep.search.ledger import run_of_study as find_run
         from satsweep.search.storage import open_storage
 
-        storage = load_environment(list(overrides)).storage
+        storage = load_environment(_override_list(overrides)).storage
         return find_run(open_storage(storage), storage.url, study, trial, final)
 
 
@@ -185,7 +205,7 @@ def sweep(overrides: Overrides = (), *, workers: int | None = None) -> SweepResu
         from satsweep.search.settings import check_worker_count
 
         _prepare(trains_here=False)
-        job = prepare_job(list(overrides))
+        job = prepare_job(_override_list(overrides))
         count = job.settings.workers if workers is None else workers
         try:
             check_worker_count(job.settings.backend, count)
@@ -221,12 +241,15 @@ def artifact(run_id: str, path: str, overrides: Overrides = ()) -> Any:
     """A run's artifact, ready to show: an image for ``.png``, a DataFrame for ``.csv``,
     the parsed object for ``.json``, text otherwise. ``overrides`` say where the store is."""
     import mlflow.artifacts
-    import pandas as pd
     from mlflow.exceptions import MlflowException
-    from PIL import Image
 
     cfg = compose(overrides)
     with _user_errors(), tempfile.TemporaryDirectory() as folder:
+        if not isinstance(path, str) or not path.strip("/"):
+            raise UserError(
+                f"artifact() needs the path of one file in run {run_id}, e.g. "
+                f"'confusion_matrix.csv', not {path!r}"
+            )
         try:
             local = Path(
                 mlflow.artifacts.download_artifacts(
@@ -238,6 +261,21 @@ def artifact(run_id: str, path: str, overrides: Overrides = ()) -> Any:
             )
         except (MlflowException, OSError) as error:
             raise UserError(f"run {run_id} has no artifact {path!r}: {error}") from error
+        if local.is_dir():
+            names = ", ".join(sorted(p.name for p in local.iterdir())[:8])
+            raise UserError(
+                f"{path!r} of run {run_id} is a folder, not a file: ask for one of its files "
+                f"({names})"
+            )
+        return _read_artifact(local, path)
+
+
+def _read_artifact(local: Path, path: str) -> Any:
+    """An artifact file by its kind; a file that is not what its name says is a user error."""
+    import pandas as pd
+    from PIL import Image
+
+    try:
         if local.suffix == ".png":
             with Image.open(local) as image:
                 return image.copy()
@@ -245,4 +283,13 @@ def artifact(run_id: str, path: str, overrides: Overrides = ()) -> Any:
             return pd.read_csv(local)
         if local.suffix == ".json":
             return json.loads(local.read_text())
+        if local.suffix == ".npy":
+            import numpy as np
+
+            return np.load(local, allow_pickle=False)
         return local.read_text()
+    except (UnicodeDecodeError, ValueError, OSError) as error:
+        raise UserError(
+            f"artifact {path!r} cannot be read as {local.suffix or 'text'} ({error}): "
+            "download it with mlflow.artifacts.download_artifacts to read it yourself"
+        ) from error

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -399,7 +400,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run one command: user errors become one line and exit code 2, Ctrl-C exit code 130."""
     quiet_libraries()
     _stop_like_ctrl_c()
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     quiet_tensorflow(args.command in TRAINS_IN_PROCESS)
     _configure_logging(args.debug)
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -410,9 +411,35 @@ def run(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"satsweep: error: {redact(str(error))}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG or args.debug:
+            raise
+        name = str(error.filename)
+        shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]}"
+        print(
+            f"satsweep: error: a path is too long for the file system ({len(name)} characters, "
+            f"{shown}): shorten its folder or file names",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("satsweep: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Options and overrides in any order: ``sweep sweep=quick --workers 1 sweep.n_trials=1``.
+
+    argparse fills a ``nargs="*"`` positional once; overrides after an option come
+    back unparsed, and join the command's overrides here.
+    """
+    args, extra = parser.parse_known_args(argv)
+    stray = [text for text in extra if text.startswith("-") or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
 
 
 def _stop_like_ctrl_c() -> None:

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from satsweep.errors import UserError
 from satsweep.schema import Environment, RunConfig
+from satsweep.yamlfiles import load_yaml
 
 PRIMARY_CONFIG = "config"
 _TAGGED_UNIONS = ("model", "optimizer")
@@ -47,9 +48,21 @@ def project_root() -> Path:
     if home := os.environ.get("SATSWEEP_HOME"):
         return Path(home).resolve()
     for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "conf" / f"{PRIMARY_CONFIG}.yaml").is_file():
+        if _is_satsweep_project(folder):
             return folder
     return Path(__file__).resolve().parents[2]
+
+
+# The config groups a satsweep project's conf/ holds: another Hydra project's conf/
+# (a working folder inside it) is passed over rather than composed.
+PROJECT_GROUPS = ("data", "model", "optimizer", "trainer", "tracking", "storage")
+
+
+def _is_satsweep_project(folder: Path) -> bool:
+    conf = folder / "conf"
+    return (conf / f"{PRIMARY_CONFIG}.yaml").is_file() and all(
+        (conf / group).is_dir() for group in PROJECT_GROUPS
+    )
 
 
 def config_dir() -> Path:
@@ -71,7 +84,8 @@ def group_options(group: str) -> list[Path]:
 def _register_top_level_groups(overrides: Sequence[str]) -> None:
     """Store ``experiments/`` and ``sweeps/`` in Hydra's ConfigStore, as they are on disk now.
 
-    A file that is not valid YAML fails only the command that chooses it.
+    A file that is not a valid config fails only the command that chooses it; the
+    others pass it over.
     """
     store = ConfigStore.instance()
     for group in TOP_LEVEL_GROUPS:
@@ -82,19 +96,38 @@ def _register_top_level_groups(overrides: Sequence[str]) -> None:
         }
         for path in group_options(group):
             try:
-                node = OmegaConf.load(path)
-            except yaml.YAMLError:
+                node, package = _group_file(path, group)
+            except UserError:
                 if path.stem in chosen or (path.stem.startswith("_") and chosen):
                     raise
                 continue
-            header = _PACKAGE_HEADER.match(path.read_text())
             store.store(
-                name=path.stem,
-                node=node,
-                group=group,
-                package=header[1] if header else None,
-                provider="satsweep",
+                name=path.stem, node=node, group=group, package=package, provider="satsweep"
             )
+
+
+_KINDS = {list: "list", int: "number", float: "number", str: "string", bool: "boolean"}
+
+
+def _group_file(path: Path, group: str) -> tuple[DictConfig, str]:
+    """A sweep or experiment file: a mapping under ``# @package _global_``."""
+    origin = f"{TOP_LEVEL_GROUPS[group]}/{path.name}"
+    raw = path.read_bytes()
+    content = load_yaml(raw, origin)
+    if content is None:
+        raise UserError(f"{origin} is empty: a {group} file sets keys, see sweeps/quick.yaml")
+    if not isinstance(content, dict):
+        raise UserError(
+            f"{origin} holds a {_KINDS.get(type(content), 'value')}, not a mapping of config "
+            "keys: see sweeps/quick.yaml for the layout"
+        )
+    header = _PACKAGE_HEADER.match(raw.decode("utf-8"))
+    if not header:
+        raise UserError(
+            f"{origin} lacks its first line `# @package _global_` (its keys are top-level "
+            "config keys): add it"
+        )
+    return OmegaConf.create(content), header[1]
 
 
 # The environment variables the configs read with ${oc.env:...}.

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from mlflow.exceptions import MlflowException
 
 from satsweep.config import config_dir, load_run_config, spell, validate
@@ -33,6 +32,7 @@ from satsweep.runtime import accelerator
 from satsweep.schema import RunConfig, as_plain, experiment_keys
 from satsweep.tracking import TAG_PREFIX, Tracker, flatten
 from satsweep.training import TrainResult, train
+from satsweep.yamlfiles import load_yaml
 
 REPRODUCES_TAG = f"{TAG_PREFIX}reproduces"
 DERIVED_TAG = f"{TAG_PREFIX}derived_from"
@@ -79,9 +79,15 @@ def fetch_run(tracker: Tracker, run_id: str) -> LoggedRun:
             "only satsweep runs can be reproduced"
         )
     try:
-        config = yaml.safe_load(tracker.download_text(run_id, "config.yaml"))
+        text = tracker.download_bytes(run_id, "config.yaml")
     except (MlflowException, OSError) as error:
         raise UserError(f"run {run_id} has no config.yaml artifact to reproduce from") from error
+    config = load_yaml(text, f"run {run_id}'s config.yaml")  # anyone may have edited it
+    if not isinstance(config, dict) or not all(key in config for key in experiment_keys()):
+        raise UserError(
+            f"run {run_id}'s config.yaml is not a satsweep config (a mapping with "
+            f"{', '.join(experiment_keys())}): it was changed after the run; reproduce another run"
+        )
     return LoggedRun(
         run_id,
         run.info.experiment_id,

@@ -18,6 +18,8 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
 LearningRate = Annotated[float, Field(gt=0.0)]
+# numpy, scikit-learn and Optuna take seeds in [0, 2**32); runs derive seed + k from it.
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 # Batch-norm moving statistics: mean <- momentum * mean + (1 - momentum) * batch mean.
 # Keras' 0.99 needs ~500 steps to forget its initial values; short runs see far fewer.
 BatchNormMomentum = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -38,7 +40,7 @@ class SplitConfig(Strict):
     train: Annotated[float, Field(gt=0.0, lt=1.0)]
     val: Annotated[float, Field(gt=0.0, lt=1.0)]
     test: Annotated[float, Field(gt=0.0, lt=1.0)]
-    seed: int
+    seed: Seed
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
@@ -351,7 +353,7 @@ class Environment(Strict):
 class RunConfig(Strict):
     """Everything one training run needs: the experiment plus where it is logged."""
 
-    seed: int
+    seed: Seed
     data: DataConfig
     model: ModelConfig
     optimizer: OptimizerConfig

@@ -103,6 +103,26 @@ def with_retries(call: Callable[[], T], delays: Sequence[float] = RETRY_DELAYS) 
     raise AssertionError("unreachable")
 
 
+# MLflow 3's stores: its server, and the databases it tracks into directly.
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
+
+
+def _check_scheme(uri: str) -> None:
+    """A store satsweep cannot use is a wrong setting, not an outage to start a server for."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme == "file" or not scheme:
+        raise UserError(
+            f"tracking.uri={redact(uri)} is MLflow's file store, which MLflow 3 keeps in "
+            "maintenance mode and satsweep does not use: give sqlite:///PATH/mlflow.db "
+            "(tracking=local) or an MLflow server's http://HOST:PORT (tracking=server)"
+        )
+    if scheme not in TRACKING_SCHEMES:
+        raise UserError(
+            f"tracking.uri={redact(uri)} has the scheme {scheme!r}, which MLflow cannot track "
+            f"to: use one of {', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///outputs/mlflow.db)"
+        )
+
+
 class Tracker:
     """One MLflow store, with the operations satsweep needs on it.
 
@@ -112,6 +132,7 @@ class Tracker:
     """
 
     def __init__(self, cfg: TrackingConfig, spool: Path | None = None) -> None:
+        _check_scheme(cfg.uri)
         self.cfg = cfg
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets it on import
         self.client = self._connect()

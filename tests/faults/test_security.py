@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from satsweep.cli import run
 from satsweep.redact import redact
 from tests.conftest import REPO, run_satsweep, start_satsweep
 from tests.servers import MlflowServer
@@ -255,3 +256,33 @@ def test_passwords_stay_out_of_argv_and_logs(outputs, tiny, postgres_databases, 
         assert all(secret not in str(r.data.params) for r in runs for secret in secrets)
     finally:
         server.stop()
+
+
+BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9) if previous else ', '.join(['1'] * 9)}]\n"
+    for previous, name in zip(["", *"abcdef"], "abcdefg", strict=True)
+)
+
+
+@pytest.mark.faults
+def test_a_tampered_logged_config_is_one_line_and_never_hangs(outputs, tiny, capsys) -> None:
+    assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    experiment = client.get_experiment_by_name("satsweep").experiment_id
+    run_id = client.search_runs([experiment])[0].info.run_id
+    config_file = _artifact_dir(client, run_id) / "config.yaml"
+    tampered = {
+        "a Python tag": b"seed: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
+        "binary data": bytes(range(256)) * 4,
+        "a list": b"- seed\n- data\n",
+        "an alias bomb": BOMB.encode(),
+        "72 MB": b"seed: " + b"1" * (72 << 20) + b"\n",
+    }
+    for case, content in tampered.items():
+        config_file.write_bytes(content)
+        for command in (["reproduce", run_id], ["train", "--from-run", run_id]):
+            assert run(command) == 2, case
+            error = capsys.readouterr().err.strip()
+            assert "\n" not in error and len(error) < 500, (case, error[:500])
+            assert error.startswith("satsweep: error: ") and run_id in error, (case, error)
+    assert not Path("/tmp/pwned").exists()

@@ -29,15 +29,18 @@ def stratified_split(
     """Index arrays for train, val and test, each holding every class."""
     _check_enough_per_class(labels, class_names)
     indices = np.arange(len(labels))
-    train, rest = train_test_split(
-        indices, train_size=cfg.train, stratify=labels, random_state=cfg.seed
-    )
-    val, test = train_test_split(
-        rest,
-        train_size=cfg.val / (cfg.val + cfg.test),
-        stratify=labels[rest],
-        random_state=cfg.seed,
-    )
+    try:
+        train, rest = train_test_split(
+            indices, train_size=cfg.train, stratify=labels, random_state=cfg.seed
+        )
+        val, test = train_test_split(
+            rest,
+            train_size=cfg.val / (cfg.val + cfg.test),
+            stratify=labels[rest],
+            random_state=cfg.seed,
+        )
+    except ValueError as error:  # too few images of a class, or too many classes, for a split
+        raise UserError(_unsplittable(labels, cfg, class_names)) from error
     for name, part in (("train", train), ("val", val), ("test", test)):
         missing = set(range(len(class_names))) - set(labels[part].tolist())
         if missing:
@@ -56,3 +59,14 @@ def _check_enough_per_class(labels: np.ndarray, class_names: tuple[str, ...]) ->
             f"class {class_names[smallest]!r} has {counts[smallest]} readable image(s): "
             "each class needs at least 3 (one per split)"
         )
+
+
+def _unsplittable(labels: np.ndarray, cfg: SplitConfig, class_names: tuple[str, ...]) -> str:
+    counts = np.bincount(labels, minlength=len(class_names))
+    smallest = int(np.argmin(counts))
+    return (
+        f"cannot split {len(labels)} images of {len(class_names)} classes (the smallest, "
+        f"{class_names[smallest]!r}, has {counts[smallest]}) into data.split train={cfg.train} "
+        f"val={cfg.val} test={cfg.test} with every class in every split: use more images per "
+        "class (data.max_per_class), fewer classes (data.classes) or less extreme data.split"
+    )

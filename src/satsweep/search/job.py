@@ -39,7 +39,7 @@ from satsweep.redact import redact
 from satsweep.schema import RunConfig
 from satsweep.search.settings import SweepSettings
 from satsweep.search.space import Dimension, SearchSpace, parse_space
-from satsweep.search.study import build_pruner, build_sampler
+from satsweep.search.study import rehearse
 
 SWEEP_GROUP = "sweep"
 # The job file holds no password: each string that holds one is replaced by a
@@ -89,9 +89,8 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
     space = parse_space(params, settings.conditional, file)
     if settings.backend == "kerastuner":
         _check_kerastuner_space(space, file)
-    else:  # a sampler or pruner that cannot be built fails here, not in a worker
-        build_sampler(settings, space)
-        build_pruner(settings)
+    else:  # a sampler or pruner that cannot be built or run fails here, not in a worker
+        rehearse(settings, space)
     _check_objectives(settings, base, file)
     _check_grid_budget(settings, space, file)
     job = SweepJob(

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from satsweep.metrics import EPOCH_METRICS
-from satsweep.schema import SafeName, Strict
+from satsweep.schema import SafeName, Seed, Strict
 
 Direction = Literal["maximize", "minimize"]
 
@@ -57,7 +57,7 @@ class SamplerSettings(Strict):
     """The Optuna sampler that proposes trials (``sweep.sampler``)."""
 
     name: Literal["tpe", "random", "grid", "cmaes", "qmc", "nsga2"]
-    seed: int | None
+    seed: Seed | None
     options: dict[str, Any]  # passed to the Optuna sampler's constructor
 
 
@@ -74,7 +74,7 @@ class KerasTunerSettings(Strict):
     tuner: Literal["random", "bayesian", "hyperband"]
     max_epochs: Annotated[int, Field(gt=0)]  # Hyperband's largest number of epochs per trial
     factor: Annotated[int, Field(ge=2)]  # Hyperband's reduction factor between rounds
-    seed: int | None
+    seed: Seed | None
     options: dict[str, Any]  # keyword arguments of the KerasTuner oracle
 
 

@@ -62,7 +62,7 @@ def worker_seed(seed: int | None, worker_index: int | None, history: int = 0) ->
     """
     if seed is None or worker_index is None:
         return None
-    return seed + worker_index + HISTORY_STRIDE * history
+    return (seed + worker_index + HISTORY_STRIDE * history) % 2**32  # samplers take < 2**32
 
 
 def build_sampler(
@@ -70,6 +70,11 @@ def build_sampler(
 ) -> BaseSampler:
     """The sweep's Optuna sampler, seeded per worker so that workers never repeat each other."""
     sampler = settings.sampler
+    if "seed" in sampler.options:  # one place for it: workers offset it (see worker_seed)
+        raise UserError(
+            "the sampler's seed is sweep.sampler.seed, not sweep.sampler.options.seed: "
+            "remove it with ~sweep.sampler.options.seed and set sweep.sampler.seed"
+        )
     seed = worker_seed(sampler.seed, worker_index, history)
     if sampler.name == "grid":
         return _construct(GridSampler, "sweep.sampler", space.grid(), seed=seed, **sampler.options)
@@ -81,6 +86,49 @@ def build_pruner(settings: SweepSettings) -> BasePruner:
     if settings.pruner.name == "none":  # options of the pruner it replaces do not apply
         return NopPruner()
     return _construct(PRUNERS[settings.pruner.name], "sweep.pruner", **settings.pruner.options)
+
+
+def rehearse(settings: SweepSettings, space: SearchSpace) -> None:
+    """Two trials of an in-memory study with the sweep's sampler and pruner, before any real one.
+
+    Optuna checks few option types when it builds a sampler: ``n_startup_trials:
+    abc`` would fail every trial of the sweep instead of the command.
+    """
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = optuna.create_study(
+                sampler=build_sampler(settings, space),
+                pruner=build_pruner(settings),
+                directions=settings.directions,
+            )
+            for step in range(2):
+                _rehearse_trial(study, space, settings, step)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _rehearse_trial(
+    study: optuna.Study, space: SearchSpace, settings: SweepSettings, step: int
+) -> None:
+    try:
+        trial = study.ask()
+        space.suggest(trial)
+    except (TypeError, ValueError, KeyError) as error:
+        raise UserError(_bad_options("sweep.sampler", settings.sampler.name, error)) from error
+    if len(settings.directions) == 1:  # Optuna prunes single-objective studies only
+        try:
+            trial.report(0.5, step)
+            trial.should_prune()
+        except (TypeError, ValueError, KeyError) as error:
+            raise UserError(_bad_options("sweep.pruner", settings.pruner.name, error)) from error
+    study.tell(trial, [0.5] * len(settings.directions))
+
+
+def _bad_options(key: str, name: str, error: Exception) -> str:
+    return f"bad {key}.options for {name}: {error}; fix the option's value or type in {key}.options"
 
 
 def _construct(kind: type, key: str, *args: Any, **options: Any) -> Any:
