@@ -59,14 +59,28 @@ class ServerSettings:
         return [sys.executable, "-m", "mlflow", "server", *self.arguments()]
 
 
+POSTGRES_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer identifiers
+
+
+def _database_exists(connection: Any, name: str) -> bool:
+    found = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+    return found.fetchone() is not None
+
+
 def ensure_database(url: str) -> None:
     """Create the PostgreSQL database of ``url`` if it does not exist yet."""
     if not url.startswith("postgresql"):
         return
     import psycopg
+    from psycopg import sql
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
+    if not parsed.database or len(parsed.database.encode()) > POSTGRES_NAME_BYTES:
+        raise UserError(
+            f"the backend store {redact(url)} names the database {parsed.database!r}: give a "
+            f"name of 1 to {POSTGRES_NAME_BYTES} bytes (PostgreSQL cuts longer names short)"
+        )
     # Keywords, not a rendered URL: libpq's URL parser rejects what SQLAlchemy accepts
     # in a password (a raw space, for one).
     params: dict[str, Any] = {
@@ -83,11 +97,15 @@ def ensure_database(url: str) -> None:
             connect_timeout=10,
             **{key: value for key, value in params.items() if value is not None},
         ) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)
-            ).fetchone()
-            if not exists:
-                connection.execute(f'CREATE DATABASE "{parsed.database}"')
+            if not _database_exists(connection, parsed.database):
+                connection.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(parsed.database))
+                )
+            if not _database_exists(connection, parsed.database):  # never wait on MLflow's retries
+                raise UserError(
+                    f"PostgreSQL did not create the database {parsed.database!r} of "
+                    f"{redact(url)}: create it by hand, or pass another --backend-store-uri"
+                )
     except psycopg.Error as error:
         raise UserError(
             f"cannot reach PostgreSQL for the backend store {redact(url)} "

@@ -10,13 +10,15 @@ import textwrap
 import time
 import zipfile
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from psycopg import sql
 
 from satsweep.cli import run
+from satsweep.errors import UserError
 from satsweep.redact import redact
 from tests.conftest import REPO, run_satsweep, start_satsweep
 from tests.servers import MlflowServer
@@ -286,3 +288,42 @@ def test_a_tampered_logged_config_is_one_line_and_never_hangs(outputs, tiny, cap
             assert "\n" not in error and len(error) < 500, (case, error[:500])
             assert error.startswith("satsweep: error: ") and run_id in error, (case, error)
     assert not Path("/tmp/pwned").exists()
+
+
+@pytest.mark.faults
+def test_a_log_planted_as_a_link_is_never_written_through(outputs, tmp_path, capsys) -> None:
+    from satsweep.search.crew import _open_log
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    logs = outputs / "sweeps" / "smoke"
+    logs.mkdir(parents=True)
+    (logs / "worker-0.log").symlink_to(victim)
+    assert run(["sweep", "sweep=smoke", "sweep.n_trials=1"]) == 2
+    assert "worker-0.log is a symbolic link" in capsys.readouterr().err
+    (logs / "late.log").symlink_to(victim)  # planted once the sweep runs
+    with pytest.raises(UserError, match=r"late\.log is a symbolic link"):
+        _open_log(logs / "late.log")
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.faults
+def test_the_servers_database_name_is_quoted_and_checked(postgres_url) -> None:
+    import psycopg
+
+    from satsweep.server import ensure_database
+
+    hostile = f'{postgres_url.rsplit("/", 1)[1]}_x"; DROP DATABASE "test'
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        ensure_database(f"postgresql://postgres@127.0.0.1:5432/{quote(hostile)}")
+        with psycopg.connect(admin, autocommit=True) as connection:
+            names = {row[0] for row in connection.execute("SELECT datname FROM pg_database")}
+        assert hostile in names and "test" in names  # the name as given, and nothing dropped
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(hostile))
+            )
+    with pytest.raises(UserError, match="give a name of 1 to 63 bytes"):
+        ensure_database(f"postgresql://postgres@127.0.0.1:5432/{'d' * 64}")

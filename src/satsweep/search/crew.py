@@ -9,12 +9,15 @@ until the launcher has set the sweep up.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from satsweep.errors import UserError
 from satsweep.search.gate import StartGate
 from satsweep.search.job import JobHandoff, SweepJob, job_path, save_job
 
@@ -49,7 +52,7 @@ def start_worker(
     environment = {**os.environ, **handoff.environment(), LAUNCHER_ENV: str(os.getpid())}
     if gate is not None:
         environment.update(gate.environment())
-    with open(log_path, "ab") as log:
+    with _open_log(log_path) as log:
         process = subprocess.Popen(
             worker_command(*options),
             stdout=log,
@@ -59,6 +62,30 @@ def start_worker(
             pass_fds=(gate.read_fd,) if gate is not None else (),
         )
     return process, log_path
+
+
+def _open_log(path: Path) -> BinaryIO:
+    """The log, for appending, never through a link: a link planted in a shared outputs
+    folder would make the sweep append to any file its user can write."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise _linked(path) from error
+    return os.fdopen(descriptor, "ab")
+
+
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise _linked(path)
+
+
+def _linked(path: Path) -> UserError:
+    return UserError(
+        f"the sweep's log {path} is a symbolic link: satsweep writes no log through a "
+        "link; remove it (or choose another paths.outputs)"
+    )
 
 
 @dataclass(frozen=True)
@@ -109,6 +136,8 @@ class Crew:
     def start(cls, job: SweepJob, workers: int) -> Crew:
         """Save the job and start ``workers`` processes, held at a closed gate."""
         starter = Starter.for_job(job, workers)
+        for name in [*(f"worker-{index}.log" for index in range(workers)), "final.log"]:
+            _refuse_link(starter.logs / name)  # before any trial, not at the final fit
         gate = StartGate()
         return cls(starter, gate, [starter.worker(index, gate) for index in range(workers)])
 
