@@ -158,6 +158,10 @@ class Tracker:
             "start it (make server / make ui) or fix tracking.uri"
         )
 
+    def remember_experiment(self, name: str, experiment_id: str) -> None:
+        """Known without asking the store: a worker that attaches while it is down."""
+        self._experiments[name] = experiment_id
+
     def check_reachable(self) -> None:
         """One line and exit code 2 when the store is down at the start of a command."""
         try:

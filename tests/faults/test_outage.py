@@ -18,6 +18,8 @@ def test_tracking_outage_loses_no_trial(outputs, sweep_args, tmp_path) -> None:
     server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "server-artifacts")
     tracking = ["tracking=server", f"tracking.uri={server.uri}"]
     args = [*sweep_args, *tracking, "sweep.pruner.name=none", "tracking.log_model=true"]
+    # the worker re-executes itself after every trial: the fresh process spools too
+    args += ["sweep.trials_per_process=1", "sweep.final_fit.enabled=true"]
     server.start()
     try:
         sweep = start_satsweep("sweep", *args)
@@ -51,6 +53,9 @@ def test_tracking_outage_loses_no_trial(outputs, sweep_args, tmp_path) -> None:
                 len(client.get_metric_history(run.info.run_id, "val_loss")) == 3
             )  # one point per epoch
         assert "leaderboard.csv" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+        finals = [r for r in runs.values() if r.data.tags.get("satsweep.role") == "final"]
+        assert [r.info.status for r in finals] == ["FINISHED"]  # the final fit spooled too
+        assert not [r for r in runs.values() if r.info.status == "RUNNING"]
     finally:
         server.stop()
 

@@ -22,7 +22,13 @@ from satsweep.locks import is_journal
 from satsweep.schema import Environment, RunConfig
 from satsweep.search.identity import check_identity
 from satsweep.search.job import SweepJob
-from satsweep.search.ledger import BACKEND_ATTR, FINISHED_STATES, OBJECTIVES_ATTR
+from satsweep.search.ledger import (
+    BACKEND_ATTR,
+    EXPERIMENT_ATTR,
+    FINISHED_STATES,
+    OBJECTIVES_ATTR,
+    PARENT_ATTR,
+)
 from satsweep.search.runs import (
     close_orphaned_run,
     close_runs_of_ended_trials,
@@ -75,15 +81,20 @@ class Attached:
 
 
 def attach(
-    job: SweepJob, worker_index: int | None = 0, identity: dict[str, Any] | None = None
+    job: SweepJob,
+    worker_index: int | None = 0,
+    identity: dict[str, Any] | None = None,
+    offline_ok: bool = False,
 ) -> Attached:
     """Open (or create) the study and the parent MLflow run, under the budget lock.
 
     The launcher passes the sweep's ``identity`` (data and recipe): a study that
-    searched something else is refused before anything of it is touched.
+    searched something else is refused before anything of it is touched. A worker
+    of a running sweep (``offline_ok``: one its launcher started, or one that
+    re-executed itself) attaches while the tracking store is down, and spools.
     """
     tracker = Tracker(job.base.tracking, spool=spool_folder(job.base))
-    tracker.check_reachable()
+    online = _reachable(tracker, offline_ok)
     storage = open_storage(job.base.storage, lambda trial: close_orphaned_run(tracker, trial))
     study = open_study(job.settings, job.space, storage, worker_index)
     with budget_lock(job.base.storage, job.settings.study_name):
@@ -91,11 +102,43 @@ def attach(
         if identity is not None:
             check_identity(study, identity)
         reap_dead_trials(job, study, storage, tracker)
-        parent_run_id = ensure_parent_run(job, study, tracker)
-        experiment_id = tracker.experiment_id(job.settings.experiment)
-        close_runs_of_ended_trials(tracker, study, experiment_id, parent_run_id)
+        parent_run_id = (
+            _attach_online(job, study, tracker) if online else _attach_offline(job, study, tracker)
+        )
         study.set_user_attr(OBJECTIVES_ATTR, job.settings.objectives)
     return Attached(study, storage, tracker, parent_run_id)
+
+
+def _reachable(tracker: Tracker, offline_ok: bool) -> bool:
+    try:
+        tracker.check_reachable()
+    except UserError as error:
+        if not offline_ok:
+            raise
+        LOG.warning("%s; this worker goes on and spools its runs", error)
+        return False
+    return True
+
+
+def _attach_online(job: SweepJob, study: optuna.Study, tracker: Tracker) -> str:
+    parent_run_id = ensure_parent_run(job, study, tracker)
+    experiment_id = tracker.experiment_id(job.settings.experiment)
+    study.set_user_attr(EXPERIMENT_ATTR, experiment_id)
+    close_runs_of_ended_trials(tracker, study, experiment_id, parent_run_id)
+    return parent_run_id
+
+
+def _attach_offline(job: SweepJob, study: optuna.Study, tracker: Tracker) -> str:
+    """The parent run and experiment as the study recorded them when the store was up."""
+    parent_run_id = study.user_attrs.get(PARENT_ATTR)
+    experiment_id = study.user_attrs.get(EXPERIMENT_ATTR)
+    if not parent_run_id or not experiment_id:
+        raise UserError(
+            f"the MLflow tracking store {job.base.tracking.uri} is down and study "
+            f"{job.settings.study_name!r} has no parent run yet: start the store, then the sweep"
+        )
+    tracker.remember_experiment(job.settings.experiment, str(experiment_id))
+    return str(parent_run_id)
 
 
 def _check_backend(job: SweepJob, study: optuna.Study) -> None:

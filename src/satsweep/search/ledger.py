@@ -30,6 +30,7 @@ BACKEND_ATTR = "satsweep_backend"  # study: optuna or kerastuner, never both
 FLOOR_ATTR = "satsweep_floor"  # study: the no-learning floor's metrics on the sweep's split
 FINAL_ATTR = "satsweep_final_fit"  # study: the final fit's record, see FinalFit
 PARENT_ATTR = "mlflow_parent_run_id"  # study: the sweep's parent MLflow run
+EXPERIMENT_ATTR = "mlflow_experiment_id"  # study: its MLflow experiment, for offline workers
 RUN_ATTR = "mlflow_run_id"  # trial: its MLflow run
 RELINKED_ATTR = "mlflow_relinked_runs"  # study: offline run id -> MLflow run id, from `sync`
 WORKER_ATTR = "satsweep_worker"  # trial: "host:pid" of the process running it, see storage

@@ -51,7 +51,7 @@ def run_final(job: SweepJob, threads: int) -> None:
     configure_threads(threads)
     stop = StopRequest()
     stop.install()
-    run_final_fit(job, attach(job), stop)
+    run_final_fit(job, attach(job, offline_ok=launched()), stop)
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,8 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
     wait_at_gate()  # TensorFlow is imported: wait for the launcher's study and floor
     stop = StopRequest()
     stop.install()  # SIGINT and SIGTERM fail the running trial and end the worker
-    attached = attach(job, options.worker_index)
+    # the launcher checked the store at the start; a later outage is spooled through
+    attached = attach(job, options.worker_index, offline_ok=launched() or RAN_ENV in os.environ)
     study = attached.study
     settings = job.settings
     objective = TrialObjective(job, attached.tracker, attached.parent_run_id, stop)
