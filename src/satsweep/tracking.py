@@ -237,6 +237,12 @@ class Tracker:
             with_retries(lambda: apply(self, write))
         except TrackingUnavailable as error:
             self._go_offline(write, error)
+        except OSError as error:  # a local artifact store: a full disk, a path under a file
+            raise UserError(
+                f"cannot write to the MLflow artifact store ({error.strerror or error}: "
+                f"{error.filename}): free space, or point tracking.artifact_root at a folder "
+                "you can write"
+            ) from error
 
     def _go_offline(self, write: Write, error: TrackingUnavailable | None) -> str:
         if self.spool is None:

@@ -102,3 +102,28 @@ def test_nan_trials_fail_and_the_sweep_goes_on(outputs, tiny, tmp_path) -> None:
     for run in failed_runs:
         assert run.info.status == "FAILED" and "NaN" in run.data.tags["satsweep.failure"]
         assert "failure" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+@pytest.mark.faults
+def test_an_artifact_store_that_cannot_be_written_fails_in_one_line_and_closes_every_run(
+    outputs, sweep_args
+) -> None:
+    outputs.mkdir(parents=True)
+    (outputs / "blocked").write_text("a file where the artifact folder should be")
+    args = [*sweep_args, "sweep.n_trials=2", "trainer.epochs=1", "sweep.pruner.name=none"]
+    args.append(f"tracking.artifact_root={outputs}/blocked/artifacts")
+    failed = run_satsweep("sweep", *args)
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert "Traceback" not in failed.stderr
+    assert "satsweep: error: cannot write to the MLflow artifact store (Not a directory" in (
+        failed.stderr
+    )
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    experiment = client.get_experiment_by_name("smoke").experiment_id
+    assert {r.info.status for r in client.search_runs([experiment])} == {"FAILED"}
+
+    (outputs / "blocked").unlink()  # the disk is fixed: the same command goes on
+    resumed = run_satsweep("sweep", *args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert sum(t.state in FINISHED for t in journal_study(outputs).trials) == 2
+    assert "RUNNING" not in {r.info.status for r in client.search_runs([experiment])}

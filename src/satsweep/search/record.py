@@ -155,6 +155,21 @@ def finalize(job: SweepJob, attached: Attached, status: str, dataset: Dataset) -
     ``dataset`` is the sweep's: the best trial's figures are drawn from it when
     the trial used the same data.
     """
+    try:
+        table = _record(job, attached, dataset)
+    except (
+        BaseException
+    ):  # an artifact store that cannot be written: the run is closed all the same
+        attached.tracker.end_run(
+            attached.parent_run_id, "KILLED" if status == "KILLED" else "FAILED"
+        )
+        raise
+    attached.tracker.end_run(attached.parent_run_id, status)
+    return table
+
+
+def _record(job: SweepJob, attached: Attached, dataset: Dataset) -> pd.DataFrame:
+    """The leaderboard, settings, best trial, final fit, description and plots of the sweep."""
     study, tracker, parent_run_id = attached.study, attached.tracker, attached.parent_run_id
     objectives = job.settings.objectives
     table = leaderboard(study, objectives, tracker)
@@ -203,7 +218,6 @@ def finalize(job: SweepJob, attached: Attached, status: str, dataset: Dataset) -
     tracker.set_tags(parent_run_id, {f"{TRIAL_COUNT_TAG}{k}": v for k, v in counts.items()})
     _describe(job, tracker, parent_run_id, table, trials)
     _log_plots(study, objectives, tracker, parent_run_id)
-    tracker.end_run(parent_run_id, status)
     return table
 
 
