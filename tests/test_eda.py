@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from PIL import Image
 
 from satsweep.cli import run
 from satsweep.figures import mosaic, tile_centres
-from tests.conftest import run_satsweep
+from tests.conftest import REPO, run_satsweep
 
 
 def _eda_run(outputs):
@@ -114,3 +116,21 @@ def test_mosaic_tiles_real_images_on_white_and_leaves_missing_slots_white(data_d
     assert (tiles[6:9] == 255).all() and (tiles[:, 8] == 255).all()  # the gaps
     assert (tiles[9:, 9:] == 255).all()  # the second row has one image
     np.testing.assert_allclose(tile_centres(2, 8, 1), [3.5, 12.5])
+
+
+def test_importing_satsweep_keeps_the_users_matplotlib_backend() -> None:
+    """A notebook's inline backend must survive ``import satsweep`` and its drawing."""
+    probe = (
+        "import matplotlib\nmatplotlib.use('svg')\n"
+        "import satsweep, satsweep.figures, satsweep.analysis.eda, satsweep.analysis.errors\n"
+        "import satsweep.analysis.confusion, satsweep.search.record, satsweep.tracking\n"
+        "from satsweep.figures import figure_png, subplots\n"
+        "figure, axis = subplots(figsize=(2, 2))\naxis.plot([0, 1])\n"
+        "assert figure_png(figure).startswith(b'\\x89PNG')\n"
+        "import matplotlib.pyplot as plt\n"
+        "print(matplotlib.get_backend(), len(plt.get_fignums()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert result.stdout.split() == ["svg", "0"], result.stderr[-2000:]

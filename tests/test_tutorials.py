@@ -71,4 +71,10 @@ def test_tutorial_runs_without_error(path: Path, outputs, tmp_path) -> None:
         if output.output_type in ("execute_result", "display_data")
     ]
     assert any("text/html" in output.data for output in shown)  # results render as HTML
+    # a figure that printed as "<Figure size ...>" lost the notebook's inline backend
+    blank = [
+        o for o in shown if "<Figure" in o.data.get("text/plain", "") and "image/png" not in o.data
+    ]
+    assert not blank, [o.data["text/plain"] for o in blank]
+    assert any("image/png" in output.data for output in shown), "no figure was shown inline"
     assert list(outputs.glob("mlflow.db")), "the notebook logged nothing to this test's store"

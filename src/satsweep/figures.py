@@ -1,24 +1,38 @@
-"""Matplotlib figures as PNG bytes (headless), closed once rendered; image mosaics."""
+"""Matplotlib figures of their own, as PNG bytes; image mosaics.
+
+satsweep's figures are ``Figure`` objects made without pyplot: drawing one
+never chooses or changes the process's backend (a notebook keeps its inline
+one and shows them), and none joins pyplot's list of open figures, so none
+piles up in a worker's memory.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")  # figures are only ever written to files
-
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 
+def subplots(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    figsize: tuple[float, float],
+    constrained_layout: bool = False,
+    **options: Any,
+) -> tuple[Figure, Any]:
+    """A new figure and its axes, as ``pyplot.subplots`` gives, without pyplot."""
+    figure = Figure(figsize=figsize, layout="constrained" if constrained_layout else None)
+    return figure, figure.subplots(nrows, ncols, **options)
+
+
 def figure_png(figure: Figure, dpi: int = 90) -> bytes:
-    """Render a figure to PNG bytes and close it, so figures never pile up in memory."""
+    """Render a figure to PNG bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from satsweep.figures import plt
+from satsweep.figures import subplots
 
 SIDE_BY_SIDE_CLASSES = 12  # more classes get one panel, large enough to read
 
@@ -31,7 +31,7 @@ def confusion_figure(confusion: np.ndarray, class_names: tuple[str, ...]) -> Fig
     else:
         panels = [(normalised * 100, "recall per true class, %", ".0f")]
     side = max(4.0, 0.3 * n + 2.5)
-    figure, axes = plt.subplots(
+    figure, axes = subplots(
         1, len(panels), figsize=(len(panels) * side + 1, side), constrained_layout=True
     )
     for axis, (matrix, title, fmt) in zip(np.atleast_1d(axes), panels, strict=True):

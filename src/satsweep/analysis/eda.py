@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from satsweep.data import Dataset
 from satsweep.data.images import DECODE_ERRORS, inspect
-from satsweep.figures import mosaic, plt, tile_centres
+from satsweep.figures import mosaic, subplots, tile_centres
 
 MONTAGE_PER_CLASS = 6
 CHANNELS = ("red", "green", "blue")
@@ -73,7 +73,7 @@ def _class_balance(report: EdaReport, labels: np.ndarray, class_names: tuple[str
         classes=float(len(class_names)),
         imbalance_ratio=float(counts.max() / max(1, counts.min())),
     )
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.3 * len(class_names) + 2), 4))
+    figure, axis = subplots(figsize=(max(6.0, 0.3 * len(class_names) + 2), 4))
     axis.bar(class_names, counts)
     axis.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
     axis.set_title(f"Images per class (imbalance ratio {report.metrics['imbalance_ratio']:.2f})")
@@ -89,7 +89,7 @@ def _montage(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...
         for members in (np.flatnonzero(labels == row) for row in range(rows))
     ]
     gap = max(1, images.shape[1] // 16)
-    figure, axis = plt.subplots(figsize=(1.1 * columns + 1.5, 1.1 * rows))
+    figure, axis = subplots(figsize=(1.1 * columns + 1.5, 1.1 * rows))
     axis.imshow(mosaic(chosen, columns, (gap, gap)))
     axis.set_xticks([])
     axis.set_yticks(tile_centres(rows, images.shape[1], gap), class_names, fontsize=7)
@@ -110,7 +110,7 @@ def _channel_statistics(
     rows = [_stats_row("all", pixels)]
     rows += [_stats_row(name, pixels[labels == i]) for i, name in enumerate(class_names)]
     report.tables["channel_stats.csv"] = pd.DataFrame(rows)
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    figure, axes = subplots(1, 3, figsize=(12, 3.2))
     for channel, (axis, name) in enumerate(zip(axes, CHANNELS, strict=True)):
         axis.hist(images[..., channel].ravel(), bins=64, color=name, alpha=0.8)
         axis.set_title(f"{name}: mean {per_image_mean[:, channel].mean():.1f}")

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score, precision_recall_curve, roc_curve
 
-from satsweep.figures import mosaic, plt, tile_centres
+from satsweep.figures import mosaic, subplots, tile_centres
 
 ERROR_ANALYSIS = "error_analysis"  # the artifact folder of every run's analysis
 
@@ -81,7 +81,7 @@ def _gallery(
 ) -> Figure:
     columns = min(6, max(1, len(images)))
     rows = max(1, int(np.ceil(len(images) / columns)))
-    figure, axis = plt.subplots(figsize=(2.2 * columns, 2.4 * rows))
+    figure, axis = subplots(figsize=(2.2 * columns, 2.4 * rows))
     axis.axis("off")
     if not len(images):
         axis.text(0.5, 0.5, "no misclassified test image", ha="center")
@@ -124,7 +124,7 @@ def _confused_pairs(
 
 
 def _per_class_chart(per_class: pd.DataFrame) -> Figure:
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.35 * len(per_class) + 2), 4))
+    figure, axis = subplots(figsize=(max(6.0, 0.35 * len(per_class) + 2), 4))
     positions = np.arange(len(per_class))
     for offset, metric in zip((-0.27, 0.0, 0.27), ("precision", "recall", "f1"), strict=True):
         axis.bar(positions + offset, per_class[metric], width=0.27, label=metric)
@@ -157,7 +157,7 @@ def _calibration(labels: np.ndarray, probabilities: np.ndarray, ece: float) -> F
     accuracy = [
         correct[bins == b].mean() if (bins == b).any() else 0 for b in range(CALIBRATION_BINS)
     ]
-    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    figure, axis = subplots(figsize=(4.5, 4.5))
     axis.bar(
         edges[:-1],
         accuracy,
@@ -206,7 +206,7 @@ def _curve_figures(result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray
             "true positive rate",
         ),
     }.items():
-        figure, axis = plt.subplots(figsize=(4.5, 4.5))
+        figure, axis = subplots(figsize=(4.5, 4.5))
         axis.plot(x, y)
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)

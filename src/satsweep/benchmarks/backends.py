@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
+import matplotlib
 import optuna
 import pandas as pd
 from matplotlib.figure import Figure
@@ -31,7 +32,7 @@ from satsweep.config import describe_validation_error
 from satsweep.console import Progress, leaderboard_table, wide_console
 from satsweep.data import load_data
 from satsweep.errors import UserError
-from satsweep.figures import plt
+from satsweep.figures import subplots
 from satsweep.redact import redact_tree
 from satsweep.schema import Strict
 from satsweep.search.crew import Crew
@@ -307,8 +308,8 @@ def _time_to(curve: list[tuple[float, float]], target: float, maximize: bool) ->
 def best_so_far_figure(runs: Sequence[MethodRun], objective: str, budget: float | None) -> Figure:
     """Best-so-far objective over wall time: one colour per method, one line per seed."""
     budget = budget or max((r.wall_seconds for r in runs), default=1.0)
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    figure, axes = subplots(figsize=(8, 4.5))
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, method in enumerate(dict.fromkeys(r.method for r in runs)):
         for number, run in enumerate(r for r in runs if r.method == method):
             if not run.curve:
@@ -345,7 +346,6 @@ def _log(
     tracker.log_yaml(run_id, redact_tree(job.sweep_node), "sweep.yaml")
     figure = best_so_far_figure(runs, objective, compare_settings(job).budget)
     tracker.log_figure(run_id, figure, "best_so_far.png")
-    plt.close(figure)
     metrics = {
         f"{row.method}.{column}": float(getattr(row, column))
         for row in table.itertuples()

@@ -20,7 +20,6 @@ from optuna.trial import TrialState
 
 from satsweep.analysis.errors import ERROR_ANALYSIS
 from satsweep.data import Dataset, load_data
-from satsweep.figures import plt
 from satsweep.redact import redact_tree
 from satsweep.run_figures import draw_missing_figures
 from satsweep.schema import as_plain
@@ -323,6 +322,7 @@ def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run
 def _write_plots(
     study: optuna.Study, plots: dict[str, dict[str, Any]], tracker: Tracker, run_id: str
 ) -> None:
+    import matplotlib.pyplot as plt  # Optuna's PNG plots draw through pyplot
     from optuna import visualization as html_plots
     from optuna.visualization import matplotlib as png_plots
 
