@@ -188,6 +188,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         f"synced {report.writes} spooled write(s) from {report.files} file(s): "
         f"{report.runs_created} run(s) created, {report.trials_relinked} trial(s) re-linked"
     )
+    if report.set_aside:  # delivered the rest; these never will be: say so in the exit code
+        print(
+            f"set aside {report.set_aside} write(s) the store refused or that could not be "
+            f"read: see {report.rejected} for each one and why",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

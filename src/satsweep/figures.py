@@ -16,6 +16,17 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
+class ShownFigure(Figure):
+    """A figure a notebook shows as an image: IPython asks for ``_repr_png_``.
+
+    pyplot's figures show through the inline backend's hook, which a figure made
+    without pyplot never reaches.
+    """
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
+
+
 def subplots(
     nrows: int = 1,
     ncols: int = 1,
@@ -25,7 +36,7 @@ def subplots(
     **options: Any,
 ) -> tuple[Figure, Any]:
     """A new figure and its axes, as ``pyplot.subplots`` gives, without pyplot."""
-    figure = Figure(figsize=figsize, layout="constrained" if constrained_layout else None)
+    figure = ShownFigure(figsize=figsize, layout="constrained" if constrained_layout else None)
     return figure, figure.subplots(nrows, ncols, **options)
 
 

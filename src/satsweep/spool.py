@@ -112,19 +112,34 @@ def _parse(line: str, files: Path) -> tuple[dict[str, Any], dict[str, Path]]:
     return record, named
 
 
-def read_spool(path: Path, load_model: Callable[[Path], Any]) -> Iterator[tuple[int, Write]]:
-    """(line number, write) for every sound line; a broken or crafted line is skipped."""
+@dataclass(frozen=True)
+class Unreadable:
+    """A spooled line that cannot become a write: broken, crafted, or naming a bad file."""
+
+    line: str
+    reason: str
+
+
+def read_spool(
+    path: Path, load_model: Callable[[Path], Any]
+) -> Iterator[tuple[int, Write | Unreadable]]:
+    """(line number, write) for every line; a line that cannot be read comes as Unreadable."""
     files = path.parent / "files"
     for index, line in enumerate(path.read_text(errors="replace").splitlines()):
         try:
             record, named = _parse(line, files)
             blob = named["blob_file"].read_bytes() if "blob_file" in named else None
+            args = {k: v for k, v in record["args"].items() if k not in FILE_KEYS}
+            write = Write(str(record["op"]), str(record["run_id"]), args, blob)
         except (ValueError, KeyError, TypeError, OSError) as error:  # JSONDecodeError too
-            LOG.warning("skipping line %d of %s: %s", index + 1, path.name, error)
+            yield index, Unreadable(line, f"{type(error).__name__}: {error}")
             continue
-        args = {k: v for k, v in record["args"].items() if k not in FILE_KEYS}
-        model = load_model(named["model_file"]) if "model_file" in named else None
-        yield index, Write(str(record["op"]), str(record["run_id"]), args, blob, model)
+        try:  # Keras' safe mode refuses a model whose code would run on load
+            write.model = load_model(named["model_file"]) if "model_file" in named else None
+        except Exception as error:
+            yield index, Unreadable(line, f"its model cannot be loaded safely: {error}")
+            continue
+        yield index, write
 
 
 def remove_spool(path: Path) -> None:

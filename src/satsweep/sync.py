@@ -9,6 +9,7 @@ write, so an interrupted sync resumes without logging anything twice.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,22 @@ from pathlib import Path
 import optuna
 
 from satsweep.config import load_environment
+from satsweep.errors import UserError
+from satsweep.files import atomic_file
 from satsweep.search.attach import spool_folder
 from satsweep.search.ledger import RELINKED_ATTR, RUN_ATTR
 from satsweep.search.storage import open_storage
-from satsweep.spool import OFFLINE_PREFIX, Write, read_spool, remove_spool, take_spools
-from satsweep.tracking import PARENT_TAG, Tracker, apply
+from satsweep.spool import (
+    OFFLINE_PREFIX,
+    Unreadable,
+    Write,
+    read_spool,
+    remove_spool,
+    take_spools,
+)
+from satsweep.tracking import PARENT_TAG, Tracker, apply, is_transient
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,12 +46,22 @@ class SyncState:
     @classmethod
     def load(cls, path: Path) -> SyncState:
         """What an interrupted sync already replayed, so running it again does not write twice."""
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        return cls(path, data.get("ids", {}), data.get("done", {}))
+        try:
+            data = json.loads(path.read_text()) if path.is_file() else {}
+            ids, done = data.get("ids", {}), data.get("done", {})
+            if not (isinstance(ids, dict) and isinstance(done, dict)):
+                raise ValueError("ids and done are not mappings")
+        except (ValueError, AttributeError, UnicodeDecodeError) as error:
+            raise UserError(
+                f"the sync state {path} is damaged ({error}): move it away to replay every "
+                "spooled write again (writes an earlier sync made would be made twice)"
+            ) from error
+        return cls(path, ids, done)
 
     def save(self) -> None:
-        """Remember the replayed writes and the offline-to-MLflow run ids."""
-        self.path.write_text(json.dumps({"ids": self.ids, "done": self.done}))
+        """Remember the replayed writes and the offline-to-MLflow run ids (all or nothing)."""
+        with atomic_file(self.path) as stream:
+            stream.write(json.dumps({"ids": self.ids, "done": self.done}).encode())
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,8 @@ class SyncReport:
     writes: int
     runs_created: int
     trials_relinked: int
+    set_aside: int  # writes that can never be made, kept in ``rejected`` with the reason
+    rejected: Path
 
 
 def _load_model(path: Path) -> object:
@@ -95,17 +119,51 @@ def sync(overrides: Sequence[str]) -> SyncReport:
     folder = spool_folder(cfg)
     state = SyncState.load(folder / "state.json")
     files = take_spools(folder) if folder.is_dir() else []
-    writes = created = 0
+    rejected = folder / REJECTED
+    writes = created = aside = 0
     for path in files:
         for index, write in read_spool(path, _load_model):
             if index < state.done.get(path.name, 0):
                 continue
-            created += _replay(tracker, write, state)
-            writes += 1
+            why = write.reason if isinstance(write, Unreadable) else None
+            if isinstance(write, Write):
+                try:
+                    created += _replay(tracker, write, state)
+                    writes += 1
+                except Exception as error:
+                    why = _refused(error)
+            if why is not None:  # one bad write must not hold back the ones behind it
+                _set_aside(rejected, path, index, why)
+                aside += 1
             state.done[path.name] = index + 1
             state.save()
         remove_spool(path)
         state.done.pop(path.name, None)
         state.save()
     relinked = _relink_trials(overrides, state.ids) if state.ids else 0
-    return SyncReport(len(files), writes, created, relinked)
+    return SyncReport(len(files), writes, created, relinked, aside, rejected)
+
+
+# Beside the spool files, not among them: what sync could not deliver, and why.
+REJECTED = "rejected/writes.jsonl"
+
+
+def _refused(error: Exception) -> str:
+    """Why the store refused a write; an outage stops the sync (it resumes where it was)."""
+    if is_transient(error):
+        raise UserError(
+            f"the MLflow store went away during the sync ({error}): start it and run "
+            "satsweep sync again; it goes on where it stopped"
+        ) from error
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"
+
+
+def _set_aside(rejected: Path, spool: Path, index: int, reason: str) -> None:
+    line = spool.read_text(errors="replace").splitlines()[index]
+    LOG.warning("set aside line %d of %s: %s", index + 1, spool.name, reason)
+    rejected.parent.mkdir(exist_ok=True)
+    with open(rejected, "a") as handle:
+        handle.write(
+            json.dumps({"spool": spool.name, "line": index + 1, "reason": reason, "write": line})
+            + "\n"
+        )

@@ -116,12 +116,13 @@ def _experiment(outputs: Path) -> tuple[MlflowClient, str]:
 
 
 @pytest.mark.faults
-def test_sync_refuses_crafted_and_skips_broken_spool_lines(outputs, tmp_path) -> None:
+def test_sync_sets_bad_writes_aside_and_delivers_the_rest(outputs, tmp_path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     spool = outputs / "spool"
     (spool / "files").mkdir(parents=True)
     (spool / "files" / "good.bin").write_text("hello")
+    (spool / "files" / "model.keras").write_bytes(b"not a model, or one with a Lambda")
     offline = "offline-0123"
     client, experiment = _experiment(outputs)
     lines = [
@@ -131,22 +132,35 @@ def test_sync_refuses_crafted_and_skips_broken_spool_lines(outputs, tmp_path) ->
         ),
         _spool_line("log_artifact", offline, artifact_file="b.txt", blob_file=str(victim)),
         '{"op": "log_metrics", "run_id": "offline-0123", "args": {"metr\n',  # cut short
+        _spool_line("drop_table", offline),  # an op no satsweep writes
+        _spool_line("set_tags", "0" * 32, tags={"a": "b"}),  # a run the store does not have
+        _spool_line(
+            "log_artifact", offline, artifact_file="../../escape.txt", blob_file="good.bin"
+        ),
+        _spool_line("log_model", offline, model_file="model.keras", artifact_path="model"),
         _spool_line("log_artifact", offline, artifact_file="good.txt", blob_file="good.bin"),
         _spool_line("end_run", offline, status="FINISHED"),
     ]
     (spool / "w-1.jsonl").write_text("".join(lines))
 
     synced = run_satsweep("sync")
-    assert synced.returncode == 0 and "Traceback" not in synced.stderr, synced.stderr
-    said = " ".join((synced.stdout + synced.stderr).split())
-    for line in (2, 3, 4):
-        assert f"skipping line {line} " in said, said
-    assert victim.read_text() == "keep me"
+    assert synced.returncode == 1 and "Traceback" not in synced.stderr, synced.stderr
+    assert "set aside 7 write(s)" in synced.stderr and "rejected/writes.jsonl" in synced.stderr
+    rejected = [json.loads(line) for line in (spool / "rejected" / "writes.jsonl").open()]
+    assert [entry["line"] for entry in rejected] == [2, 3, 4, 5, 6, 7, 8]
+    assert all(entry["reason"] and entry["write"] for entry in rejected)
+    assert victim.read_text() == "keep me" and not (outputs.parent / "escape.txt").exists()
     (run,) = client.search_runs([experiment])
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED"  # what came after the bad writes was delivered
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"good.txt"}
-    again = run_satsweep("sync")
+    again = run_satsweep("sync")  # nothing left to stick on
     assert again.returncode == 0 and len(client.search_runs([experiment])) == 1
+
+    (spool / "state.json").write_text('{"ids": {"offline-1": ')  # a damaged sync state
+    damaged = run_satsweep("sync")
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr
+    lines_said = [line for line in damaged.stderr.splitlines() if line.strip()]
+    assert len(lines_said) == 1 and "the sync state" in lines_said[0], damaged.stderr
 
 
 WRITER = textwrap.dedent(
