@@ -51,3 +51,26 @@ def test_three_workers_at_once_on_fresh_postgres_stores(outputs, tiny, postgres_
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     trials = [r for r in runs if r.data.tags.get("satsweep.role") == "trial"]
     assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    # no launcher: the last worker closed the sweep, with its floor, final fit and record
+    (parent,) = [r for r in runs if r.data.tags.get("satsweep.role") == "sweep"]
+    assert parent.info.status == "FINISHED" and "floor_test_f1_macro" in parent.data.metrics
+    assert "leaderboard.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    finals = [r for r in runs if r.data.tags.get("satsweep.role") == "final"]
+    assert [r.info.status for r in finals] == ["FINISHED"]
+
+
+@pytest.mark.faults
+def test_two_launchers_of_one_study_answer_with_one_final_fit(outputs, sweep_args) -> None:
+    args = [*sweep_args[:-1], "sweep.final_fit.enabled=true", "trainer.epochs=1"]
+    launchers = [start_satsweep("sweep", *args, "sweep.n_trials=2") for _ in range(2)]
+    said = [process.communicate(timeout=600)[0] for process in launchers]
+    for process, output in zip(launchers, said, strict=True):
+        assert process.returncode == 0 and "Traceback" not in output, output
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    finals = [r for r in runs if r.data.tags.get("satsweep.role") == "final"]
+    assert len(finals) == 1 and finals[0].info.status == "FINISHED"
+    answers = [
+        [line for line in text.splitlines() if line.startswith("final model:")] for text in said
+    ]
+    assert answers[0] == answers[1] and finals[0].info.run_id in answers[0][0], answers

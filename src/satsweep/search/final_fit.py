@@ -10,6 +10,7 @@ and its record lives on the study so ``compare`` and ``reproduce --final`` find 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from satsweep.search.attach import Attached
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import (
     FINAL_ATTR,
+    FINAL_CLAIM_ATTR,
     FINAL_OF_TRIAL_TAG,
     FINAL_OVERRIDES_TAG,
     ROLE_TAG,
@@ -31,6 +33,7 @@ from satsweep.search.ledger import (
 from satsweep.search.runs import FINAL_ROLE, final_run_name, scored_name, sweep_tags
 from satsweep.search.settings import test_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
+from satsweep.search.storage import budget_lock, owner_gone, worker_identity
 from satsweep.training import fit_and_log
 
 LOG = logging.getLogger(__name__)
@@ -60,8 +63,8 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     if trial is None:
         LOG.warning("no trial completed: nothing to retrain")
         return None
-    existing = FinalFit.of(study)
-    if existing is not None and existing.trial == trial.number:
+    existing = _claim_or_wait(job, attached, trial, stop)
+    if existing is not None:
         LOG.info("the final fit of trial %d exists: run %s", trial.number, existing.run_id)
         return existing
     cfg = final_config(job, trial)
@@ -95,6 +98,37 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     final = FinalFit(trial.number, run_id, _plain(result.metrics))
     study.set_user_attr(FINAL_ATTR, final.__dict__)
     return final
+
+
+CLAIM_POLL_SECONDS = 5.0
+
+
+def _claim_or_wait(
+    job: SweepJob, attached: Attached, trial: optuna.trial.FrozenTrial, stop: StopRequest
+) -> FinalFit | None:
+    """None once this process has claimed the final fit; else the record another one made.
+
+    Two launchers of one study (or a launcher and the last hand-started worker)
+    reach the final fit together: one trains it, the other waits for its record,
+    so both answer with the same model. A claim whose owner has died is taken over.
+    """
+    study, said = attached.study, False
+    while True:
+        with budget_lock(job.base.storage, job.settings.study_name):
+            existing = FinalFit.of(study)
+            if existing is not None and existing.trial == trial.number:
+                return existing
+            claim = study.user_attrs.get(FINAL_CLAIM_ATTR) or {}
+            if claim.get("trial") != trial.number or owner_gone(str(claim.get("owner", ""))):
+                study.set_user_attr(
+                    FINAL_CLAIM_ATTR, {"trial": trial.number, "owner": worker_identity()}
+                )
+                return None
+        if not said:
+            LOG.info("the final fit of trial %d runs in %s: waiting for it", trial.number, claim)
+            said = True
+        stop.check()
+        time.sleep(CLAIM_POLL_SECONDS)
 
 
 def _final_tags(job: SweepJob, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:

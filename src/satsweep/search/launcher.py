@@ -23,7 +23,6 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from satsweep.baseline import cached_floor
 from satsweep.data import Dataset
 from satsweep.exploration import log_dataset_report
 from satsweep.links import announce, runs_link, runs_view
@@ -31,10 +30,11 @@ from satsweep.search.attach import Attached, Budget, attach
 from satsweep.search.crew import Crew, Starter, Worker
 from satsweep.search.identity import study_identity
 from satsweep.search.job import SweepJob
-from satsweep.search.ledger import FAILURE_ATTR, FLOOR_ATTR, FLOOR_METHOD_TAG
+from satsweep.search.ledger import FAILURE_ATTR, LAUNCHER_ATTR
 from satsweep.search.progress import ProgressView, snapshot
-from satsweep.search.record import finalize
+from satsweep.search.record import finalize, record_floor_once
 from satsweep.search.settings import result_metric, test_metric
+from satsweep.search.storage import worker_identity
 from satsweep.tracking import Tracker
 
 LOG = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def _set_up(job: SweepJob, dataset: Dataset, crew: Crew) -> Attached:
     try:
         # creates the study and parent run once, before the workers
         attached = attach(job, identity=study_identity(job, dataset))
-        _failing_the_parent(attached, partial(_record_floor_once, job, attached, dataset))
+        attached.study.set_user_attr(LAUNCHER_ATTR, worker_identity())  # workers leave it to us
+        _failing_the_parent(attached, partial(record_floor_once, job, attached, dataset))
     except BaseException:
         crew.dismiss()
         raise
@@ -296,18 +297,6 @@ def _pause(processes: list[Worker], seconds: float) -> None:
 def _any_running(processes: list[Worker]) -> bool:
     """Poll every worker (reaping the ones that exited), not just the first alive one."""
     return any([process.poll() is None for process, _ in processes])
-
-
-def _record_floor_once(job: SweepJob, attached: Attached, dataset: Dataset) -> None:
-    """The no-learning floor, on the study (trials compare themselves to it) and the parent run."""
-    study = attached.study
-    if FLOOR_ATTR in study.user_attrs:
-        return
-    floor = cached_floor(dataset, job.base.seed, Path(job.base.paths.cache))
-    LOG.info("no-learning floor: test_f1_macro=%.4f", floor.metrics["test_f1_macro"])
-    study.set_user_attr(FLOOR_ATTR, floor.metrics)
-    attached.tracker.log_metrics(attached.parent_run_id, floor.logged, step=0)
-    attached.tracker.set_tags(attached.parent_run_id, {FLOOR_METHOD_TAG: floor.method})
 
 
 def _log_dataset_report_once(attached: Attached, dataset: Dataset) -> None:

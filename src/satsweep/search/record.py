@@ -19,6 +19,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from satsweep.analysis.errors import ERROR_ANALYSIS
+from satsweep.baseline import cached_floor
 from satsweep.data import Dataset, load_data
 from satsweep.redact import redact_tree
 from satsweep.run_figures import draw_missing_figures
@@ -32,6 +33,8 @@ from satsweep.search.ledger import (
     FINAL_OF_TRIAL_TAG,
     FINAL_RUN_TAG,
     FLOOR_ATTR,
+    FLOOR_METHOD_TAG,
+    LAUNCHER_ATTR,
     PARENT_ATTR,
     TRIAL_COUNT_TAG,
     TRIAL_TAG,
@@ -148,12 +151,25 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.best_trials if len(study.directions) > 1 else [study.best_trial]
 
 
+def record_floor_once(job: SweepJob, attached: Attached, dataset: Dataset) -> None:
+    """The no-learning floor, on the study (trials compare themselves to it) and the parent run."""
+    study = attached.study
+    if FLOOR_ATTR in study.user_attrs:
+        return
+    floor = cached_floor(dataset, job.base.seed, Path(job.base.paths.cache))
+    LOG.info("no-learning floor: test_f1_macro=%.4f", floor.metrics["test_f1_macro"])
+    study.set_user_attr(FLOOR_ATTR, floor.metrics)
+    attached.tracker.log_metrics(attached.parent_run_id, floor.logged, step=0)
+    attached.tracker.set_tags(attached.parent_run_id, {FLOOR_METHOD_TAG: floor.method})
+
+
 def finalize(job: SweepJob, attached: Attached, status: str, dataset: Dataset) -> pd.DataFrame:
     """Log the sweep's record to its parent run and close it with ``status``.
 
     ``dataset`` is the sweep's: the best trial's figures are drawn from it when
     the trial used the same data.
     """
+    attached.study.set_user_attr(LAUNCHER_ATTR, None)  # no launcher watches it any more
     try:
         table = _record(job, attached, dataset)
     except (

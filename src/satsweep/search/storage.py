@@ -111,6 +111,15 @@ def fail_orphaned_trials(
     return orphaned
 
 
+def owner_gone(identity: str) -> bool:
+    """Whether the process ``host:pid`` (see :func:`worker_identity`) has ended on this host.
+
+    A process on another host cannot be seen from here: it counts as alive.
+    """
+    host, _, pid = identity.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs; a zombie (killed, not yet reaped by its parent) does not."""
     try:

@@ -177,4 +177,8 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
         failures_in_a_row = failures_in_a_row + 1 if ended.failed else 0
         if failures_in_a_row >= settings.max_failures:
             raise too_many_failures(failures_in_a_row, ended.error)
+    if not launched():  # no launcher to write the sweep's record: the last worker does
+        from satsweep.search.closing import close_without_launcher
+
+        close_without_launcher(job, attached, stop)
     return WorkerExit(ran, False, None)
