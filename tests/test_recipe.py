@@ -339,6 +339,13 @@ def test_a_small_training_set_is_passed_over_until_an_epoch_has_min_steps(output
         np.bincount(labels, minlength=4), np.bincount(dataset.train.labels, minlength=4) * passes
     )
 
+    # a batch larger than the set holds the set once per step: 25 steps of the whole set,
+    # not 25 x 4096 / 33 passes of it (which once held 10 GB of repeats)
+    huge = passes_per_epoch(examples, batch_size=4096, min_steps=25)
+    assert huge == 25 and steps_per_epoch(examples, 4096, huge) == 25
+    data = training_dataset(dataset.train, 4, 4096, cfg.trainer.augment, seed=0, passes=huge)
+    assert [len(y) for _, y in data] == [examples] * 25
+
 
 def test_a_quick_trial_on_a_small_image_set_beats_the_no_learning_floor(outputs) -> None:
     # 168 training images at batch 64 are 3 steps an epoch: without the repeats a

@@ -216,13 +216,10 @@ def sweep(overrides: Overrides = (), *, workers: int | None = None) -> SweepResu
         crew = Crew.start(job, count)  # its workers import TensorFlow while we load the rest
         try:
             from satsweep.console import Progress
-            from satsweep.data import check_batch_fits, load_data
+            from satsweep.data import load_data
             from satsweep.search.launcher import launch
 
             dataset = load_data(job.base)  # a missing dataset fails before any trial runs
-            swept = set(job.space.keys())
-            if "trainer.batch_size" not in swept:  # else each trial checks its own
-                check_batch_fits(dataset, job.base.trainer.batch_size)
         except BaseException:
             crew.dismiss()
             raise

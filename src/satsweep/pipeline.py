@@ -129,14 +129,17 @@ def passes_per_epoch(examples: int, batch_size: int, min_steps: int) -> int:
     A few hundred images at batch 64 give three steps an epoch: a ten-epoch run
     then ends before the network has learned anything (its warm-up alone is an
     epoch). Repeating the set keeps the batch size, and with it the meaning of
-    the learning rate and batch-norm's statistics.
+    the learning rate and batch-norm's statistics. A batch larger than the set
+    holds the set once: counting the batch as configured would repeat a few
+    images thousands of times within each step.
     """
-    return max(1, math.ceil(min_steps * batch_size / max(examples, 1)))
+    batch = min(batch_size, max(examples, 1))
+    return max(1, math.ceil(min_steps * batch / max(examples, 1)))
 
 
 def steps_per_epoch(examples: int, batch_size: int, passes: int) -> int:
     """Optimizer steps in one epoch of ``passes`` over ``examples``."""
-    return max(1, math.ceil(examples * passes / batch_size))
+    return max(1, math.ceil(examples * passes / min(batch_size, max(examples, 1))))
 
 
 def training_dataset(
@@ -156,7 +159,7 @@ def training_dataset(
         .shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
         .repeat(passes)
     )
-    data = data.batch(batch_size)
+    data = data.batch(min(batch_size, len(split)))  # a larger batch holds the split once
     if augment.per_image:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
             SEEDS_PER_BATCH

@@ -27,7 +27,7 @@ from satsweep.analysis.diagnosis import Evidence, Finding, as_markdown, diagnose
 from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
 from satsweep.baseline import Floor, cached_floor
 from satsweep.batchnorm import PreciseBatchNorm, Recomputer
-from satsweep.data import Dataset, check_batch_fits, load_data
+from satsweep.data import Dataset, load_data
 from satsweep.links import announce, run_link
 from satsweep.metrics import FINAL_VAL, RESULT_PREFIXES, Evaluation, evaluate_predictions, prefixed
 from satsweep.models import CAPACITY_KNOBS, build_model, set_backbone_trainable
@@ -240,7 +240,13 @@ def fit_and_log(
     log_run_inputs(tracker, run_id, cfg, dataset)
     prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision)
     trainer = cfg.trainer
-    check_batch_fits(dataset, trainer.batch_size)
+    if trainer.batch_size > len(dataset.train):
+        LOG.warning(
+            "trainer.batch_size=%d is larger than the training split (%d images): each step "
+            "takes the whole split once, as Keras does",
+            trainer.batch_size,
+            len(dataset.train),
+        )
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
     passes = passes_per_epoch(len(dataset.train), trainer.batch_size, trainer.min_steps_per_epoch)
     steps = steps_per_epoch(len(dataset.train), trainer.batch_size, passes)
@@ -449,7 +455,6 @@ def train(
     tracker = Tracker(cfg.tracking)
     tracker.check_reachable()
     dataset = dataset or load_data(cfg)
-    check_batch_fits(dataset, cfg.trainer.batch_size)  # before the run exists
     floor = cached_floor(dataset, cfg.seed, Path(cfg.paths.cache))
     experiment_id = experiment_id or tracker.experiment_id(cfg.tracking.experiment)
     name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"

@@ -12,18 +12,10 @@ from mlflow.tracking import MlflowClient
 from satsweep.cli import run
 from tests.conftest import REPO
 
-SMALL = ["data.image_size=16", "data.classes=[Beach,Port]", "trainer.epochs=1"]
-
 CASES: list[tuple[str, dict[str, str], list[str], str]] = [
     ("empty outputs variable", {"SATSWEEP_OUTPUTS": ""}, ["train"], "SATSWEEP_OUTPUTS is set but"),
     ("blank tracking URI", {"MLFLOW_TRACKING_URI": " "}, ["train"], "unset MLFLOW_TRACKING_URI"),
     ("empty data variable", {"SATSWEEP_DATA_DIR": ""}, ["sweep", "sweep=smoke"], "SATSWEEP_DATA"),
-    (
-        "a batch larger than the training split",
-        {},
-        ["train", *SMALL, "data.max_per_class=10", "trainer.batch_size=64"],
-        "trainer.batch_size=64 is larger than the training split (14 images)",
-    ),
     (
         "a log range with a step",
         {},

@@ -56,20 +56,6 @@ class Dataset:
         return {"train": self.train, "val": self.val, "test": self.test}
 
 
-def check_batch_fits(dataset: Dataset, batch_size: int) -> None:
-    """A batch larger than the training split would repeat its few images to fill each step.
-
-    With ``trainer.min_steps_per_epoch`` an epoch of a 4096-image batch over 8
-    images repeats each of them thousands of times, and holds them in memory.
-    """
-    examples = len(dataset.train)
-    if batch_size > examples:
-        raise UserError(
-            f"trainer.batch_size={batch_size} is larger than the training split ({examples} "
-            f"images): set trainer.batch_size={examples} or smaller, or use more data"
-        )
-
-
 def load_data(cfg: RunConfig) -> Dataset:
     """The dataset of a run, through the decode cache at ``paths.cache``."""
     return load_dataset(cfg.data, Path(cfg.paths.cache))
