@@ -11,7 +11,11 @@ from satsweep.search.study import worker_seed
 
 def _config(url: str) -> StorageConfig:
     return StorageConfig(
-        url=url, heartbeat_interval=None, grace_period=None, failed_trial_max_retry=1
+        url=url,
+        heartbeat_interval=None,
+        grace_period=None,
+        failed_trial_max_retry=1,
+        reconnect_seconds=0,
     )
 
 

@@ -328,6 +328,7 @@ class StorageConfig(Strict):
     heartbeat_interval: PositiveInt | None
     grace_period: PositiveInt | None
     failed_trial_max_retry: NonNegativeInt
+    reconnect_seconds: NonNegativeInt  # a database that refuses connections is retried this long
 
 
 class PathsConfig(Strict):

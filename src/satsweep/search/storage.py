@@ -6,12 +6,15 @@ for a new one, so that parallel workers never run more than ``n_trials``.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
@@ -23,6 +26,7 @@ from optuna.storages import (
 )
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from satsweep.errors import UserError
@@ -31,6 +35,8 @@ from satsweep.redact import redact
 from satsweep.schema import StorageConfig
 from satsweep.search.journal import check_journal
 from satsweep.search.ledger import WORKER_ATTR
+
+LOG = logging.getLogger(__name__)
 
 
 class RetryAndReport(RetryHeartbeatStaleTrialCallback):
@@ -63,19 +69,43 @@ def open_storage(
         return JournalStorage(JournalFileBackend(cfg.url))
     try:
         with store_lock(cfg.url, "schema"):  # one process at a time creates the tables
-            return RDBStorage(
+            storage = RDBStorage(
                 cfg.url,
                 heartbeat_interval=cfg.heartbeat_interval,
                 grace_period=cfg.grace_period,
                 heartbeat_stale_trial_callback=RetryAndReport(cfg.failed_trial_max_retry, on_stale),
-                engine_kwargs={"pool_pre_ping": True},
+                engine_kwargs={"pool_pre_ping": True},  # a connection the server dropped is new
             )
+            retry_connects(storage.engine, cfg.reconnect_seconds)
+            return storage
     except (SQLAlchemyError, ImportError, ValueError) as error:  # role, database, driver, URL
         reason = " ".join(str(getattr(error, "orig", None) or error).split())[:300]
         raise UserError(
             f"cannot open the Optuna storage {redact(cfg.url)} ({reason}): "
             "check storage.url (user, password, host, database) or $SATSWEEP_OPTUNA_STORAGE"
         ) from error
+
+
+def retry_connects(engine: Engine, seconds: float) -> None:
+    """New connections to a database that refuses them are retried with backoff for ``seconds``.
+
+    A restart or fail-over of PostgreSQL refuses connections for a few seconds;
+    without this every process of the sweep (the launcher too) would die of it.
+    """
+    refused = engine.dialect.loaded_dbapi.OperationalError
+
+    @event.listens_for(engine, "do_connect")
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        deadline, delay = time.monotonic() + seconds, 0.25
+        while True:
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except refused as error:
+                if time.monotonic() + delay > deadline:
+                    raise
+                LOG.warning("the study's database refused a connection (%s): retrying", error)
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
 
 def budget_lock(cfg: StorageConfig, study_name: str) -> AbstractContextManager[None]:
