@@ -94,6 +94,15 @@ def start_satsweep(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 300) -> None:
+    """Poll ``condition`` until it holds; past ``timeout``, fail naming ``what`` it awaited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what}, in vain")
+        time.sleep(0.1)
+
+
 def wait_for_output(process: subprocess.Popen[str], text: str, timeout: float = 300) -> str:
     """Read a child's output until a line holds ``text`` (an event it prints), with a deadline."""
     assert process.stdout is not None

@@ -150,10 +150,6 @@ def test_bad_data_folder_is_one_line(outputs, data_dir, tmp_path, case, counts, 
     _assert_one_line_error(run_satsweep("train", "data=folder", f"data.path={folder}"), named)
 
 
-def test_the_list_is_long_enough() -> None:
-    assert len(BAD_INPUTS) + len(BAD_FOLDERS) >= 20
-
-
 HEAVY = ("tensorflow", "keras", "sklearn", "mlflow", "optuna.visualization")
 
 

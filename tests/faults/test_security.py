@@ -20,7 +20,7 @@ from psycopg import sql
 from satsweep.cli import run
 from satsweep.errors import UserError
 from satsweep.redact import redact
-from tests.conftest import REPO, run_satsweep, start_satsweep
+from tests.conftest import REPO, run_satsweep, start_satsweep, wait_until
 from tests.servers import MlflowServer
 
 PASSWORDS = ["s3cr/et", "with space", "p@ss:w0rd", "50%off"]
@@ -194,8 +194,7 @@ def test_sync_while_a_worker_spools_keeps_every_epoch(outputs, tmp_path) -> None
         stdout=subprocess.PIPE,
         text=True,
     )
-    while not list((outputs / "spool").glob("*.jsonl")):
-        time.sleep(0.05)
+    wait_until(lambda: list((outputs / "spool").glob("*.jsonl")), "the writer's first spool file")
     for _ in range(3):  # each sync takes what is spooled so far; the writer goes on
         synced = run_satsweep("sync")
         assert synced.returncode == 0, synced.stderr
@@ -252,7 +251,9 @@ def test_passwords_stay_out_of_argv_and_logs(outputs, tiny, postgres_databases, 
                 "trainer.epochs=1",
             )  # fmt: skip
             seen: set[str] = set()
+            deadline = time.monotonic() + 600
             while sweep.poll() is None:
+                assert time.monotonic() < deadline, "the sweep did not end within 600 s"
                 seen.update(line for line in _command_lines() if "satsweep sweep" not in line)
                 time.sleep(0.2)
         finally:

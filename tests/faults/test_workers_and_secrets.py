@@ -19,6 +19,7 @@ from tests.conftest import (
     running_after_one_complete,
     start_satsweep,
     wait_for_trials,
+    wait_until,
     worker_pid,
 )
 
@@ -108,7 +109,9 @@ def test_a_trial_that_kills_its_worker_is_retried_max_retry_times(outputs, sweep
     args += ["storage.failed_trial_max_retry=1"]
     sweep = start_satsweep("sweep", *args)
     killed: set[int] = set()
+    deadline = time.monotonic() + 600
     while sweep.poll() is None:  # SIGKILL the worker whenever it runs trial 0 or a retry
+        assert time.monotonic() < deadline, "the sweep did not end within 600 s"
         time.sleep(0.2)
         try:
             trials = journal_study(outputs).trials
@@ -147,8 +150,8 @@ def test_a_sigkilled_launcher_takes_its_workers_and_the_rerun_closes_the_sweep(
     worker = worker_pid(next(t for t in trials if t.state == TrialState.RUNNING))
     sweep.kill()  # SIGKILL: the launcher cannot clean up
     sweep.wait()
-    while not _gone(worker):  # the worker sees its launcher die and stops on its own
-        time.sleep(0.2)
+    # the worker sees its launcher die and stops on its own
+    wait_until(lambda: _gone(worker), "the worker to stop once its launcher died", 120)
     rerun = run_satsweep("sweep", *args)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
