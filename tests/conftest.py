@@ -48,6 +48,11 @@ TINY = [
     "model.stages=2",
     "model.width=8",
 ]
+# A 340-byte YAML file that expands to 9**7 (4.8 million) values through its aliases.
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9) if previous else ', '.join(['1'] * 9)}]\n"
+    for previous, name in zip(["", *"abcdef"], "abcdefg", strict=True)
+)
 
 
 @pytest.fixture(scope="session")

@@ -52,8 +52,10 @@ def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir)
     pruned = ["sweep.pruner.name=threshold", "+sweep.pruner.options={lower: 1.01}"]
     code, _ = _sweep(folder, tiny, "sweep.n_trials=2", *pruned, "sweep.final_fit.enabled=true")
     assert code == 0
-    # trial 2 diverges; one failure in a row ends the invocation with exit code 2
-    code, _ = _sweep(folder, tiny, "sweep.n_trials=3", "optimizer.lr=1e12", "sweep.max_failures=1")
+    # trial 2 diverges; one failure in a row ends the invocation with exit code 2 (the
+    # learning rate joins the search: a new fixed value would make it another study)
+    diverge = "optimizer.lr=choice(1e12)"
+    code, _ = _sweep(folder, tiny, "sweep.n_trials=3", diverge, "sweep.max_failures=1")
     assert code == 2
 
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")

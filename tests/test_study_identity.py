@@ -40,3 +40,13 @@ def test_a_study_keeps_its_first_identity(outputs: Path, tiny: list[str]) -> Non
     ):
         check_identity(study, _identity(tiny, "data.image_size=24"))
     assert study.user_attrs[IDENTITY_ATTR] == first
+
+
+def test_a_search_may_widen_to_a_fixed_key_but_not_change_it(
+    outputs: Path, tiny: list[str]
+) -> None:
+    study = optuna.create_study(study_name="widen")
+    check_identity(study, _identity(tiny))
+    check_identity(study, _identity(tiny, "model.dense_units=choice(16, 32)"))  # now swept
+    with pytest.raises(UserError, match=r"model.dense_units: 16 -> 64"):
+        check_identity(study, _identity(tiny, "model.dense_units=64"))  # fixed elsewhere

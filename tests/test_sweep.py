@@ -403,6 +403,9 @@ def test_a_study_refuses_a_sweep_on_other_data(outputs, sweep_args) -> None:
     lines = [line for line in second.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "sweep.study_name=" in lines[0], lines
     assert "classes: 4 -> 3" in lines[0], lines
+    # a worker joining by hand with that data is refused alike
+    joined = run_satsweep("worker", *other, "data.classes=[Beach,Forest,Port]", "sweep.n_trials=2")
+    assert joined.returncode == 2 and "classes: 4 -> 3" in joined.stderr, joined.stderr[-2000:]
     assert [(t.number, t.state, t.values) for t in _study(outputs).trials] == before
     _, parents, children = _runs(outputs)
     assert {r.info.run_id: r.info.status for r in parents + children} == runs_before

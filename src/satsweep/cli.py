@@ -406,7 +406,6 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command: user errors become one line and exit code 2, Ctrl-C exit code 130."""
     quiet_libraries()
-    os.environ.setdefault("MPLBACKEND", "Agg")  # a command draws to files; workers inherit it
     _stop_like_ctrl_c()
     args = _parse(build_parser(), argv)
     quiet_tensorflow(args.command in TRAINS_IN_PROCESS)

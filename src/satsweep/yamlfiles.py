@@ -38,7 +38,9 @@ def load_yaml(text: str | bytes, origin: str) -> Any:
         where = getattr(error, "problem_mark", None)
         place = f", line {where.line + 1}" if where else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise UserError(f"{origin} is not valid plain YAML{place}: {problem}") from error
+        raise UserError(
+            f"{origin} is not valid YAML (plain data only){place}: {problem}"
+        ) from error
 
 
 def _check_size(root: yaml.Node | None, origin: str) -> None:

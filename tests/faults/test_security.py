@@ -20,7 +20,7 @@ from psycopg import sql
 from satsweep.cli import run
 from satsweep.errors import UserError
 from satsweep.redact import redact
-from tests.conftest import REPO, run_satsweep, start_satsweep, wait_until
+from tests.conftest import ALIAS_BOMB, REPO, run_satsweep, start_satsweep, wait_until
 from tests.servers import MlflowServer
 
 PASSWORDS = ["s3cr/et", "with space", "p@ss:w0rd", "50%off"]
@@ -64,6 +64,15 @@ def _artifact_dir(client: MlflowClient, run_id: str) -> Path:
     return Path(urlparse(uri).path if uri.startswith("file:") else uri)
 
 
+def _logged_config(outputs: Path, tiny: list[str]) -> tuple[str, Path]:
+    """A real train run's id and its logged config.yaml in the artifact store, to tamper with."""
+    assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    experiment = client.get_experiment_by_name("satsweep").experiment_id
+    run_id = client.search_runs([experiment])[0].info.run_id
+    return run_id, _artifact_dir(client, run_id) / "config.yaml"
+
+
 def _one_line_error(result: subprocess.CompletedProcess[str], words: str) -> None:
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -72,11 +81,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str], words: str) -> Non
 
 @pytest.mark.faults
 def test_an_edited_logged_config_cannot_make_satsweep_write(outputs, tiny, tmp_path) -> None:
-    assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
-    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-    experiment = client.get_experiment_by_name("satsweep").experiment_id
-    run_id = client.search_runs([experiment])[0].info.run_id
-    config_file = _artifact_dir(client, run_id) / "config.yaml"
+    run_id, config_file = _logged_config(outputs, tiny)
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("2750/Beach/a.txt", "x")
@@ -275,24 +280,14 @@ def test_passwords_stay_out_of_argv_and_logs(outputs, tiny, postgres_databases, 
         server.stop()
 
 
-BOMB = "".join(
-    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9) if previous else ', '.join(['1'] * 9)}]\n"
-    for previous, name in zip(["", *"abcdef"], "abcdefg", strict=True)
-)
-
-
 @pytest.mark.faults
 def test_a_tampered_logged_config_is_one_line_and_never_hangs(outputs, tiny, capsys) -> None:
-    assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
-    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-    experiment = client.get_experiment_by_name("satsweep").experiment_id
-    run_id = client.search_runs([experiment])[0].info.run_id
-    config_file = _artifact_dir(client, run_id) / "config.yaml"
+    run_id, config_file = _logged_config(outputs, tiny)
     tampered = {
         "a Python tag": b"seed: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
         "binary data": bytes(range(256)) * 4,
         "a list": b"- seed\n- data\n",
-        "an alias bomb": BOMB.encode(),
+        "an alias bomb": ALIAS_BOMB.encode(),
         "72 MB": b"seed: " + b"1" * (72 << 20) + b"\n",
     }
     for case, content in tampered.items():

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from satsweep.cli import run
-from tests.conftest import REPO
+from tests.conftest import ALIAS_BOMB, REPO
 
 CASES: list[tuple[str, dict[str, str], list[str], str]] = [
     ("empty outputs variable", {"SATSWEEP_OUTPUTS": ""}, ["train"], "SATSWEEP_OUTPUTS is set but"),
@@ -78,17 +78,13 @@ def project(tmp_path, monkeypatch) -> Path:
     return root
 
 
-BOMB = "".join(
-    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9) if previous else ', '.join(['1'] * 9)}]\n"
-    for previous, name in zip(["", *"abcdef"], "abcdefg", strict=True)
-)
 BAD_SWEEP_FILES = [
     ("empty", "", "sweeps/bad.yaml is empty"),
     ("a list", "- 1\n- 2\n", "sweeps/bad.yaml holds a list, not a mapping"),
     ("a number", "5\n", "sweeps/bad.yaml holds a number, not a mapping"),
     ("no package line", "sweep:\n  study_name: x\n", "lacks its first line `# @package _global_`"),
     ("a Python tag", "# @package _global_\nseed: !!python/object/apply:os.getpid []\n", "plain"),
-    ("an alias bomb", BOMB, "expands to more than 100000 values"),
+    ("an alias bomb", ALIAS_BOMB, "expands to more than 100000 values"),
     ("an alias loop", "# @package _global_\na: &a [*a]\n", "contains itself"),
 ]
 

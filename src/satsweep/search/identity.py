@@ -65,8 +65,13 @@ def check_identity(study: optuna.Study, identity: dict[str, Any]) -> None:
 
 
 def _differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``key: stored -> now`` for each key whose value differs, recipe keys unprefixed."""
+    """``key: stored -> now`` for each key whose value differs, recipe keys unprefixed.
+
+    A recipe key that one side sweeps (absent from its recipe) is no difference: a
+    search may widen to a key it held fixed, or fix one it swept.
+    """
     keys = sorted(set(stored) | set(now), key=lambda key: (key.startswith("recipe."), key))
+    keys = [key for key in keys if not key.startswith("recipe.") or (key in stored and key in now)]
     return [
         f"{key.removeprefix('recipe.')}: {json.dumps(stored.get(key))} -> "
         f"{json.dumps(now.get(key))}"

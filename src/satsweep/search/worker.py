@@ -19,11 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from satsweep.data import load_data
 from satsweep.errors import UserError
 from satsweep.runtime import configure_threads, settle_between_runs
 from satsweep.search.attach import Budget, attach, reap_dead_trials
 from satsweep.search.crew import LAUNCHER_ENV, worker_command
 from satsweep.search.gate import wait_at_gate
+from satsweep.search.identity import study_identity
 from satsweep.search.job import JOB_ENV, SweepJob, load_job, prepare_job, save_job
 from satsweep.search.ledger import RAN_ENV
 from satsweep.search.objective import LastTrial, TrialObjective, TrialPlan, too_many_failures
@@ -136,8 +138,12 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
     wait_at_gate()  # TensorFlow is imported: wait for the launcher's study and floor
     stop = StopRequest()
     stop.install()  # SIGINT and SIGTERM fail the running trial and end the worker
-    # the launcher checked the store at the start; a later outage is spooled through
-    attached = attach(job, options.worker_index, offline_ok=launched() or RAN_ENV in os.environ)
+    # the launcher checked the store and the study's identity; a worker joining by hand checks
+    # both itself, and a later outage is spooled through
+    identity = None if launched() else study_identity(job, load_data(job.base))
+    attached = attach(
+        job, options.worker_index, identity, offline_ok=launched() or RAN_ENV in os.environ
+    )
     study = attached.study
     settings = job.settings
     objective = TrialObjective(job, attached.tracker, attached.parent_run_id, stop)
