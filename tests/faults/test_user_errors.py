@@ -23,21 +23,57 @@ CASES: list[tuple[str, dict[str, str], list[str], str]] = [
         "choice(8, 16, 24, 32)",
     ),
 ]
-
-
-@pytest.mark.faults
-@pytest.mark.parametrize(("case", "env", "args", "named"), CASES, ids=[c[0] for c in CASES])
-def test_user_error_is_one_line(outputs, monkeypatch, capsys, case, env, args, named) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert run(args) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("satsweep: error: "), lines
-    assert named in lines[0], lines[0]
-    if (outputs / "mlflow.db").exists():  # no run was started, so none is left RUNNING
-        client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        assert not client.search_runs(experiments)
+CASES += [  # ones that need no environment variable
+    (case, {}, args, named)
+    for case, args, named in [
+        (
+            "too few images of a class for the split",
+            ["train", "data.max_per_class=3", "data.classes=[Beach,Port]"],
+            "cannot split 6 images of 2 classes",
+        ),
+        (
+            "an extreme split",
+            [
+                "train",
+                "data.max_per_class=20",
+                "data.classes=[Beach,Port]",
+                "data.split.train=0.98",
+                "data.split.val=0.01",
+                "data.split.test=0.01",
+            ],
+            "less extreme data.split",
+        ),
+        ("a negative seed", ["train", "seed=-1"], "seed=-1"),
+        ("a seed numpy refuses", ["train", "seed=99999999999999"], "seed=99999999999999"),
+        (
+            "a negative sampler seed",
+            ["sweep", "sweep=smoke", "sweep.sampler.seed=-3"],
+            "sweep.sampler.seed=-3",
+        ),
+        (
+            "a sampler seed among its options",
+            ["sweep", "sweep=smoke", "+sweep.sampler.options.seed=1"],
+            "the sampler's seed is sweep.sampler.seed",
+        ),
+        (
+            "a sampler option of the wrong type",
+            ["sweep", "sweep=smoke", "sweep.sampler.options.n_startup_trials=abc"],
+            "bad sweep.sampler.options",
+        ),
+        (
+            "a pruner option of the wrong type",
+            ["sweep", "sweep=smoke", "sweep.pruner.options.n_warmup_steps=abc"],
+            "bad sweep.pruner.options",
+        ),
+        (
+            "a path component too long",
+            ["train", "data=folder", f"data.path=/tmp/{'a' * 300}"],
+            "too long",
+        ),
+        ("a file store", ["train", "tracking.uri=file:///tmp/mlruns"], "MLflow's file store"),
+        ("an unknown tracking scheme", ["train", "tracking.uri=ftp://host/x"], "scheme 'ftp'"),
+    ]
+]
 
 
 def _study_with_one_trial(outputs) -> None:
@@ -117,63 +153,19 @@ def test_another_hydra_projects_conf_is_passed_over(outputs, tmp_path, monkeypat
     assert load_run_config([]).data.name == "aid"  # satsweep's own configs, not theirs
 
 
-MORE_CASES: list[tuple[str, list[str], str]] = [
-    (
-        "too few images of a class for the split",
-        ["train", "data.max_per_class=3", "data.classes=[Beach,Port]"],
-        "cannot split 6 images of 2 classes",
-    ),
-    (
-        "an extreme split",
-        [
-            "train",
-            "data.max_per_class=20",
-            "data.classes=[Beach,Port]",
-            "data.split.train=0.98",
-            "data.split.val=0.01",
-            "data.split.test=0.01",
-        ],
-        "less extreme data.split",
-    ),
-    ("a negative seed", ["train", "seed=-1"], "seed=-1"),
-    ("a seed numpy refuses", ["train", "seed=99999999999999"], "seed=99999999999999"),
-    (
-        "a negative sampler seed",
-        ["sweep", "sweep=smoke", "sweep.sampler.seed=-3"],
-        "sweep.sampler.seed=-3",
-    ),
-    (
-        "a sampler seed among its options",
-        ["sweep", "sweep=smoke", "+sweep.sampler.options.seed=1"],
-        "the sampler's seed is sweep.sampler.seed",
-    ),
-    (
-        "a sampler option of the wrong type",
-        ["sweep", "sweep=smoke", "sweep.sampler.options.n_startup_trials=abc"],
-        "bad sweep.sampler.options",
-    ),
-    (
-        "a pruner option of the wrong type",
-        ["sweep", "sweep=smoke", "sweep.pruner.options.n_warmup_steps=abc"],
-        "bad sweep.pruner.options",
-    ),
-    (
-        "a path component too long",
-        ["train", "data=folder", f"data.path=/tmp/{'a' * 300}"],
-        "too long",
-    ),
-    ("a file store", ["train", "tracking.uri=file:///tmp/mlruns"], "MLflow's file store"),
-    ("an unknown tracking scheme", ["train", "tracking.uri=ftp://host/x"], "scheme 'ftp'"),
-]
-
-
 @pytest.mark.faults
-@pytest.mark.parametrize(("case", "args", "named"), MORE_CASES, ids=[c[0] for c in MORE_CASES])
-def test_more_user_errors_are_one_line(outputs, capsys, case, args, named) -> None:
+@pytest.mark.parametrize(("case", "env", "args", "named"), CASES, ids=[c[0] for c in CASES])
+def test_user_error_is_one_line(outputs, monkeypatch, capsys, case, env, args, named) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     assert run(args) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("satsweep: error: "), lines
     assert named in lines[0], lines[0]
+    if (outputs / "mlflow.db").exists():  # no run was started, so none is left RUNNING
+        client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        assert not client.search_runs(experiments)
 
 
 def test_options_may_follow_overrides(outputs, capsys) -> None:
