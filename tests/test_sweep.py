@@ -266,12 +266,28 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
     result = run_satsweep("sweep", *args, "sweep.n_trials=2")
     assert result.returncode == 0, result.stderr + result.stdout
-    assert "final model: test_f1_macro=" in result.stdout
-    assert "no-learning floor: test_f1_macro=" in result.stdout
-
     study = _study(outputs)
     record = study.user_attrs["satsweep_final_fit"]
     assert record["trial"] == study.best_trial.number
+    # the answer names the trial it retrained and its parameters, beside its own split's floor
+    said = " ".join(result.stdout.split())  # rich may wrap long lines
+    final_line = f"final model (of trial {record['trial']}, retrained): test_f1_macro="
+    assert final_line in said, result.stdout
+    for key, value in study.best_trial.params.items():
+        assert (
+            f"{key}={value:.4g}" in said if isinstance(value, float) else f"{key}={value}" in said
+        )
+    own_floor = record["metrics"]["floor_test_f1_macro"]
+    assert f"no-learning floor of the final model's split: test_f1_macro={own_floor:.4g}" in said
+    assert "no-learning floor of the trials' split: test_f1_macro=" in said
+    run_id = record["run_id"]
+    for command in (
+        "mlflow ui --backend-store-uri sqlite:",
+        "satsweep compare smoke",
+        f"satsweep reproduce {run_id}",
+        f"satsweep train --from-run {run_id}",
+    ):
+        assert command in said, command
     client, parents, children = _runs(outputs)
     experiment = client.get_experiment_by_name("smoke").experiment_id
     finals = client.search_runs([experiment], "tags.`satsweep.role` = 'final'")
@@ -295,7 +311,9 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     csv = tmp_path / "board.csv"
     assert run_satsweep("compare", "smoke", "--csv", str(csv)).returncode == 0
     rows = [line.split(",")[:2] for line in csv.read_text().splitlines()[1:]]
-    assert rows[0] == ["final", "final"] and rows[-1] == ["floor", "floor"] and len(rows) == 4
+    assert rows[0] == ["final", f"of trial {record['trial']}"], rows
+    assert rows[1] == ["final floor", "final's split"] and rows[-1] == ["floor", "trials' split"]
+    assert len(rows) == 5
 
     again = run_satsweep("reproduce", "--study", "smoke", "--final")
     assert again.returncode == 0 and "reproduced: max |difference| 0" in again.stdout, again.stderr

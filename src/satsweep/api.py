@@ -180,12 +180,23 @@ class SweepResult:
     @property
     def final(self) -> dict[str, Any]:
         """The final fit's row: the best config retrained, the sweep's answer ({} if none)."""
-        return self._row("final")
+        from satsweep.search.record import FINAL_ROW
+
+        return self._row(FINAL_ROW)
 
     @property
     def floor(self) -> dict[str, Any]:
-        """The no-learning floor's row: what a model must beat to have learnt anything."""
-        return self._row("floor")
+        """The trials' no-learning floor: what a trial must beat to have learnt anything."""
+        from satsweep.search.record import FLOOR_ROW
+
+        return self._row(FLOOR_ROW)
+
+    @property
+    def final_floor(self) -> dict[str, Any]:
+        """The no-learning floor of the final model's own split, the one to hold it against."""
+        from satsweep.search.record import FINAL_FLOOR_ROW
+
+        return self._row(FINAL_FLOOR_ROW)
 
     def _repr_html_(self) -> str:
         return (

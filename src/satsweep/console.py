@@ -17,8 +17,9 @@ from rich.table import Table
 
 from satsweep.analysis.diagnosis import one_line
 from satsweep.metrics import RESULT_PREFIXES
+from satsweep.redact import redact
 from satsweep.search.progress import Snapshot
-from satsweep.search.record import SUMMARY_ROWS
+from satsweep.search.record import FINAL_FLOOR_ROW, FINAL_ROW, FLOOR_ROW, SUMMARY_ROWS
 
 if TYPE_CHECKING:
     from satsweep.reproduction import Verdict
@@ -102,9 +103,9 @@ def _kept_rows(table: pd.DataFrame, rows: int) -> pd.DataFrame:
     """The first ``rows`` trials, with a sweep's final model above them and its floor below."""
     if "trial" not in table.columns:  # not a sweep's leaderboard
         return table.head(rows)
-    first, last = (table[table["trial"] == kind] for kind in SUMMARY_ROWS)
+    first = table[table["trial"].isin([FINAL_ROW, FINAL_FLOOR_ROW])]
     trials = table[~table["trial"].isin(SUMMARY_ROWS)].head(rows)
-    return pd.concat([first, trials, last])
+    return pd.concat([first, trials, table[table["trial"] == FLOOR_ROW]])
 
 
 def _cell(value: object) -> str:
@@ -138,19 +139,42 @@ def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | N
         f"best trial: {int(best['trial'])} with {objective}={best[objective]:.4f} "
         f"(MLflow run {best['mlflow_run_id']})"
     )
-    for kind, label in (("final", "final model"), ("floor", "no-learning floor")):
-        rows = table[table["trial"] == kind]
-        if not rows.empty:
-            row = rows.iloc[0]
-            console.print(
-                f"{label}: test_f1_macro={_cell(row.get('test_f1_macro'))} "
-                f"val_f1_macro={_cell(row.get('val_f1_macro', row.get('final_val_f1_macro')))}"
-                + (
-                    f" ({row['state']}, MLflow run {row['mlflow_run_id']})"
-                    if kind == "final"
-                    else ""
-                )
-            )
+    rows = {kind: table[table["trial"] == kind] for kind in SUMMARY_ROWS}
+    if not rows[FINAL_ROW].empty:
+        final = rows[FINAL_ROW].iloc[0]
+        searched = list(table.columns[table.columns.get_loc("seconds") + 1 :])
+        params = [c for c in searched if c != "mlflow_run_id" and _cell(final[c]) != "-"]
+        console.print(
+            f"final model ({final['state']}, retrained): {_scores(final)} "
+            f"({', '.join(f'{c}={_cell(final[c])}' for c in params) or 'no searched parameter'};"
+            f" MLflow run {final['mlflow_run_id']})",
+            soft_wrap=True,
+        )
+    for kind, split in ((FINAL_FLOOR_ROW, "the final model's"), (FLOOR_ROW, "the trials'")):
+        if not rows[kind].empty:
+            console.print(f"no-learning floor of {split} split: {_scores(rows[kind].iloc[0])}")
+    answer = rows[FINAL_ROW].iloc[0] if not rows[FINAL_ROW].empty else best
+    print_next_commands(job, str(answer["mlflow_run_id"]), console)
+
+
+def _scores(row: pd.Series) -> str:
+    val = row.get("val_f1_macro", row.get("final_val_f1_macro"))
+    return f"test_f1_macro={_cell(row.get('test_f1_macro'))} val_f1_macro={_cell(val)}"
+
+
+def print_next_commands(job: SweepJob, run_id: str, console: Console) -> None:
+    """Where a user goes from here: the runs in the UI, the leaderboard, a reproduction."""
+    study, tracking = job.settings.study_name, job.base.tracking
+    local = tracking.uri.startswith("sqlite:")
+    ui = f"mlflow ui --backend-store-uri {tracking.uri}" if local else f"open {redact(tracking.ui)}"
+    console.print("next:", style="bold")
+    for command, why in (
+        (ui, "compare the runs in the MLflow UI (make ui in a checkout)" if local else "the runs"),
+        (f"satsweep compare {study}", "this leaderboard again, --csv for every column"),
+        (f"satsweep reproduce {run_id}", "retrain the answer, bit for bit"),
+        (f"satsweep train --from-run {run_id} key=value", "start from it, change one thing"),
+    ):
+        console.print(f"  {command}  # {why}", soft_wrap=True, highlight=False)
 
 
 def _plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:

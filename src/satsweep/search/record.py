@@ -19,7 +19,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from satsweep.analysis.errors import ERROR_ANALYSIS
-from satsweep.baseline import cached_floor
+from satsweep.baseline import FLOOR_PREFIX, cached_floor
 from satsweep.data import Dataset, load_data
 from satsweep.redact import redact_tree
 from satsweep.run_figures import draw_missing_figures
@@ -47,7 +47,10 @@ from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retri
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
-SUMMARY_ROWS = ("final", "floor")  # leaderboard rows that are not trials: the answer, the floor
+# Leaderboard rows that are not trials: the answer and the floor of its own split (first),
+# the floor of the trials' split (last). Each floor compares only with the rows its split scored.
+FINAL_ROW, FINAL_FLOOR_ROW, FLOOR_ROW = "final", "final floor", "floor"
+SUMMARY_ROWS = (FINAL_ROW, FINAL_FLOOR_ROW, FLOOR_ROW)
 # Final values from each trial's MLflow run, shown beside the objectives.
 KEY_METRICS = (
     "final_val_f1_macro",
@@ -98,29 +101,46 @@ def leaderboard(
         return table
     ascending = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
     table = table.sort_values(objectives[0], ascending=ascending, na_position="last", kind="stable")
-    final, floor = (_summary_row(study, objectives, kind) for kind in SUMMARY_ROWS)
-    rows = [*([final] if final else []), *table.to_dict("records"), *([floor] if floor else [])]
+    first = _final_rows(study, objectives)
+    floor = study.user_attrs.get(FLOOR_ATTR)
+    last = [_summary_row(FLOOR_ROW, "trials' split", objectives, dict(floor))] if floor else []
+    rows = [*first, *table.to_dict("records"), *last]
     return pd.DataFrame(rows, columns=table.columns)
 
 
-def _summary_row(study: optuna.Study, objectives: list[str], kind: str) -> dict[str, Any] | None:
-    """The sweep's answer (``final``, first) or its no-learning floor (``floor``, last)."""
-    if kind == "final":
-        final = FinalFit.of(study)
-        if final is None:
-            return None
-        metrics, run_id = final.metrics, final.run_id
-    else:
-        floor = study.user_attrs.get(FLOOR_ATTR)
-        if not floor:
-            return None
-        metrics, run_id = floor, ""
-    row: dict[str, Any] = {"trial": kind, "state": kind}
+def _final_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, Any]]:
+    """The final model (named by the trial it retrained, with its parameters), then its floor.
+
+    The final fit trains and tests on its own (usually larger) split, so the floor
+    beside it is that split's, logged with the final run as ``floor_*``.
+    """
+    final = FinalFit.of(study)
+    if final is None:
+        return []
+    trials = study.get_trials(deepcopy=False)
+    retrained = next((t for t in trials if t.number == final.trial), None)
     # A final fit logged result names (final_val_*); the floor keeps the split's own.
-    named = result_metric if kind == "final" else str
-    row.update({key: metrics.get(named(key)) for key in (*objectives, *KEY_METRICS)})
-    row["seconds"] = metrics.get("seconds")
-    row["mlflow_run_id"] = run_id
+    named = {key: final.metrics.get(result_metric(key)) for key in (*objectives, *KEY_METRICS)}
+    row = _summary_row(FINAL_ROW, f"of trial {final.trial}", objectives, named)
+    row.update(seconds=final.metrics.get("seconds"), mlflow_run_id=final.run_id)
+    row.update(retrained.params if retrained else {})
+    own_floor = {
+        key[len(FLOOR_PREFIX) :]: value
+        for key, value in final.metrics.items()
+        if key.startswith(FLOOR_PREFIX)
+    }
+    floor_row = _summary_row(FINAL_FLOOR_ROW, "final's split", objectives, own_floor)
+    return [row, *([floor_row] if own_floor else [])]
+
+
+def _summary_row(
+    kind: str, state: str, objectives: list[str], metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """A row that is not a trial: ``kind`` in the trial column, what it is in the state's."""
+    row: dict[str, Any] = {"trial": kind, "state": state}
+    row.update({key: metrics.get(key) for key in (*objectives, *KEY_METRICS)})
+    row.setdefault("seconds", metrics.get("seconds"))
+    row.setdefault("mlflow_run_id", "")
     return row
 
 
