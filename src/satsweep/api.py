@@ -14,6 +14,7 @@ instant, and TensorFlow is loaded once, quietly, by the first call that trains.
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -45,7 +46,9 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        raise UserError(redact(str(error))) from None
+        masked = copy.copy(error)  # of the same kind: the CLI adds what a kind calls for
+        masked.args = (redact(str(error)),)
+        raise masked.with_traceback(None) from None
 
 
 def _override_list(overrides: object) -> list[str]:

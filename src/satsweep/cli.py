@@ -12,16 +12,20 @@ import contextlib
 import errno
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from satsweep.errors import UserError
+from satsweep.errors import MissingDataset, UserError
 from satsweep.quiet import load_tensorflow, quiet_libraries, quiet_tensorflow
 from satsweep.redact import redact
 from satsweep.server import DEFAULT_BACKEND
+
+if TYPE_CHECKING:
+    from satsweep.search.job import SweepJob
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -38,11 +42,25 @@ def _configure_logging(debug: bool) -> None:
 
 
 def _print_config(overrides: Sequence[str]) -> int:
+    """Hydra's ``--cfg job``: the composed config as written (interpolations kept), once valid."""
     from omegaconf import OmegaConf
 
-    from satsweep.config import compose_config
+    from satsweep.config import compose_config, to_container, validate
 
-    print(redact(OmegaConf.to_yaml(compose_config(overrides), resolve=False)), end="")
+    composed = compose_config(overrides)
+    validate(to_container(composed))  # a config that could not run is an error, not a print
+    print(redact(OmegaConf.to_yaml(composed, resolve=False)), end="")
+    return 0
+
+
+def _print_sweep_job(job: SweepJob) -> int:
+    """``--cfg job`` for a sweep: its base experiment and ``sweep`` node, validated and resolved."""
+    from omegaconf import OmegaConf
+
+    from satsweep.schema import as_plain
+
+    tree = {**as_plain(job.base), "sweep": {**job.sweep_node, "params": job.space_params}}
+    print(redact(OmegaConf.to_yaml(OmegaConf.create(tree))), end="")
     return 0
 
 
@@ -85,6 +103,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``satsweep sweep``: run a sweep to its budget and print its leaderboard."""
+    if args.cfg:
+        from satsweep.search.job import prepare_job
+
+        return _print_sweep_job(prepare_job(args.overrides))
     from satsweep import api
 
     result = api.sweep(args.overrides, workers=args.workers or None)
@@ -100,6 +122,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     options = WorkerOptions(args.threads, args.worker_index, args.final_fit, args.time_left)
     job = worker_job(args.overrides)
+    if args.cfg:
+        return _print_sweep_job(job)
     check_joinable(job, options)
     load_tensorflow()
     from satsweep.search.stopping import stop_with_launcher
@@ -155,7 +179,9 @@ def cmd_compare_backends(args: argparse.Namespace) -> int:
     """``satsweep compare-backends``: the backend race of the benchmarks."""
     from satsweep.search.job import prepare_job
 
-    prepare_job(args.overrides)  # config errors before the heavy imports
+    job = prepare_job(args.overrides)  # config errors before the heavy imports
+    if args.cfg:
+        return _print_sweep_job(job)
     from satsweep.benchmarks.backends import compare_backends
 
     compare_backends(args.overrides)
@@ -164,6 +190,8 @@ def cmd_compare_backends(args: argparse.Namespace) -> int:
 
 def cmd_eda(args: argparse.Namespace) -> int:
     """``satsweep eda``: the dataset report, logged to MLflow."""
+    if args.cfg:
+        return _print_config(args.overrides)
     from satsweep import api
 
     result = api.eda(args.overrides)
@@ -234,6 +262,12 @@ def _config_groups() -> str:
     return "\n".join(lines)
 
 
+def _add_cfg_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--cfg", choices=["job"], help="print the composed, validated config and exit"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command; overrides stay Hydra's, untouched."""
     parser = argparse.ArgumentParser(
@@ -253,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "optimizer.lr=0.01 +experiment=aid_port_binary.",
     )
     train.add_argument("overrides", nargs="*", metavar="OVERRIDE")
-    train.add_argument("--cfg", choices=["job"], help="print the composed config and exit")
+    _add_cfg_option(train)
     train.add_argument(
         "--from-run", metavar="RUN_ID", help="start from this run's logged config, OVERRIDES on top"
     )
@@ -293,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OVERRIDES pick the data: data=folder data.path=/my/images.",
     )
     eda.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    _add_cfg_option(eda)
     eda.set_defaults(handler=cmd_eda)
 
     sweep = commands.add_parser(
@@ -308,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="worker processes on this machine (default: sweep.workers)",
     )
+    _add_cfg_option(sweep)
     sweep.set_defaults(handler=cmd_sweep)
 
     worker = commands.add_parser(
@@ -338,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain the study's best trial with sweep.final_fit (what `satsweep sweep` "
         "does once the trials are done)",
     )
+    _add_cfg_option(worker)
     worker.set_defaults(handler=cmd_worker)
 
     sync = commands.add_parser(
@@ -399,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OVERRIDES as for sweep: sweep=quick sweep.compare.budget=120 'sweep.compare.seeds=[0,1]'.",
     )
     backends.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    _add_cfg_option(backends)
     backends.set_defaults(handler=cmd_compare_backends)
     return parser
 
@@ -416,7 +454,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         if args.debug:
             raise
-        print(f"satsweep: error: {redact(str(error))}", file=sys.stderr)
+        said = str(error) + _open_alternatives(error, sys.argv[1:] if argv is None else argv)
+        print(f"satsweep: error: {redact(said)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as error:
         if error.errno != errno.ENAMETOOLONG or args.debug:
@@ -432,6 +471,24 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("satsweep: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+# Open image sets any machine can use in place of a missing one: (what, the overrides).
+OPEN_ALTERNATIVES = (
+    ("on EuroSAT (downloaded, its MD5 checked)", "data=eurosat data.download.enabled=true"),
+    ("on your own class-per-folder images", "data=folder data.path=DIR"),
+)
+
+
+def _open_alternatives(error: UserError, argv: Sequence[str]) -> str:
+    """For a named dataset not on this machine: the same command on data that can be had."""
+    if not isinstance(error, MissingDataset) or error.data_name in ("eurosat", "folder"):
+        return ""
+    kept = [shlex.quote(a) for a in argv if not a.startswith(("data=", "data.path=", "+data"))]
+    commands = [
+        f"{what}: `satsweep {' '.join([*kept, extra])}`" for what, extra in OPEN_ALTERNATIVES
+    ]
+    return f". Or run the same {'; or '.join(commands)}"
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -17,3 +17,11 @@ class UserError(Exception):
     def _render_traceback_(self) -> list[str]:
         """IPython shows this instead of a traceback: a notebook sees the CLI's one line."""
         return [f"satsweep: error: {self}"]
+
+
+class MissingDataset(UserError):
+    """A named dataset that is not on this machine; the CLI adds the commands that need none."""
+
+    def __init__(self, message: str, data_name: str = "") -> None:  # "": copy() restores it
+        super().__init__(message)
+        self.data_name = data_name

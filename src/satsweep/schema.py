@@ -96,6 +96,7 @@ class DataConfig(Strict):
     max_per_class: PositiveInt | None
     split: SplitConfig
     download: DownloadConfig | None
+    source: str | None  # where to get the dataset, told when it is missing
 
     @property
     def is_binary(self) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from satsweep.data.images import is_image
-from satsweep.errors import UserError
+from satsweep.errors import MissingDataset, UserError
 from satsweep.schema import DataConfig
 
 LOG = logging.getLogger(__name__)
@@ -62,16 +62,16 @@ def _file_sha256(path: str) -> str:
         return "unreadable"
 
 
-def missing_dataset_message(path: Path, data_name: str) -> str:
-    """What to do when a dataset's folder is missing: where satsweep looked, and how to get it."""
-    return (
-        f"dataset {data_name!r} not found: looked in {path}. Put the data there, "
-        "set SATSWEEP_DATA_DIR to the folder holding it, or pass data.path=DIR"
-        + (" (or data.download.enabled=true)" if data_name == "eurosat" else "")
+def missing_dataset(path: Path, data_name: str, source: str | None) -> MissingDataset:
+    """What to do when a dataset is missing: where satsweep looked, and where to get it."""
+    return MissingDataset(
+        f"dataset {data_name!r} not found: looked in {path}. {source or 'Put the data there'}; "
+        "or set SATSWEEP_DATA_DIR to the folder holding it, or pass data.path=DIR",
+        data_name,
     )
 
 
-def class_folders(root: Path, data_name: str) -> dict[str, list[Path]]:
+def class_folders(root: Path, data_name: str, source: str | None) -> dict[str, list[Path]]:
     """Class name -> sorted image files, for every sub-folder of ``root``."""
     if root.is_file():
         raise UserError(
@@ -79,7 +79,7 @@ def class_folders(root: Path, data_name: str) -> dict[str, list[Path]]:
             "one sub-folder per class"
         )
     if not root.is_dir():
-        raise UserError(missing_dataset_message(root, data_name))
+        raise missing_dataset(root, data_name, source)
     entries = [e for e in sorted(root.iterdir()) if e.is_dir() and not e.name.startswith(".")]
     links = [e.name for e in entries if e.is_symlink()]
     if links:  # usually a second name for a class folder: its images would count twice
@@ -132,7 +132,7 @@ def _printable(name: str) -> bool:
 def build_catalog(cfg: DataConfig) -> Catalog:
     """Select the samples of a class-per-folder dataset as ``cfg`` asks."""
     root = Path(cfg.path)
-    folders = class_folders(root, cfg.name)
+    folders = class_folders(root, cfg.name, cfg.source)
     _check_class_names(cfg.classes or [], folders, "data.classes")
     _check_class_names(cfg.positive_classes or [], folders, "data.positive_classes")
     chosen = list(cfg.classes) if cfg.classes else list(folders)

@@ -14,16 +14,16 @@ import numpy as np
 from PIL import Image
 
 from satsweep.data.cache import DecodedArrays
-from satsweep.data.catalog import missing_dataset_message
+from satsweep.data.catalog import missing_dataset
 from satsweep.errors import UserError
 
 CHIP_CLASSES = ("negative", "positive")
 
 
-def chips_digest(path: Path, data_name: str) -> str:
+def chips_digest(path: Path, data_name: str, source: str | None) -> str:
     """The digest of a chips JSON file's content, so a changed file is decoded again."""
     if not path.is_file():
-        raise UserError(missing_dataset_message(path, data_name))
+        raise missing_dataset(path, data_name, source)
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

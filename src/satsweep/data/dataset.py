@@ -89,7 +89,7 @@ def _decoded(
     if cfg.format == "shipsnet_json":
         if cfg.chip_size is None:
             raise UserError("data.chip_size is required for format shipsnet_json: e.g. 80")
-        digest = chips_digest(path, cfg.name)
+        digest = chips_digest(path, cfg.name, cfg.source)
         chip_size = cfg.chip_size
 
         def decode() -> DecodedArrays:
