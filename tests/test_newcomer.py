@@ -135,3 +135,15 @@ def test_every_readme_command_composes(outputs, capsys) -> None:
         if code != 0:
             failures.append(f"satsweep {shlex.join(command)}: {output.err.strip()[-300:]}")
     assert not failures, "\n".join(failures)
+
+
+def test_the_readme_is_a_door_not_a_lab_notebook() -> None:
+    """Under 25 KB, with no commit hashes: results live in docs/, history in git."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.encode()) < 25_000
+    hashes = re.findall(
+        r"`([0-9a-f]{7,12})`|\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,12}\b", readme
+    )
+    assert not hashes, hashes
+    for linked in re.findall(r"\]\(((?:docs|sweeps|conf)/[^)#]+)\)", readme):
+        assert (REPO / linked).exists(), linked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -315,8 +316,12 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     assert rows[1] == ["final floor", "final's split"] and rows[-1] == ["floor", "trials' split"]
     assert len(rows) == 5
 
+    # long phases show where they are: the final fit's epochs in the launcher's progress,
+    # every epoch in the log of a run (here the reproduce of the final model)
+    assert "final fit epoch 4/4" in result.stderr, result.stderr[-2000:]
     again = run_satsweep("reproduce", "--study", "smoke", "--final")
     assert again.returncode == 0 and "reproduced: max |difference| 0" in again.stdout, again.stderr
+    assert re.search(r"epoch 4/4: loss [0-9.]+, val_loss [0-9.]+, val_f1_macro", again.stdout)
     rerun = run_satsweep("sweep", *args, "sweep.n_trials=2")  # the study is done: no new fit
     assert rerun.returncode == 0, rerun.stderr
     assert len(client.search_runs([experiment], "tags.`satsweep.role` = 'final'")) == 1

@@ -218,6 +218,11 @@ def _panel(snap: Snapshot, title: str) -> Table:
         ("pruned", snap.pruned),
         ("failed", snap.failed),
         ("best", snap.best),
+        *(
+            [("final fit", f"epoch {snap.final_fit.epoch}/{snap.final_fit.epochs}")]
+            if snap.final_fit
+            else []
+        ),
         ("elapsed", f"{snap.elapsed:.0f}s"),
         ("remaining", f"~{snap.eta()}"),
     ):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import optuna
 
 from satsweep.baseline import cached_floor
@@ -26,6 +27,7 @@ from satsweep.search.ledger import (
     FINAL_CLAIM_ATTR,
     FINAL_OF_TRIAL_TAG,
     FINAL_OVERRIDES_TAG,
+    FINAL_PROGRESS_ATTR,
     ROLE_TAG,
     RUN_NAME_TAG,
     FinalFit,
@@ -83,7 +85,7 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
             dataset,
             tracker,
             run_id,
-            [StopOnRequest(stop)],
+            [StopOnRequest(stop), ReportProgress(study)],
             floor=cached_floor(dataset, cfg.seed, Path(cfg.paths.cache)),
             model_name=name,
         )
@@ -98,6 +100,27 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     final = FinalFit(trial.number, run_id, _plain(result.metrics))
     study.set_user_attr(FINAL_ATTR, final.__dict__)
     return final
+
+
+class ReportProgress(keras.callbacks.Callback):
+    """Each epoch of the final fit, told on the study: the launcher shows how far it is."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        super().__init__()
+        self.study = study
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        """Start the epoch's clock."""
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        """Tell the study the epochs done, of how many, and this one's seconds."""
+        seconds = time.perf_counter() - self.epoch_started
+        epochs = int(self.params.get("epochs") or epoch + 1)
+        self.study.set_user_attr(
+            FINAL_PROGRESS_ATTR, {"epoch": epoch + 1, "epochs": epochs, "epoch_seconds": seconds}
+        )
 
 
 CLAIM_POLL_SECONDS = 5.0

@@ -31,7 +31,7 @@ from satsweep.search.crew import Crew, Starter, Worker
 from satsweep.search.identity import study_identity
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import FAILURE_ATTR, LAUNCHER_ATTR
-from satsweep.search.progress import ProgressView, snapshot
+from satsweep.search.progress import ProgressView, Snapshot, snapshot
 from satsweep.search.record import finalize, record_floor_once
 from satsweep.search.settings import result_metric, test_metric
 from satsweep.search.storage import worker_identity
@@ -199,22 +199,29 @@ class _Supervisor:
     def watch(
         self, processes: list[Worker], title: str, started: float, restart: Restarter | None
     ) -> None:
-        """Show the study's progress until every process has exited (restarting killed ones)."""
+        """Show the study's progress until every process has exited (restarting killed ones).
+
+        Without a restarter the processes are the final fit's, whose epochs are shown.
+        """
         settings = self.job.settings
+
+        def now() -> Snapshot:
+            return snapshot(
+                self.attached.study,
+                settings.n_trials,
+                settings.objectives[0],
+                started,
+                final_fit=restart is None,
+            )
+
         with self.view(title) as progress:
             while True:
                 running = _any_running(processes)
                 if not (running or (restart is not None and restart(processes))):
                     break
-                progress.update(
-                    snapshot(
-                        self.attached.study, settings.n_trials, settings.objectives[0], started
-                    )
-                )
+                progress.update(now())
                 _pause(processes, POLL_SECONDS)
-            progress.update(
-                snapshot(self.attached.study, settings.n_trials, settings.objectives[0], started)
-            )
+            progress.update(now())
 
 
 def _run_workers(

@@ -31,6 +31,7 @@ FLOOR_ATTR = "satsweep_floor"  # study: the no-learning floor's metrics on the s
 FINAL_ATTR = "satsweep_final_fit"  # study: the final fit's record, see FinalFit
 LAUNCHER_ATTR = "satsweep_launcher"  # study: host:pid of the launcher watching it, if any
 CLOSED_ATTR = "satsweep_closed"  # study: {finished, by}: a worker closed it without a launcher
+FINAL_PROGRESS_ATTR = "satsweep_final_fit_progress"  # study: {epoch, epochs, epoch_seconds}
 FINAL_CLAIM_ATTR = "satsweep_final_fit_claim"  # study: {trial, owner}: who runs the final fit
 PARENT_ATTR = "mlflow_parent_run_id"  # study: the sweep's parent MLflow run
 EXPERIMENT_ATTR = "mlflow_experiment_id"  # study: its MLflow experiment, for offline workers

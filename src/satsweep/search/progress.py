@@ -14,6 +14,21 @@ from typing import Protocol
 import optuna
 from optuna.trial import TrialState
 
+from satsweep.search.ledger import FINAL_PROGRESS_ATTR
+
+
+@dataclass(frozen=True)
+class FinalFitProgress:
+    """How far the final fit is: epochs done of all, and the last epoch's seconds."""
+
+    epoch: int
+    epochs: int
+    epoch_seconds: float
+
+    def left(self) -> float:
+        """Seconds left at the last epoch's pace."""
+        return self.epoch_seconds * max(0, self.epochs - self.epoch)
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -26,9 +41,12 @@ class Snapshot:
     failed: int
     best: str
     elapsed: float
+    final_fit: FinalFitProgress | None = None  # once the final fit has run an epoch
 
     def eta(self) -> str:
         """The time left at the pace so far, or ``?`` before any trial finished."""
+        if self.final_fit is not None:
+            return f"{self.final_fit.left():.0f}s"
         if not self.total or not self.done:
             return "?"
         left = max(0, self.total - self.done)
@@ -37,15 +55,23 @@ class Snapshot:
     def line(self) -> str:
         """The snapshot as one line, for logs without a terminal."""
         total = self.total if self.total is not None else "?"
+        final = ""
+        if self.final_fit is not None:
+            final = f" | final fit epoch {self.final_fit.epoch}/{self.final_fit.epochs}"
         return (
             f"trials {self.done}/{total} done, {self.running} running, {self.pruned} pruned, "
-            f"{self.failed} failed | best {self.best} | {self.elapsed:.0f}s elapsed, "
+            f"{self.failed} failed{final} | best {self.best} | {self.elapsed:.0f}s elapsed, "
             f"~{self.eta()} left"
         )
 
 
-def snapshot(study: optuna.Study, total: int | None, objective: str, started: float) -> Snapshot:
-    """Count the study's trials by state and find its best value, as the display shows them."""
+def snapshot(
+    study: optuna.Study, total: int | None, objective: str, started: float, final_fit: bool = False
+) -> Snapshot:
+    """Count the study's trials by state and find its best value, as the display shows them.
+
+    ``final_fit``: the final fit runs, and its worker reports each epoch on the study.
+    """
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -62,7 +88,13 @@ def snapshot(study: optuna.Study, total: int | None, objective: str, started: fl
         failed=states.count(TrialState.FAIL),
         best=best,
         elapsed=time.monotonic() - started,
+        final_fit=_final_fit_progress(study) if final_fit else None,
     )
+
+
+def _final_fit_progress(study: optuna.Study) -> FinalFitProgress | None:
+    record = study.user_attrs.get(FINAL_PROGRESS_ATTR)
+    return FinalFitProgress(**record) if record else None
 
 
 class ProgressSink(Protocol):
