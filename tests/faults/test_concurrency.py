@@ -6,6 +6,7 @@ tables; two processes doing that at once used to kill one of them.
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -70,7 +71,7 @@ def test_two_launchers_of_one_study_answer_with_one_final_fit(outputs, sweep_arg
     runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
     finals = [r for r in runs if r.data.tags.get("satsweep.role") == "final"]
     assert len(finals) == 1 and finals[0].info.status == "FINISHED"
-    answers = [
-        [line for line in text.splitlines() if line.startswith("final model:")] for text in said
-    ]
-    assert answers[0] == answers[1] and finals[0].info.run_id in answers[0][0], answers
+    # "final model (of trial N, retrained): scores (params; MLflow run ID)", maybe wrapped
+    answers = [re.findall(r"final model \(.*?MLflow run \w+\)", " ".join(t.split())) for t in said]
+    assert answers[0] == answers[1] and len(answers[0]) == 1, answers
+    assert finals[0].info.run_id in answers[0][0], answers
