@@ -73,7 +73,9 @@ def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir)
     for note in (experiment.tags["mlflow.note.content"], parent.data.tags["mlflow.note.content"]):
         assert "## Sweep `ui`" in note and "maximize `val_f1_macro`" in note
         assert "1 complete, 1 pruned, 1 failed" in note
-        assert f"/runs/{trials[0].info.run_id})" in note and "**Final model:**" in note
+        # relative: the UI resolves them on whatever host and port serves it
+        assert f"](#/experiments/{experiment.experiment_id}/runs/{trials[0].info.run_id})" in note
+        assert "**Final model:**" in note and "http://" not in note
         assert "| `model.dropout` | `interval(0.0, 0.2)` |" in note
 
     # the printed link opens a saved view: sorted by the objective, swept params shown
@@ -82,6 +84,16 @@ def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir)
     assert "params.`model.dropout`" in view["selectedColumns"]
     assert "metrics.`test_f1_macro`" in view["selectedColumns"]
     assert "runs?workflowType=machine_learning&viewStateShareKey=satsweep" in printed
+
+    # every way into the experiment opens the model-training views, not the GenAI ones
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the parent run carries the sweep's settings as params
+    assert parent.data.params["sweep.pruner.name"] == "none"
+    assert parent.data.params["sweep.sampler.name"] == "tpe"
+    assert parent.data.params["sweep.params.model.dropout"] == "interval(0.0, 0.2)"
+    # constants of a run are tags, not metrics the compare view would chart
+    assert "steps_per_epoch" not in trials[0].data.metrics
+    assert int(trials[0].data.tags["satsweep.steps_per_epoch"]) >= 1
 
     # the parent run charts the objective over trials: one point per complete trial
     history = client.get_metric_history(parent.info.run_id, "trial_val_f1_macro")

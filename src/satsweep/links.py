@@ -31,10 +31,16 @@ def ui_address(tracking: TrackingConfig) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-def runs_link(tracking: TrackingConfig, experiment_id: str, view: bool = False) -> str:
+def _base(tracking: TrackingConfig | None) -> str:
+    """The UI's address; none (links relative to the page) inside the UI's own descriptions,
+    so that they follow whatever host and port the UI is served on."""
+    return f"{ui_address(tracking)}/" if tracking is not None else ""
+
+
+def runs_link(tracking: TrackingConfig | None, experiment_id: str, view: bool = False) -> str:
     """The experiment's runs table; with ``view``, in the state satsweep saved for it."""
     shared = f"&viewStateShareKey={VIEW_KEY}" if view else ""
-    return f"{ui_address(tracking)}/#/experiments/{experiment_id}/{RUNS_VIEW}{shared}"
+    return f"{_base(tracking)}#/experiments/{experiment_id}/{RUNS_VIEW}{shared}"
 
 
 def runs_view(
@@ -57,9 +63,9 @@ def runs_view(
     return {f"{SHARED_VIEW_TAG}{VIEW_KEY}": json.dumps(state)}
 
 
-def run_link(tracking: TrackingConfig, experiment_id: str, run_id: str) -> str:
+def run_link(tracking: TrackingConfig | None, experiment_id: str, run_id: str) -> str:
     """One run's page: its params, metrics, artifacts and logged model."""
-    return f"{ui_address(tracking)}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{_base(tracking)}#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def announce(what: str, link: str) -> None:

@@ -43,6 +43,8 @@ from satsweep.spool import OFFLINE_PREFIX, Spool, Write, new_offline_id
 
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, in Markdown
+# MLflow 3 opens experiments on its GenAI views unless told they hold model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 MAX_PARAMS_PER_BATCH = 100
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # backoff between attempts on a transient error
 TRANSIENT_MARKERS = (
@@ -190,7 +192,9 @@ class Tracker:
             else None
         )
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(
+                name, artifact_location=location, tags=EXPERIMENT_KIND
+            )
         except MlflowException:
             # Another worker created it between our lookup and our create.
             found = self.client.get_experiment_by_name(name)

@@ -47,7 +47,7 @@ from satsweep.schema import BackboneConfig, RunConfig, as_plain, experiment_keys
 from satsweep.tracking import TAG_PREFIX, Tracker, flatten
 
 LOG = logging.getLogger(__name__)
-MACHINE_PARAMS = ("data.path", "data.download")  # config keys kept out of the run's params
+MACHINE_PARAMS = ("data.path", "data.download", "data.source")  # kept out of the run's params
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,10 @@ def fit_and_log(
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
     passes = passes_per_epoch(len(dataset.train), trainer.batch_size, trainer.min_steps_per_epoch)
     steps = steps_per_epoch(len(dataset.train), trainer.batch_size, passes)
-    tracker.log_metrics(run_id, {"steps_per_epoch": steps, "passes_per_epoch": passes}, step=0)
+    # tags, not metrics: constants of the run, which MLflow's compare view would chart
+    tracker.set_tags(
+        run_id, {f"{TAG_PREFIX}steps_per_epoch": steps, f"{TAG_PREFIX}passes_per_epoch": passes}
+    )
     nan_guard = StopOnNonFiniteLoss()
     callbacks = [
         *_precise_batchnorm(cfg, dataset),  # first: validation sees the recomputed statistics

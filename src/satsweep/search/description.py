@@ -28,10 +28,12 @@ def sweep_description(
 ) -> str:
     """Markdown: what the sweep searched, how, and what it found, with links to the runs.
 
+    The links are relative: the UI that shows the description resolves them.
+
     ``best`` and ``final`` are leaderboard rows (``trial``, the objectives,
     ``mlflow_run_id``); either is None until it exists.
     """
-    settings, tracking = job.settings, job.base.tracking
+    settings = job.settings
     objective = settings.objectives[0]
     counts = table["state"].value_counts().to_dict() if not table.empty else {}
     lines = [
@@ -45,20 +47,20 @@ def sweep_description(
         f"(budget: {_budget(settings.n_trials, settings.timeout)}).",
     ]
     if best is not None:
-        link = run_link(tracking, experiment_id, str(best["mlflow_run_id"]))
+        link = run_link(None, experiment_id, str(best["mlflow_run_id"]))
         lines.append(
             f"- **Best trial:** [trial {best['trial']}]({link}), "
             f"{objective}={_number(best.get(objective))}."
         )
     if final is not None:
-        link = run_link(tracking, experiment_id, str(final["mlflow_run_id"]))
+        link = run_link(None, experiment_id, str(final["mlflow_run_id"]))
         test = test_metric(objective)
         lines.append(
             f"- **Final model:** [retrained]({link}) with "
             f"`{' '.join(settings.final_fit.overrides)}`: {test}={_number(final.get(test))}."
         )
     lines += [
-        f"- **All runs:** [runs table]({runs_link(tracking, experiment_id, view=True)}).",
+        f"- **All runs:** [runs table]({runs_link(None, experiment_id, view=True)}).",
         "",
         "| parameter | searched over |",
         "|---|---|",

@@ -8,6 +8,7 @@ carries ``satsweep.sweep``, ``satsweep.backend`` and (for trials)
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import optuna
 
@@ -27,7 +28,7 @@ from satsweep.search.ledger import (
     TRIAL_TAG,
 )
 from satsweep.spool import OFFLINE_PREFIX
-from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retries
+from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, flatten, with_retries
 
 LOG = logging.getLogger(__name__)
 
@@ -83,8 +84,23 @@ def ensure_parent_run(job: SweepJob, study: optuna.Study, tracker: Tracker) -> s
         f"{job.settings.study_name}-sweep",
         tags={**sweep_tags(job), ROLE_TAG: "sweep"},
     )
+    tracker.log_params(run_id, parent_params(job))
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
+
+
+# What defines a study, as the parent run's params (MLflow params cannot change, so the
+# budget, which a later invocation may raise, stays in the description and sweep.yaml).
+PARENT_SETTINGS = ("objectives", "directions", "backend", "sampler", "pruner", "final_fit")
+
+
+def parent_params(job: SweepJob) -> dict[str, Any]:
+    """``sweep.sampler.name``, ``sweep.params.optimizer.lr`` (its expression), ..."""
+    settings = {key: job.sweep_node[key] for key in PARENT_SETTINGS if key in job.sweep_node}
+    return {
+        **flatten(settings, "sweep."),
+        **{f"sweep.params.{key}": value for key, value in job.space_params.items()},
+    }
 
 
 def create_trial_run(
