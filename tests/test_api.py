@@ -33,6 +33,9 @@ def test_train_from_python_logs_a_run_that_exists_in_mlflow(
     assert "test_f1_macro" in shown and result.link in shown
 
     assert satsweep.artifact(result.run_id, "test_probabilities.npy").shape[1] == 30
+    assert satsweep.run_metrics(result.run_id) == run.data.metrics
+    with pytest.raises(UserError, match="no run 'nope'"):
+        satsweep.run_metrics("nope")
     blob = tmp_path / "blob.bin"
     blob.write_bytes(bytes(range(256)))
     mlflow.MlflowClient(compose().tracking.uri).log_artifact(result.run_id, str(blob))
@@ -83,7 +86,7 @@ def test_the_package_names_are_the_functions_even_after_every_module_loads() -> 
     import satsweep.search.launcher
     import satsweep.training
 
-    for name in ("train", "sweep", "eda", "reproduce", "compose"):
+    for name in ("train", "sweep", "eda", "reproduce", "compose", "run_metrics", "artifact"):
         assert callable(getattr(satsweep, name)), name
 
 

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "quiet",
             "figures",
             "metrics",
+            "threshold",
             "links",
             "yamlfiles",
             "config",

@@ -6,7 +6,16 @@ The command line is ``satsweep``; the same commands as Python functions::
     result = train(["data.max_per_class=20", "trainer.epochs=1"])
 """
 
-from satsweep.api import SweepResult, artifact, compose, eda, reproduce, sweep, train
+from satsweep.api import (
+    SweepResult,
+    artifact,
+    compose,
+    eda,
+    reproduce,
+    run_metrics,
+    sweep,
+    train,
+)
 from satsweep.errors import UserError
 
 __all__ = [
@@ -16,6 +25,7 @@ __all__ = [
     "compose",
     "eda",
     "reproduce",
+    "run_metrics",
     "sweep",
     "train",
 ]

@@ -281,6 +281,22 @@ def artifact(run_id: str, path: str, overrides: Overrides = ()) -> Any:
         return _read_artifact(local, path)
 
 
+def run_metrics(run_id: str, overrides: Overrides = ()) -> dict[str, float]:
+    """A run's metrics, each at its last value (``test_f1_macro``, ``final_val_threshold``...).
+
+    ``overrides`` say where the store is, as for :func:`artifact`.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    cfg = compose(overrides)
+    with _user_errors():
+        try:
+            return dict(MlflowClient(cfg.tracking.uri).get_run(run_id).data.metrics)
+        except MlflowException as error:
+            raise UserError(f"no run {run_id!r} in {cfg.tracking.uri}: {error.message}") from error
+
+
 def _read_artifact(local: Path, path: str) -> Any:
     """An artifact file by its kind; a file that is not what its name says is a user error."""
     import pandas as pd

@@ -17,7 +17,7 @@ import numpy as np
 from satsweep.analysis.confusion import confusion_figure
 from satsweep.analysis.errors import ERROR_ANALYSIS, analyse_errors
 from satsweep.data import Dataset
-from satsweep.metrics import Evaluation, evaluate_predictions
+from satsweep.metrics import FINAL_VAL, Evaluation, evaluate_predictions
 from satsweep.tracking import Tracker
 
 TEST_PROBABILITIES = "test_probabilities.npy"  # every run's, in test-split order
@@ -32,9 +32,18 @@ def log_test_probabilities(tracker: Tracker, run_id: str, probabilities: np.ndar
 
 
 def log_figures(
-    tracker: Tracker, run_id: str, dataset: Dataset, test: Evaluation, error_analysis: bool
+    tracker: Tracker,
+    run_id: str,
+    dataset: Dataset,
+    test: Evaluation,
+    error_analysis: bool,
+    threshold: float = 0.5,
 ) -> None:
-    """The confusion matrix figure and, with ``error_analysis``, the error analysis's figures."""
+    """The confusion matrix figure and, with ``error_analysis``, the error analysis's figures.
+
+    ``threshold``: a binary task's decision threshold (chosen on validation), marked on
+    its curves.
+    """
     tracker.log_figure(
         run_id, confusion_figure(test.confusion, dataset.class_names), CONFUSION_FIGURE
     )
@@ -42,7 +51,12 @@ def log_figures(
         return
     split = dataset.test
     analysis = analyse_errors(
-        split.images, split.labels, test.probabilities, dataset.class_names, test.per_class
+        split.images,
+        split.labels,
+        test.probabilities,
+        dataset.class_names,
+        test.per_class,
+        threshold=threshold,
     )
     for name, figure in analysis.figures.items():
         tracker.log_figure(run_id, figure, f"{ERROR_ANALYSIS}/{name}")
@@ -63,5 +77,7 @@ def draw_missing_figures(
     probabilities = np.load(io.BytesIO(tracker.download_bytes(run_id, TEST_PROBABILITIES)))
     dataset = load()
     test = evaluate_predictions(dataset.test.labels, probabilities, dataset.class_names)
-    log_figures(tracker, run_id, dataset, test, error_analysis)
+    metrics = tracker.client.get_run(run_id).data.metrics
+    threshold = metrics.get(f"{FINAL_VAL}_threshold", 0.5)
+    log_figures(tracker, run_id, dataset, test, error_analysis, threshold)
     return True

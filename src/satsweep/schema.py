@@ -274,6 +274,26 @@ class AugmentConfig(Strict):
         )
 
 
+class ThresholdConfig(Strict):
+    """How a binary task's decision threshold is chosen on the validation split."""
+
+    metric: Literal["f1", "recall", "precision"]  # of the positive class
+    target: Annotated[float, Field(gt=0.0, le=1.0)] | None  # for recall and precision
+
+    @model_validator(mode="after")
+    def _target_for_a_target_metric(self) -> ThresholdConfig:
+        if self.metric != "f1" and self.target is None:
+            raise ValueError(
+                f"trainer.threshold.metric={self.metric} needs trainer.threshold.target "
+                f"(the {self.metric} to reach on validation, e.g. 0.9)"
+            )
+        if self.metric == "f1" and self.target is not None:
+            raise ValueError(
+                "trainer.threshold.target is for metric=recall or precision: F1 is maximised"
+            )
+        return self
+
+
 class TrainerConfig(Strict):
     """How a model is fitted and evaluated: epochs, batch size, early stopping, TTA, threads."""
 
@@ -291,6 +311,7 @@ class TrainerConfig(Strict):
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)]
     augment: AugmentConfig
     tta: Literal["none", "flips", "dihedral"]  # predictions averaged over transformed inputs
+    threshold: ThresholdConfig  # binary tasks: the decision threshold, chosen on validation
     # batch-norm statistics recomputed from this many training images for each epoch's
     # validation (0: Keras' moving averages, which lag the weights in short runs)
     precise_bn_images: NonNegativeInt

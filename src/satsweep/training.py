@@ -44,6 +44,7 @@ from satsweep.redact import redact_tree
 from satsweep.run_figures import log_figures, log_test_probabilities
 from satsweep.runtime import accelerator, prepare_run
 from satsweep.schema import BackboneConfig, RunConfig, as_plain, experiment_keys
+from satsweep.threshold import choose_threshold, scores_at
 from satsweep.tracking import TAG_PREFIX, Tracker, flatten
 
 LOG = logging.getLogger(__name__)
@@ -334,7 +335,14 @@ def fit_and_log(
         else []
     )
     if plan.figures:
-        log_figures(tracker, run_id, dataset, test, cfg.tracking.error_analysis)
+        log_figures(
+            tracker,
+            run_id,
+            dataset,
+            test,
+            cfg.tracking.error_analysis,
+            metrics.get(f"{FINAL_VAL}_threshold", 0.5),
+        )
     if cfg.tracking.log_model and plan.model:  # after the results, which MLflow attaches to it
         tracker.log_keras_model(run_id, model, model_name, step=epochs_run)
     seconds = time.perf_counter() - started  # the model's upload included
@@ -414,11 +422,32 @@ def _evaluate_and_log(
         **prefixed(evaluations["test"].metrics, "test"),
         "epochs_run": float(epochs_run),
     }
+    if dataset.num_classes == 2:
+        metrics.update(_threshold_metrics(cfg, dataset, *probabilities))
     tracker.log_metrics(run_id, metrics, step=epochs_run)
     test = evaluations["test"]
     tracker.log_text(run_id, test.per_class.to_csv(index=False), "per_class_report.csv")
     tracker.log_table(run_id, test.per_class, "per_class_report.json")
     return metrics, test
+
+
+def _threshold_metrics(
+    cfg: RunConfig, dataset: Dataset, val: np.ndarray, test: np.ndarray
+) -> dict[str, float]:
+    """The decision threshold chosen on validation, and both splits scored at it once."""
+    threshold = choose_threshold(dataset.val.labels, val[:, 1], cfg.trainer.threshold)
+    at = {
+        split: {f"{name}_at_threshold": value for name, value in scores.items()}
+        for split, scores in (
+            (FINAL_VAL, scores_at(dataset.val.labels, val[:, 1], threshold)),
+            ("test", scores_at(dataset.test.labels, test[:, 1], threshold)),
+        )
+    }
+    return {
+        f"{FINAL_VAL}_threshold": threshold,
+        **prefixed(at[FINAL_VAL], FINAL_VAL),
+        **prefixed(at["test"], "test"),
+    }
 
 
 def _analyse_and_log(
@@ -440,6 +469,7 @@ def _analyse_and_log(
         dataset.class_names,
         test.per_class,
         figures=False,
+        threshold=metrics.get(f"{FINAL_VAL}_threshold", 0.5),
     )
     for name, table in analysis.tables.items():
         tracker.log_text(run_id, table.to_csv(index=False), f"{ERROR_ANALYSIS}/{name}")

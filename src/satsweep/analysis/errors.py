@@ -2,8 +2,9 @@
 
 Everything here is computed from one set of test predictions, so it costs
 milliseconds beside training: the worst mistakes as a gallery, the most confused
-class pairs, per-class scores, calibration and, for binary tasks, the curves and
-the threshold that maximises F1.
+class pairs, per-class scores, calibration and, for binary tasks, the PR and ROC
+curves with the decision threshold (chosen on validation) marked, and the positive
+class's scores at every threshold.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from sklearn.metrics import f1_score, precision_recall_curve, roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from satsweep.figures import mosaic, subplots, tile_centres
+from satsweep.threshold import scores_at, threshold_table
 
 ERROR_ANALYSIS = "error_analysis"  # the artifact folder of every run's analysis
 
 GALLERY_SIZE = 36
 CALIBRATION_BINS = 10
-THRESHOLDS = np.round(np.linspace(0.05, 0.95, 19), 2)
 
 
 @dataclass
@@ -42,11 +43,13 @@ def analyse_errors(
     class_names: tuple[str, ...],
     per_class: pd.DataFrame,
     figures: bool = True,
+    threshold: float = 0.5,
 ) -> ErrorAnalysis:
     """Which images the model gets wrong, and how sure it was: the next experiment starts here.
 
     ``figures=False`` keeps the tables and metrics and skips the rendering, the
     costly part, for runs nobody will look at closely (trials behind the best).
+    ``threshold`` is a binary task's decision threshold, chosen on validation.
     """
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
@@ -56,7 +59,7 @@ def analyse_errors(
     result.tables["confused_pairs.csv"] = _confused_pairs(labels, predicted, class_names)
     result.metrics["ece"] = expected_calibration_error(labels, probabilities)
     if len(class_names) == 2:
-        _binary_curves(result, labels, probabilities[:, 1], figures)
+        _binary_curves(result, labels, probabilities[:, 1], figures, threshold)
     if figures:
         result.figures["misclassified.png"] = _gallery(
             images[worst[:GALLERY_SIZE]],
@@ -175,28 +178,28 @@ def _calibration(labels: np.ndarray, probabilities: np.ndarray, ece: float) -> F
 
 
 def _binary_curves(
-    result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray, figures: bool
+    result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray, figures: bool, threshold: float
 ) -> None:
+    """The test split at every threshold (a table to read, not to choose from) and the curves."""
     if len(np.unique(labels)) < 2:
         return
+    result.tables["threshold_sweep.csv"] = pd.DataFrame(threshold_table(labels, scores))
     if figures:
-        _curve_figures(result, labels, scores)
-    sweep = pd.DataFrame(
-        {
-            "threshold": THRESHOLDS,
-            "f1": [f1_score(labels, scores >= t, zero_division=0) for t in THRESHOLDS],
-        }
-    )
-    result.tables["threshold_sweep.csv"] = sweep
-    best = sweep.loc[sweep["f1"].idxmax()]
-    result.metrics["best_threshold"] = float(best["threshold"])
-    result.metrics["best_threshold_f1"] = float(best["f1"])
-    result.metrics["f1_at_0.5"] = float(f1_score(labels, scores >= 0.5, zero_division=0))
+        _curve_figures(result, labels, scores, threshold)
 
 
-def _curve_figures(result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray) -> None:
+def _curve_figures(
+    result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray, threshold: float
+) -> None:
     precision, recall, _ = precision_recall_curve(labels, scores)
     false_positive, true_positive, _ = roc_curve(labels, scores)
+    chosen = scores_at(labels, scores, threshold)
+    negatives = labels == 0
+    chosen_fpr = float((scores[negatives] >= threshold).mean()) if negatives.any() else 0.0
+    marks = {
+        "pr_curve.png": (chosen["recall"], chosen["precision"]),
+        "roc_curve.png": (chosen_fpr, chosen["recall"]),
+    }
     for name, (x, y, xlabel, ylabel) in {
         "pr_curve.png": (recall, precision, "recall", "precision"),
         "roc_curve.png": (
@@ -208,7 +211,9 @@ def _curve_figures(result: ErrorAnalysis, labels: np.ndarray, scores: np.ndarray
     }.items():
         figure, axis = subplots(figsize=(4.5, 4.5))
         axis.plot(x, y)
+        axis.plot(*marks[name], "o", color="crimson", label=f"threshold {threshold:.2f}")
+        axis.legend(loc="lower left" if name == "pr_curve.png" else "lower right")
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)
-        axis.set_title(name.removesuffix(".png").replace("_", " "))
+        axis.set_title(name.removesuffix(".png").replace("_", " ") + " (test)")
         result.figures[name] = figure
