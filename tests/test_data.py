@@ -130,6 +130,19 @@ def test_shipsnet_json_loader(outputs, tmp_path) -> None:
     assert len(data.train) + len(data.val) + len(data.test) == 30
 
 
+def test_harvey_is_a_binary_task_with_damage_positive(outputs, tmp_path, data_dir) -> None:
+    """The real Harvey chips through data=harvey: its folders' own names, damage as class 1."""
+    data = _load(["data=harvey", "data.image_size=16", "data.max_per_class=30"], tmp_path)
+    assert data.class_names == ("no_damage", "damage")
+    labels = np.concatenate([s.labels for s in data.splits().values()])
+    assert (labels == 1).sum() == 30 and (labels == 0).sum() == 30
+    sources = [src for s in data.splits().values() for src in s.sources]
+    damaged = {src for src, label in zip(sources, labels, strict=True) if label == 1}
+    assert damaged and all("/damage/" in src for src in damaged)
+    with pytest.raises(UserError, match="unknown class .damaged. in data.positive_classes"):
+        _load(["data=harvey", "data.positive_classes=[damaged]"], tmp_path)
+
+
 def _zip_of_classes(tmp_path: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:

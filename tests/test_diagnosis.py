@@ -138,3 +138,21 @@ def test_overfitting_advice_skips_augmentation_already_on() -> None:
     (finding,) = diagnose(_evidence(history=OVERFITTING))
     assert "trainer.augment.flip" not in finding.config_keys  # on by default
     assert "trainer.augment.mixup" in finding.config_keys
+
+
+def test_binary_errors_on_one_side_point_at_the_threshold() -> None:
+    binary = {
+        "class_names": ("no_damage", "damage"),
+        "train_counts": [100, 200],
+        "test_recall": [0.95, 0.8],
+    }
+    missed = np.array([[38, 1], [9, 52]])  # 9 of 10 errors: damage called no_damage
+    findings = diagnose(_evidence(**binary, confusion=missed))
+    assert [f.rule for f in findings] == ["errors on one side"]
+    assert "9 of 10 errors are missed damage" in findings[0].message
+    assert "trainer.threshold.metric=recall" in findings[0].message
+    false_alarms = np.array([[30, 8], [1, 61]])
+    (finding,) = diagnose(_evidence(**binary, confusion=false_alarms))
+    assert "8 of 9 errors are false alarms" in finding.message
+    balanced = np.array([[35, 3], [3, 59]])
+    assert _rules(_evidence(**binary, confusion=balanced)) == set()

@@ -29,6 +29,8 @@ CONFIDENT_ERRORS = 0.7  # mean confidence of wrong predictions
 CHANCE_MULTIPLE = 1.5  # val accuracy below this multiple of chance counts as "at chance"
 TRAIN_ABOVE_CHANCE = 2.0  # ... while train accuracy rose above this multiple of chance
 FLOOR_MARGIN = 0.05  # test macro F1 within this of the no-learning floor is weak
+ONE_SIDED_ERRORS = 0.75  # binary: this share of the errors in one direction is lopsided
+ONE_SIDED_MIN_ERRORS = 4  # ... once there are this many errors to judge from
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,30 @@ def _imbalance(e: Evidence) -> Finding | None:
         "class imbalance",
         f"classes differ {counts.max() / counts.min():.1f}x in size and the smallest, "
         f"{e.class_names[smallest]}, has recall {recall[smallest]:.2f}: {advice}"
-        + (", or tune the decision threshold (see threshold_sweep.csv)" if binary else ""),
+        + (", or choose the threshold for recall (trainer.threshold.metric)" if binary else ""),
         keys,
+    )
+
+
+def _one_sided_errors(e: Evidence) -> Finding | None:
+    """Binary: most mistakes are missed positives, or most are false alarms."""
+    if len(e.class_names) != 2:
+        return None
+    missed, false_alarms = int(e.confusion[1, 0]), int(e.confusion[0, 1])
+    errors = missed + false_alarms
+    if errors < ONE_SIDED_MIN_ERRORS or max(missed, false_alarms) < ONE_SIDED_ERRORS * errors:
+        return None
+    positive, negative = e.class_names[1], e.class_names[0]
+    if missed > false_alarms:
+        seen = f"{missed} of {errors} errors are missed {positive} (called {negative})"
+        advice = "ask the threshold for recall (trainer.threshold.metric=recall with a target)"
+    else:
+        seen = f"{false_alarms} of {errors} errors are false alarms ({negative} called {positive})"
+        advice = "ask the threshold for precision (trainer.threshold.metric=precision)"
+    return Finding(
+        "errors on one side",
+        f"{seen} at 0.5: {advice}, or weight the loss if the classes are unequal",
+        ("trainer.threshold.metric", "trainer.threshold.target", "trainer.class_weights"),
     )
 
 
@@ -209,6 +233,7 @@ RULES = (
     _underfitting,
     _learning_rate_too_high,
     _imbalance,
+    _one_sided_errors,
     _concentrated_errors,
 )
 

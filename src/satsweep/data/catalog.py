@@ -191,6 +191,9 @@ def _one_vs_rest(
     if negative_ratio is not None:
         negatives = _cap(negatives, max(1, round(negative_ratio * len(positives))), rng)
     positive_name = "+".join(positive_classes)
+    # a two-folder set (damage / no_damage) keeps its own name for the negatives
+    negative_folders = [name for name in files if name not in positive_classes]
+    negative_name = negative_folders[0] if len(negative_folders) == 1 else NEGATIVE_CLASS
     sources = [str(p) for p in negatives] + [str(p) for p in positives]
     labels = np.asarray([0] * len(negatives) + [1] * len(positives), dtype=np.int64)
-    return Catalog((NEGATIVE_CLASS, positive_name), tuple(sources), labels, root)
+    return Catalog((negative_name, positive_name), tuple(sources), labels, root)
