@@ -139,8 +139,26 @@ def test_harvey_is_a_binary_task_with_damage_positive(outputs, tmp_path, data_di
     sources = [src for s in data.splits().values() for src in s.sources]
     damaged = {src for src, label in zip(sources, labels, strict=True) if label == 1}
     assert damaged and all("/damage/" in src for src in damaged)
-    with pytest.raises(UserError, match="unknown class .damaged. in data.positive_classes"):
+    with pytest.raises(UserError, match=r"unknown class 'damaged' in data\.positive_classes"):
         _load(["data=harvey", "data.positive_classes=[damaged]"], tmp_path)
+
+
+def test_real_shipsnet_chips_load_channel_planar(outputs, tmp_path, data_dir) -> None:
+    """20 real ShipsNet chips in the Kaggle JSON layout: every pixel where the file puts it."""
+    path = data_dir / "shipsnet_sample" / "shipsnet_20.json"
+    record = json.loads(path.read_text())
+    # the file: one row per chip, 6,400 red values, then green, then blue, each row-major
+    expected = np.asarray(record["data"], np.uint8).reshape(-1, 3, 80, 80).transpose(0, 2, 3, 1)
+    data = _load(["data=shipsnet", f"data.path={path}", "data.split.seed=1"], tmp_path)
+    assert data.class_names == ("negative", "positive")
+    images = _images_of(data)
+    labels = np.concatenate([split.labels for split in data.splits().values()])
+    assert sorted(labels.tolist()) == sorted(record["labels"]) and labels.sum() == 9
+    by_bytes = {
+        chip.tobytes(): label for chip, label in zip(expected, record["labels"], strict=True)
+    }
+    for image, label in zip(images, labels, strict=True):
+        assert by_bytes[image.tobytes()] == label  # the same chip, pixel for pixel, same label
 
 
 def _zip_of_classes(tmp_path: Path) -> bytes:
