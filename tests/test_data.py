@@ -161,6 +161,20 @@ def test_real_shipsnet_chips_load_channel_planar(outputs, tmp_path, data_dir) ->
         assert by_bytes[image.tobytes()] == label  # the same chip, pixel for pixel, same label
 
 
+def test_an_image_budget_is_shared_out_over_the_classes(outputs, data_dir) -> None:
+    from satsweep.data.catalog import build_catalog, per_class_cap
+
+    assert per_class_cap(None, 3000, 30) == 100 and per_class_cap(None, 3000, 2) == 1500
+    assert per_class_cap(40, 3000, 2) == 40 and per_class_cap(None, None, 5) is None
+    # on AID the quick sweep's budget picks exactly the images 100 per class did
+    budget = build_catalog(load_run_config(["data.max_images=3000"]).data)
+    per_class = build_catalog(load_run_config(["data.max_per_class=100"]).data)
+    assert budget.sources == per_class.sources and len(budget.sources) == 3000
+    # on a two-class set the same budget validates on 15% of 3,000 images, not of 200
+    harvey = build_catalog(load_run_config(["data=harvey", "data.max_images=3000"]).data)
+    assert np.bincount(harvey.labels).tolist() == [1500, 1500]
+
+
 def _zip_of_classes(tmp_path: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:

@@ -94,6 +94,9 @@ class DataConfig(Strict):
     positive_classes: list[str] | None
     negative_ratio: Annotated[float, Field(gt=0.0)] | None
     max_per_class: PositiveInt | None
+    # a budget of images spread evenly over the classes: searches cost the same, and
+    # validate on as many images, whatever the number of classes
+    max_images: PositiveInt | None
     split: SplitConfig
     download: DownloadConfig | None
     source: str | None  # where to get the dataset, told when it is missing

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -129,6 +130,13 @@ def _printable(name: str) -> bool:
     return True
 
 
+def per_class_cap(max_per_class: int | None, max_images: int | None, classes: int) -> int | None:
+    """The images kept per class: ``max_per_class``, or ``max_images`` shared out, the lower."""
+    shares = [] if max_images is None else [math.ceil(max_images / classes)]
+    caps = [cap for cap in (max_per_class, *shares) if cap is not None]
+    return min(caps) if caps else None
+
+
 def build_catalog(cfg: DataConfig) -> Catalog:
     """Select the samples of a class-per-folder dataset as ``cfg`` asks."""
     root = Path(cfg.path)
@@ -145,7 +153,8 @@ def build_catalog(cfg: DataConfig) -> Catalog:
                 "data.classes=[...]"
             )
     rng = np.random.default_rng(cfg.split.seed)
-    files = {name: _cap(folders[name], cfg.max_per_class, rng) for name in chosen}
+    cap = per_class_cap(cfg.max_per_class, cfg.max_images, len(chosen))
+    files = {name: _cap(folders[name], cap, rng) for name in chosen}
     if cfg.positive_classes:
         return _one_vs_rest(root, files, cfg.positive_classes, cfg.negative_ratio, rng)
     if len(chosen) < 2:

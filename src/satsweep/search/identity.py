@@ -40,6 +40,7 @@ def study_identity(job: SweepJob, dataset: Dataset) -> dict[str, Any]:
         "image_shape": "x".join(str(size) for size in dataset.image_shape),
         "split": data.split.model_dump(mode="json"),
         "max_per_class": data.max_per_class,
+        "max_images": data.max_images,
         "objectives": list(job.settings.objectives),
         "recipe": _flat(recipe),
     }
