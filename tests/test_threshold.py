@@ -8,7 +8,7 @@ import pytest
 from satsweep.config import load_run_config
 from satsweep.errors import UserError
 from satsweep.schema import ThresholdConfig
-from satsweep.threshold import choose_threshold, scores_at
+from satsweep.threshold import choose_threshold, decision_metrics, scores_at
 
 # 10 validation images: 4 positives scored 0.9, 0.7, 0.45, 0.3; negatives below 0.4 but one
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
@@ -54,3 +54,15 @@ def test_an_unreachable_target_falls_back_to_one_half(caplog) -> None:
 def test_a_threshold_rule_without_its_target_is_one_line(overrides, named) -> None:
     with pytest.raises(UserError, match=named):
         load_run_config(overrides)
+
+
+def test_the_threshold_comes_from_validation_alone() -> None:
+    """Test labels can change at will: the threshold does not move, only test's scores."""
+    rule = ThresholdConfig(metric="f1", target=None)
+    test_scores = np.array([0.8, 0.35, 0.6, 0.1, 0.55, 0.25])
+    test_labels = np.array([1, 1, 0, 0, 1, 0])
+    decided = decision_metrics(rule, (LABELS, SCORES), (test_labels, test_scores))
+    flipped = decision_metrics(rule, (LABELS, SCORES), (1 - test_labels, test_scores))
+    assert decided["threshold"] == flipped["threshold"] == 0.3
+    assert decided["val_f1_at_threshold"] == flipped["val_f1_at_threshold"] == pytest.approx(0.8)
+    assert decided["test_f1_at_threshold"] != flipped["test_f1_at_threshold"]

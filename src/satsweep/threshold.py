@@ -60,3 +60,22 @@ def choose_threshold(
     # recall falls as the threshold rises: keep the highest that holds it (the most precise);
     # precision rises with it: take the lowest that reaches it (the most recall)
     return max(meeting) if cfg.metric == "recall" else min(meeting)
+
+
+def decision_metrics(
+    cfg: ThresholdConfig,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> dict[str, float]:
+    """The threshold chosen from ``val`` (labels, positive scores) alone, then both splits
+    scored at it: ``threshold``, ``val_f1_at_threshold``, ``test_f1_at_threshold``, ..."""
+    threshold = choose_threshold(*val, cfg)
+    scored = {"val": scores_at(*val, threshold), "test": scores_at(*test, threshold)}
+    return {
+        "threshold": threshold,
+        **{
+            f"{split}_{name}_at_threshold": value
+            for split, scores in scored.items()
+            for name, value in scores.items()
+        },
+    }

@@ -44,7 +44,7 @@ from satsweep.redact import redact_tree
 from satsweep.run_figures import log_figures, log_test_probabilities
 from satsweep.runtime import accelerator, prepare_run
 from satsweep.schema import BackboneConfig, RunConfig, as_plain, experiment_keys
-from satsweep.threshold import choose_threshold, scores_at
+from satsweep.threshold import decision_metrics
 from satsweep.tracking import TAG_PREFIX, Tracker, flatten
 
 LOG = logging.getLogger(__name__)
@@ -435,18 +435,14 @@ def _threshold_metrics(
     cfg: RunConfig, dataset: Dataset, val: np.ndarray, test: np.ndarray
 ) -> dict[str, float]:
     """The decision threshold chosen on validation, and both splits scored at it once."""
-    threshold = choose_threshold(dataset.val.labels, val[:, 1], cfg.trainer.threshold)
-    at = {
-        split: {f"{name}_at_threshold": value for name, value in scores.items()}
-        for split, scores in (
-            (FINAL_VAL, scores_at(dataset.val.labels, val[:, 1], threshold)),
-            ("test", scores_at(dataset.test.labels, test[:, 1], threshold)),
-        )
-    }
-    return {
-        f"{FINAL_VAL}_threshold": threshold,
-        **prefixed(at[FINAL_VAL], FINAL_VAL),
-        **prefixed(at["test"], "test"),
+    decided = decision_metrics(
+        cfg.trainer.threshold,
+        (dataset.val.labels, val[:, 1]),
+        (dataset.test.labels, test[:, 1]),
+    )
+    return {  # final_val_threshold, final_val_f1_at_threshold, test_f1_at_threshold, ...
+        (f"{FINAL_VAL}_{name.removeprefix('val_')}" if not name.startswith("test_") else name): v
+        for name, v in decided.items()
     }
 
 

@@ -44,6 +44,21 @@ CASES += [  # ones that need no environment variable
             "less extreme data.split",
         ),
         ("a negative seed", ["train", "seed=-1"], "seed=-1"),
+        (
+            "a positive class that does not exist",
+            ["train", "data=harvey", "data.positive_classes=[flooded]"],
+            "unknown class 'flooded' in data.positive_classes: the classes are damage",
+        ),
+        (
+            "a binary task on a set with one class",
+            ["train", "data=harvey", "data.classes=[damage]"],
+            "no negative examples are left",
+        ),
+        (
+            "a target recall outside (0, 1]",
+            ["train", "trainer.threshold.metric=recall", "trainer.threshold.target=1.5"],
+            "trainer.threshold.target",
+        ),
         ("a seed numpy refuses", ["train", "seed=99999999999999"], "seed=99999999999999"),
         (
             "a negative sampler seed",
