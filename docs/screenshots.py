@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 HERE = Path(__file__).resolve().parent
 WINDOW = "2200,1200"
+TRAINING = "?workflowType=machine_learning"  # as satsweep's own links open a run
 RENDER_MS = 20_000  # virtual time for the single-page app to fetch and draw
 
 
@@ -64,7 +65,9 @@ def shoot(chromium: str, url: str, target: Path) -> None:
 
 
 def pages(client: MlflowClient, study: str, address: str) -> dict[str, str]:
-    """The three views a user opens after a sweep, by file name."""
+    """The views a user opens after a sweep, by file name: the experiment as its home-page
+    link opens it, the link satsweep prints, three trials compared, the parent run and the
+    best trial."""
     experiment = client.get_experiment_by_name(study)
     if experiment is None:
         raise SystemExit(f"no MLflow experiment {study!r}: run `make sweep` first")
@@ -77,12 +80,15 @@ def pages(client: MlflowClient, study: str, address: str) -> dict[str, str]:
     if len(trials) < 3:
         raise SystemExit(f"the sweep {study!r} has {len(trials)} complete trials; 3 are needed")
     top = [run.info.run_id for run in trials[:3]]
+    (parent,) = client.search_runs([eid], "tags.`satsweep.role` = 'sweep'")
     compare = quote(json.dumps(top), safe="") + "&experiments=" + quote(json.dumps([eid]), safe="")
     return {
+        "experiment-from-home.png": f"{address}/#/experiments/{eid}",
         "runs-table.png": f"{address}/#/experiments/{eid}/runs"
         "?workflowType=machine_learning&viewStateShareKey=satsweep",
         "compare-three-trials.png": f"{address}/#/compare-runs?runs={compare}",
-        "best-trial.png": f"{address}/#/experiments/{eid}/runs/{top[0]}",
+        "parent-run.png": f"{address}/#/experiments/{eid}/runs/{parent.info.run_id}{TRAINING}",
+        "best-trial.png": f"{address}/#/experiments/{eid}/runs/{top[0]}{TRAINING}",
     }
 
 

@@ -28,7 +28,7 @@ def test_train_from_python_logs_a_run_that_exists_in_mlflow(
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_f1_macro"] == pytest.approx(result.metrics["test_f1_macro"])
     assert len(result.class_names) == 30 and result.epochs_run == 1
-    assert result.link.endswith(f"/runs/{result.run_id}")
+    assert result.link.endswith(f"/runs/{result.run_id}?workflowType=machine_learning")
     shown = result._repr_html_()  # what a notebook renders
     assert "test_f1_macro" in shown and result.link in shown
 

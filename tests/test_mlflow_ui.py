@@ -74,7 +74,8 @@ def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir)
         assert "## Sweep `ui`" in note and "maximize `val_f1_macro`" in note
         assert "1 complete, 1 pruned, 1 failed" in note
         # relative: the UI resolves them on whatever host and port serves it
-        assert f"](#/experiments/{experiment.experiment_id}/runs/{trials[0].info.run_id})" in note
+        best = f"#/experiments/{experiment.experiment_id}/runs/{trials[0].info.run_id}"
+        assert f"]({best}?workflowType=machine_learning)" in note
         assert "**Final model:**" in note and "http://" not in note
         assert "| `model.dropout` | `interval(0.0, 0.2)` |" in note
 

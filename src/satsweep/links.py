@@ -13,7 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from satsweep.schema import TrackingConfig
 
-RUNS_VIEW = "runs?workflowType=machine_learning"
+MODEL_TRAINING = "workflowType=machine_learning"
+RUNS_VIEW = f"runs?{MODEL_TRAINING}"
 # MLflow's "share view": an experiment tag holding the runs table's state (columns,
 # sort order), opened by the link's viewStateShareKey. satsweep writes one per sweep.
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
@@ -65,7 +66,7 @@ def runs_view(
 
 def run_link(tracking: TrackingConfig | None, experiment_id: str, run_id: str) -> str:
     """One run's page: its params, metrics, artifacts and logged model."""
-    return f"{_base(tracking)}#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{_base(tracking)}#/experiments/{experiment_id}/runs/{run_id}?{MODEL_TRAINING}"
 
 
 def announce(what: str, link: str) -> None:
