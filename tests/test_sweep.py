@@ -265,11 +265,13 @@ def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, nam
 
 def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
+    args += ["sweep.noise.repeats=2"]
     result = run_satsweep("sweep", *args, "sweep.n_trials=2")
     assert result.returncode == 0, result.stderr + result.stdout
     study = _study(outputs)
     record = study.user_attrs["satsweep_final_fit"]
     assert record["trial"] == study.best_trial.number
+    _check_the_noise_band(outputs, study, " ".join(result.stdout.split()))
     # the answer names the trial it retrained and its parameters, beside its own split's floor
     said = " ".join(result.stdout.split())  # rich may wrap long lines
     final_line = f"final model (of trial {record['trial']}, retrained): test_f1_macro="
@@ -325,6 +327,34 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     rerun = run_satsweep("sweep", *args, "sweep.n_trials=2")  # the study is done: no new fit
     assert rerun.returncode == 0, rerun.stderr
     assert len(client.search_runs([experiment], "tags.`satsweep.role` = 'final'")) == 1
+
+
+def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None:
+    """The band comes from real repeats of the best trial, on its split, with other seeds."""
+    noise = study.user_attrs["satsweep_noise"]
+    best = study.best_trial
+    assert noise["trial"] == best.number and noise["seeds"] == [43, 44]  # seed 42 + 1, + 2
+    assert noise["values"][0] == best.value and len(noise["values"]) == 3
+    client, parents, _ = _runs(outputs)
+    repeats = client.search_runs(
+        [parents[0].info.experiment_id], "tags.`satsweep.role` = 'noise'", order_by=["start_time"]
+    )
+    assert [r.data.metrics["final_val_f1_macro"] for r in repeats] == noise["values"][1:]
+    assert [r.data.params["seed"] for r in repeats] == ["43", "44"]
+    assert {r.data.params["data.split.seed"] for r in repeats} == {"42"}  # the trials' split
+    sd = float(np.std(noise["values"], ddof=1))
+    parent = client.get_run(parents[0].info.run_id)
+    assert parent.data.metrics["noise_sd_val_f1_macro"] == pytest.approx(sd)
+    assert parent.data.metrics["noise_band_val_f1_macro"] == pytest.approx(2 * sd)
+    assert "**Seed noise:** trial" in parent.data.tags["mlflow.note.content"]
+    assert f"seed noise: trial {best.number} trained again with seeds 43, 44" in said
+    tied = [t.number for t in study.trials if t.values and abs(t.values[0] - best.value) <= 2 * sd]
+    (outputs / "board").mkdir()
+    board = pd.read_csv(
+        client.download_artifacts(parent.info.run_id, "leaderboard.csv", str(outputs / "board"))
+    )
+    marked = board[board["tied"] == "tied"]["trial"].astype(int).tolist()
+    assert sorted(marked) == sorted(tied) and best.number in marked
 
 
 @pytest.mark.parametrize("opened", [True, False])

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from satsweep.reproduction import Verdict
     from satsweep.schema import RunConfig
     from satsweep.search.job import SweepJob
+    from satsweep.search.ledger import Noise
     from satsweep.training import TrainResult
 
 Overrides = Sequence[str]
@@ -169,6 +170,13 @@ class SweepResult:
 
         storage = self.job.base.storage
         return load_study(open_storage(storage), self.study_name, storage.url)
+
+    @property
+    def noise(self) -> Noise | None:
+        """The best trial under other seeds, and the band within which trials tie."""
+        from satsweep.search.ledger import Noise
+
+        return Noise.of(self.study)
 
     def _row(self, trial: str) -> dict[str, Any]:
         rows = self.leaderboard[self.leaderboard["trial"].astype(str) == trial]

@@ -18,12 +18,14 @@ from rich.table import Table
 from satsweep.analysis.diagnosis import one_line
 from satsweep.metrics import RESULT_PREFIXES
 from satsweep.redact import redact
+from satsweep.search.description import noise_sentence
 from satsweep.search.progress import Snapshot
 from satsweep.search.record import FINAL_FLOOR_ROW, FINAL_ROW, FLOOR_ROW, SUMMARY_ROWS
 
 if TYPE_CHECKING:
     from satsweep.reproduction import Verdict
     from satsweep.search.job import SweepJob
+    from satsweep.search.ledger import Noise
     from satsweep.training import TrainResult
 
 LEADERBOARD_ROWS = 15
@@ -122,8 +124,11 @@ def print_leaderboard(table: pd.DataFrame, title: str) -> None:
     console.print(leaderboard_table(table, title, console.width, rows=len(table)))
 
 
-def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | None = None) -> None:
-    """The sweep's leaderboard (best first, then its final model and floor) and its answer."""
+def print_sweep_summary(
+    job: SweepJob, table: pd.DataFrame, noise: Noise | None = None, console: Console | None = None
+) -> None:
+    """The sweep's leaderboard (best first, then its final model and floor) and its answer,
+    with the seed noise that says which differences mean nothing."""
     console = console or wide_console()
     if table.empty:
         console.print("no trials ran")
@@ -139,13 +144,17 @@ def print_sweep_summary(job: SweepJob, table: pd.DataFrame, console: Console | N
         f"best trial: {int(best['trial'])} with {objective}={best[objective]:.4f} "
         f"(MLflow run {best['mlflow_run_id']})"
     )
+    if noise is not None:
+        console.print(f"seed noise: {noise_sentence(noise, objective, table)}", soft_wrap=True)
     rows = {kind: table[table["trial"] == kind] for kind in SUMMARY_ROWS}
     if not rows[FINAL_ROW].empty:
         final = rows[FINAL_ROW].iloc[0]
         searched = list(table.columns[table.columns.get_loc("seconds") + 1 :])
         params = [c for c in searched if c != "mlflow_run_id" and _cell(final[c]) != "-"]
         console.print(
-            f"final model ({final['state']}, retrained): {_scores(final)} "
+            f"final model ({final['state']}, retrained): {_scores(final)}"
+            + (f" (seed noise of the search: sd {noise.sd:.4f})" if noise else "")
+            + " "
             f"({', '.join(f'{c}={_cell(final[c])}' for c in params) or 'no searched parameter'};"
             f" MLflow run {final['mlflow_run_id']})",
             soft_wrap=True,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from satsweep.links import run_link, runs_link
 from satsweep.search.job import SweepJob
+from satsweep.search.ledger import Noise
 from satsweep.search.settings import result_metric, test_metric
 
 SUMMARY_STATES = ("complete", "pruned", "failed")
@@ -25,6 +26,7 @@ def sweep_description(
     table: pd.DataFrame,
     best: Mapping[str, Any] | None,
     final: Mapping[str, Any] | None,
+    noise: Noise | None = None,
 ) -> str:
     """Markdown: what the sweep searched, how, and what it found, with links to the runs.
 
@@ -52,6 +54,8 @@ def sweep_description(
             f"- **Best trial:** [trial {best['trial']}]({link}), "
             f"{objective}={_number(best.get(objective))}."
         )
+    if noise is not None:
+        lines.append(f"- **Seed noise:** {noise_sentence(noise, objective, table)}")
     if final is not None:
         link = run_link(None, experiment_id, str(final["mlflow_run_id"]))
         test = test_metric(objective)
@@ -67,6 +71,22 @@ def sweep_description(
         *(f"| `{key}` | `{value}` |" for key, value in _space(job).items()),
     ]
     return "\n".join(lines) + "\n"
+
+
+def noise_sentence(noise: Noise, objective: str, table: pd.DataFrame) -> str:
+    """What the seeds say: the spread, the band, and which trials it ties with the best."""
+    tied = table[table["tied"] == "tied"]["trial"].tolist() if "tied" in table else []
+    seeds = ", ".join(str(seed) for seed in noise.seeds)
+    values = ", ".join(f"{value:.4f}" for value in noise.values)
+    return (
+        f"trial {noise.trial} trained again with seeds {seeds} scored {objective} {values} "
+        f"(sd {noise.sd:.4f}): differences under {noise.band:.4f} are noise. "
+        + (
+            f"Tied with the best: trials {', '.join(str(t) for t in tied)}."
+            if len(tied) > 1
+            else "No other finished trial is within it of the best."
+        )
+    )
 
 
 def _objectives(job: SweepJob) -> str:

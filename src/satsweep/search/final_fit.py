@@ -32,6 +32,7 @@ from satsweep.search.ledger import (
     RUN_NAME_TAG,
     FinalFit,
 )
+from satsweep.search.noise import Noise, measure_noise
 from satsweep.search.runs import FINAL_ROLE, final_run_name, scored_name, sweep_tags
 from satsweep.search.settings import test_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
@@ -69,6 +70,9 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     if existing is not None:
         LOG.info("the final fit of trial %d exists: run %s", trial.number, existing.run_id)
         return existing
+    noise = Noise.of(study)
+    if job.settings.noise.repeats and (noise is None or noise.trial != trial.number):
+        measure_noise(job, attached, trial, stop)  # before the answer: it says what is tied
     cfg = final_config(job, trial)
     dataset = load_data(cfg)
     LOG.info("final fit of trial %d on %d training images", trial.number, len(dataset.train))

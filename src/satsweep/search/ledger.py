@@ -9,6 +9,7 @@ version) is read the same way by all. How workers start is ``crew``'s.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import optuna
@@ -31,6 +32,7 @@ FLOOR_ATTR = "satsweep_floor"  # study: the no-learning floor's metrics on the s
 FINAL_ATTR = "satsweep_final_fit"  # study: the final fit's record, see FinalFit
 LAUNCHER_ATTR = "satsweep_launcher"  # study: host:pid of the launcher watching it, if any
 CLOSED_ATTR = "satsweep_closed"  # study: {finished, by}: a worker closed it without a launcher
+NOISE_ATTR = "satsweep_noise"  # study: the best trial under other seeds, see noise.Noise
 FINAL_PROGRESS_ATTR = "satsweep_final_fit_progress"  # study: {epoch, epochs, epoch_seconds}
 FINAL_CLAIM_ATTR = "satsweep_final_fit_claim"  # study: {trial, owner}: who runs the final fit
 PARENT_ATTR = "mlflow_parent_run_id"  # study: the sweep's parent MLflow run
@@ -76,6 +78,43 @@ class FinalFit:
         """The study's final-fit record, or None before the final fit has run."""
         record = study.user_attrs.get(FINAL_ATTR)
         return FinalFit(**record) if record else None
+
+
+BAND_WIDTH = 2.0  # the noise band is this many standard deviations of the seeds' spread
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The best trial's objective under several seeds, and the band it gives."""
+
+    trial: int
+    seeds: list[int]
+    values: list[float]  # the trial's own value first, then one per repeat
+
+    @property
+    def sd(self) -> float:
+        """The seed-to-seed standard deviation of the objective."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    @property
+    def band(self) -> float:
+        """Differences within this are seed noise, not lessons."""
+        return BAND_WIDTH * self.sd
+
+    @staticmethod
+    def of(study: optuna.Study) -> Noise | None:
+        """The study's noise record, or None before it was measured."""
+        record = study.user_attrs.get(NOISE_ATTR)
+        return Noise(**record) if record else None
+
+
+def tied_with_best(study: optuna.Study, noise: Noise) -> list[int]:
+    """The complete trials whose objective lies within the band of the best one's."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete or len(study.directions) > 1:
+        return []
+    best = study.best_value
+    return sorted(t.number for t in complete if abs(t.values[0] - best) <= noise.band)
 
 
 def load_study(storage: BaseStorage, study_name: str, url: str) -> optuna.Study:

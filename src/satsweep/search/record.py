@@ -39,6 +39,8 @@ from satsweep.search.ledger import (
     TRIAL_COUNT_TAG,
     TRIAL_TAG,
     FinalFit,
+    Noise,
+    tied_with_best,
     trial_run_id,
 )
 from satsweep.search.runs import STATE_NAMES
@@ -60,6 +62,7 @@ KEY_METRICS = (
     "epochs_run",
 )
 PRUNED_AT = "pruned_at_epoch"
+TIED = "tied"  # a complete trial within the noise band of the best
 # What the parent run repeats of its best trial, under best_trial/.
 BEST_TRIAL_ARTIFACTS = (
     "config.yaml",
@@ -82,11 +85,15 @@ def leaderboard(
         _readable(lambda: _trial_metrics(study, tracker), {}) if tracker else {}
     )
     rows = []
+    noise = Noise.of(study)
+    tied = set(tied_with_best(study, noise)) if noise else set()
     for trial in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"trial": trial.number, "state": STATE_NAMES[trial.state]}
         complete = trial.state == TrialState.COMPLETE and trial.values
         values = trial.values if complete else [None] * len(objectives)
         row.update(dict(zip(objectives, values, strict=True)))
+        if noise:  # within the seed noise of the best: no lesson in their differences
+            row[TIED] = "tied" if trial.number in tied else None
         for key in KEY_METRICS:
             if key not in (*objectives, *map(result_metric, objectives)):
                 row[key] = runs.get(trial.number, {}).get(key)
@@ -233,6 +240,13 @@ def _record(job: SweepJob, attached: Attached, dataset: Dataset) -> pd.DataFrame
             step=finished,
         )
     _log_objective_by_trial(study, objectives, tracker, parent_run_id)
+    noise = Noise.of(study)
+    if noise is not None:
+        tracker.log_metrics(
+            parent_run_id,
+            {f"noise_sd_{objectives[0]}": noise.sd, f"noise_band_{objectives[0]}": noise.band},
+            step=0,
+        )
     final = FinalFit.of(study)
     if final is not None:
         tracker.set_tags(
@@ -251,7 +265,7 @@ def _record(job: SweepJob, attached: Attached, dataset: Dataset) -> pd.DataFrame
     trials = table[~table["trial"].isin(SUMMARY_ROWS)] if not table.empty else table
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     tracker.set_tags(parent_run_id, {f"{TRIAL_COUNT_TAG}{k}": v for k, v in counts.items()})
-    _describe(job, tracker, parent_run_id, table, trials)
+    _describe(job, tracker, parent_run_id, table, trials, noise)
     _log_plots(study, objectives, tracker, parent_run_id)
     return table
 
@@ -275,7 +289,12 @@ def _log_objective_by_trial(
 
 
 def _describe(
-    job: SweepJob, tracker: Tracker, parent_run_id: str, table: pd.DataFrame, trials: pd.DataFrame
+    job: SweepJob,
+    tracker: Tracker,
+    parent_run_id: str,
+    table: pd.DataFrame,
+    trials: pd.DataFrame,
+    noise: Noise | None,
 ) -> None:
     """The sweep's Markdown summary on its parent run and on its experiment."""
     experiment_id = tracker.experiment_id(job.settings.experiment)
@@ -287,6 +306,7 @@ def _describe(
         trials,
         complete.iloc[0].to_dict() if not complete.empty else None,
         finals.iloc[0].to_dict() if not finals.empty else None,
+        noise,
     )
     tracker.set_tags(parent_run_id, {NOTE_TAG: note})
     tracker.set_experiment_tags(experiment_id, {NOTE_TAG: note})

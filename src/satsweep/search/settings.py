@@ -85,6 +85,12 @@ class FinalFitSettings(Strict):
     overrides: list[str]  # Hydra overrides on top of the best trial's, e.g. trainer.epochs=20
 
 
+class NoiseSettings(Strict):
+    """The seed-to-seed spread of the objective, measured after the search."""
+
+    repeats: Annotated[int, Field(ge=0, le=20)]  # other seeds for the best trial; 0 = off
+
+
 class SweepSettings(Strict):
     """The ``sweep`` node of a sweep file: the study, its budget, backend and search space."""
 
@@ -104,6 +110,7 @@ class SweepSettings(Strict):
     params: dict[str, str]
     conditional: dict[str, dict[str, str]]
     final_fit: FinalFitSettings
+    noise: NoiseSettings
     # figures and model for every trial; or a model for those that lead when they finish,
     # and figures for the best trial alone, drawn when the sweep ends
     trial_artifacts: Literal["all", "leading"]
@@ -115,6 +122,11 @@ class SweepSettings(Strict):
             raise ValueError(
                 f"{len(self.objectives)} objective(s) but {len(self.directions)} direction(s): "
                 "give one direction (maximize or minimize) per objective"
+            )
+        if self.noise.repeats and len(self.objectives) > 1:
+            raise ValueError(
+                "sweep.noise.repeats measures one objective's noise: set it to 0 for a "
+                f"study of {len(self.objectives)} objectives"
             )
         if self.n_trials is None and self.timeout is None:
             raise ValueError("set sweep.n_trials or sweep.timeout, or the sweep never ends")
