@@ -347,6 +347,10 @@ def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None
     assert parent.data.metrics["noise_sd_val_f1_macro"] == pytest.approx(sd)
     assert parent.data.metrics["noise_band_val_f1_macro"] == pytest.approx(2 * sd)
     assert "**Seed noise:** trial" in parent.data.tags["mlflow.note.content"]
+    assert "## What mattered" in parent.data.tags["mlflow.note.content"]  # the lessons
+    assert "What mattered (2 trials, " in said  # printed after the leaderboard
+    lessons = client.download_artifacts(parent.info.run_id, "lessons.md", str(outputs))
+    assert Path(lessons).read_text().startswith("## What mattered")
     assert f"seed noise: trial {best.number} trained again with seeds 43, 44" in said
     tied = [t.number for t in study.trials if t.values and abs(t.values[0] - best.value) <= 2 * sd]
     (outputs / "board").mkdir()

@@ -178,6 +178,13 @@ class SweepResult:
 
         return Noise.of(self.study)
 
+    @property
+    def lessons(self) -> str:
+        """What mattered, which way, and what is noise, in Markdown (the parent's lessons.md)."""
+        from satsweep.search.lessons import sweep_lessons
+
+        return sweep_lessons(self.study, self.objective, self.noise)
+
     def _row(self, trial: str) -> dict[str, Any]:
         rows = self.leaderboard[self.leaderboard["trial"].astype(str) == trial]
         return rows.iloc[0].to_dict() if not rows.empty else {}

@@ -112,7 +112,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     result = api.sweep(args.overrides, workers=args.workers or None)
     from satsweep.console import print_sweep_summary  # after: config errors answer at once
 
-    print_sweep_summary(result.job, result.leaderboard, result.noise)
+    print_sweep_summary(result.job, result.leaderboard, result.noise, result.lessons)
     return result.exit_code
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from rich.console import Console
 from rich.live import Live
+from rich.markdown import Markdown
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
@@ -125,7 +126,11 @@ def print_leaderboard(table: pd.DataFrame, title: str) -> None:
 
 
 def print_sweep_summary(
-    job: SweepJob, table: pd.DataFrame, noise: Noise | None = None, console: Console | None = None
+    job: SweepJob,
+    table: pd.DataFrame,
+    noise: Noise | None = None,
+    lessons: str = "",
+    console: Console | None = None,
 ) -> None:
     """The sweep's leaderboard (best first, then its final model and floor) and its answer,
     with the seed noise that says which differences mean nothing."""
@@ -162,6 +167,8 @@ def print_sweep_summary(
     for kind, split in ((FINAL_FLOOR_ROW, "the final model's"), (FLOOR_ROW, "the trials'")):
         if not rows[kind].empty:
             console.print(f"no-learning floor of {split} split: {_scores(rows[kind].iloc[0])}")
+    if lessons:
+        console.print(Markdown(lessons))
     answer = rows[FINAL_ROW].iloc[0] if not rows[FINAL_ROW].empty else best
     print_next_commands(job, str(answer["mlflow_run_id"]), console)
 

@@ -43,6 +43,7 @@ from satsweep.search.ledger import (
     tied_with_best,
     trial_run_id,
 )
+from satsweep.search.lessons import sweep_lessons
 from satsweep.search.runs import STATE_NAMES
 from satsweep.search.settings import result_metric
 from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retries
@@ -63,6 +64,7 @@ KEY_METRICS = (
 )
 PRUNED_AT = "pruned_at_epoch"
 TIED = "tied"  # a complete trial within the noise band of the best
+LESSONS = "lessons.md"  # the parent run's artifact: what mattered, in words
 # What the parent run repeats of its best trial, under best_trial/.
 BEST_TRIAL_ARTIFACTS = (
     "config.yaml",
@@ -265,7 +267,9 @@ def _record(job: SweepJob, attached: Attached, dataset: Dataset) -> pd.DataFrame
     trials = table[~table["trial"].isin(SUMMARY_ROWS)] if not table.empty else table
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     tracker.set_tags(parent_run_id, {f"{TRIAL_COUNT_TAG}{k}": v for k, v in counts.items()})
-    _describe(job, tracker, parent_run_id, table, trials, noise)
+    lessons = sweep_lessons(study, objectives[0], noise)
+    tracker.log_text(parent_run_id, lessons, LESSONS)
+    _describe(job, tracker, parent_run_id, table, trials, noise, lessons)
     _log_plots(study, objectives, tracker, parent_run_id)
     return table
 
@@ -295,6 +299,7 @@ def _describe(
     table: pd.DataFrame,
     trials: pd.DataFrame,
     noise: Noise | None,
+    lessons: str,
 ) -> None:
     """The sweep's Markdown summary on its parent run and on its experiment."""
     experiment_id = tracker.experiment_id(job.settings.experiment)
@@ -308,6 +313,7 @@ def _describe(
         finals.iloc[0].to_dict() if not finals.empty else None,
         noise,
     )
+    note += "\n" + lessons
     tracker.set_tags(parent_run_id, {NOTE_TAG: note})
     tracker.set_experiment_tags(experiment_id, {NOTE_TAG: note})
 

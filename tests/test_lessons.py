@@ -1,0 +1,83 @@
+"""What a sweep says it learnt: importances from Optuna, every claim held against the noise."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import create_trial
+
+from satsweep.search.ledger import Noise
+from satsweep.search.lessons import sweep_lessons
+
+LR = FloatDistribution(1e-4, 1e-1, log=True)
+WIDTH = CategoricalDistribution([16, 32])
+
+
+def _study(scores: list[tuple[float, int, float]]) -> optuna.Study:
+    """A real in-memory study of finished trials: (lr, width, objective) each."""
+    study = optuna.create_study(direction="maximize")
+    for lr, width, value in scores:
+        study.add_trial(
+            create_trial(
+                params={"optimizer.lr": lr, "model.width": width},
+                distributions={"optimizer.lr": LR, "model.width": WIDTH},
+                value=value,
+            )
+        )
+    return study
+
+
+def _noise(sd_values: list[float]) -> Noise:
+    return Noise(trial=0, seeds=[43, 44], values=sd_values)
+
+
+def test_trials_all_within_the_band_teach_no_winner_and_no_direction() -> None:
+    study = _study([(1e-3, 16, 0.50), (5e-3, 32, 0.51), (2e-2, 16, 0.49), (8e-2, 32, 0.505)])
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.51, 0.48, 0.53]))  # sd 0.025
+    assert "No winner beyond noise" in said
+    assert "shows no direction for any parameter" in said
+    assert "`optimizer.lr`" not in said and "did best" not in said
+
+
+def test_a_clear_signal_names_its_region_and_its_option() -> None:
+    # high learning rates and width 32 win by far more than the seeds move the score
+    rows = [
+        (lr, width, 0.3 + 3 * lr + (0.1 if width == 32 else 0.0))
+        for lr, width in [
+            (1e-3, 16),
+            (2e-3, 32),
+            (5e-3, 16),
+            (1e-2, 32),
+            (3e-2, 16),
+            (6e-2, 32),
+            (8e-2, 32),
+            (9e-2, 16),
+        ]
+    ]
+    said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.60, 0.601, 0.599]))
+    assert "Trial 6 leads" in said and "beyond the band" in said
+    assert (
+        "`optimizer.lr` (importance" in said
+        and "top 2 finished trials lie between 0.06 and 0.08" in said
+    )
+    assert "`model.width` (importance" in said and "32 did best" in said
+
+
+def test_a_choice_whose_options_differ_by_less_than_the_noise_is_said_to_be_noise() -> None:
+    rows = [
+        (1e-3, 16, 0.40),
+        (2e-3, 32, 0.41),
+        (1e-2, 16, 0.60),
+        (2e-2, 32, 0.605),
+        (5e-2, 16, 0.80),
+        (8e-2, 32, 0.79),
+    ]
+    said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.80, 0.78, 0.82]))
+    assert "`model.width`" in said and "no difference beyond noise between its options" in said
+
+
+def test_without_a_band_every_difference_is_a_hint_and_few_trials_give_no_direction() -> None:
+    study = _study([(1e-3, 16, 0.4), (5e-3, 32, 0.5), (2e-2, 16, 0.45)])
+    said = sweep_lessons(study, "val_f1_macro", None)
+    assert "no noise band measured" in said and "read every difference below as a hint" in said
+    assert "3 finished trials set it, too few for a direction" in said
