@@ -35,6 +35,7 @@ from satsweep.search.storage import budget_lock
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
+FAILURES_ENV = "SATSWEEP_WORKER_FAILURES_IN_A_ROW"  # across a worker's re-executions
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class WorkerExit:
     ran: int
     recycle: bool
     seconds_left: float | None
+    failures_in_a_row: int = 0  # carried into the re-executed process, so it can still stop
 
 
 def run_final(job: SweepJob, threads: int) -> None:
@@ -108,6 +110,7 @@ def serve(job: SweepJob, options: WorkerOptions) -> int:
     ran = int(os.environ.get(RAN_ENV, "0")) + outcome.ran
     if outcome.recycle:
         os.environ[RAN_ENV] = str(ran)
+        os.environ[FAILURES_ENV] = str(outcome.failures_in_a_row)
         reexecute(job, options, outcome.seconds_left)
     return ran
 
@@ -154,7 +157,10 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
 
         ran, recycle = run_kerastuner(job, study, objective, budget)
         return WorkerExit(ran, recycle, budget.seconds_left())
-    ran = failures_in_a_row = 0
+    ran = 0
+    # a re-executed worker goes on counting: otherwise trials that all fail, with
+    # sweep.max_failures above sweep.trials_per_process, would never stop it
+    failures_in_a_row = int(os.environ.get(FAILURES_ENV, "0"))
     settle_between_runs()  # the start-up's objects, frozen once; then after each trial
     while not budget.expired():
         stop.check()
@@ -165,7 +171,7 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
             if left <= 0:
                 break
             if settings.trials_per_process and ran >= settings.trials_per_process:
-                return WorkerExit(ran, True, budget.seconds_left())
+                return WorkerExit(ran, True, budget.seconds_left(), failures_in_a_row)
             if left <= running:  # the rest is running elsewhere; wait in case one fails
                 held.close()
                 time.sleep(POLL_SECONDS)
