@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
 
-.PHONY: setup setup-gpu tensorflow-cuda notebooks train sweep bench bench-quality bench-hpo ui screenshots server test lint clean
+.PHONY: setup setup-gpu tensorflow-cuda notebooks train sweep bench bench-quality bench-hpo ui screenshots server test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -67,8 +67,11 @@ screenshots: $(STAMP)  ## after make sweep: the MLflow UI in headless Chromium, 
 server: $(STAMP)  ## MLflow tracking server on PostgreSQL for many workers
 	$(BIN)/satsweep server --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP)  ## the full suite, as CI runs it
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the inner loop: every test not marked slow, in about two minutes
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff, then mypy over src/ (settings in pyproject.toml)
 	$(BIN)/ruff check src tests

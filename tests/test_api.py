@@ -13,6 +13,7 @@ from satsweep import UserError, compose, train
 from tests.conftest import run_satsweep
 
 
+@pytest.mark.slow
 def test_train_from_python_logs_a_run_that_exists_in_mlflow(
     outputs, shared_cache, tmp_path
 ) -> None:
@@ -65,6 +66,7 @@ def test_overrides_that_are_not_a_list_of_strings_are_one_line(outputs, given, s
             function(given)
 
 
+@pytest.mark.slow
 def test_two_outputs_folders_in_one_process_log_to_their_own_stores(
     outputs, tmp_path, shared_cache, tiny
 ) -> None:
@@ -90,6 +92,7 @@ def test_the_package_names_are_the_functions_even_after_every_module_loads() -> 
         assert callable(getattr(satsweep, name)), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "overrides"),
     [

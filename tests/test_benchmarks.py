@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from satsweep.benchmarks.harness import alternate
 from tests.conftest import REPO
 
@@ -20,6 +22,7 @@ def test_alternate_swaps_the_order_every_repeat() -> None:
     assert a_values == [1.0] * 3 and b_values == [2.0] * 3
 
 
+@pytest.mark.slow
 def test_bench_writes_a_table_of_ratios(tmp_path, shared_cache) -> None:
     result = subprocess.run(
         [
@@ -49,6 +52,7 @@ def test_bench_writes_a_table_of_ratios(tmp_path, shared_cache) -> None:
     assert record["machine"]["cpu_count"]
 
 
+@pytest.mark.slow
 def test_an_unknown_benchmark_is_named_in_one_line() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "satsweep.benchmarks", "--only", "cache", "thruput"],
@@ -62,6 +66,7 @@ def test_an_unknown_benchmark_is_named_in_one_line() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bn_lag_scores_every_epoch_both_ways_and_leaves_the_run_as_trained(outputs, tiny) -> None:
     from satsweep.api import train
     from satsweep.benchmarks.bn_lag import measure

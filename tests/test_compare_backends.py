@@ -45,6 +45,7 @@ def test_summary_without_any_complete_trial_is_a_user_error() -> None:
         summarise([_run("a", 0, None, [])], maximize=True)
 
 
+@pytest.mark.slow
 def test_compare_backends_races_four_methods_and_logs_one_comparison(outputs, sweep_args) -> None:
     result = run_satsweep(
         "compare-backends",

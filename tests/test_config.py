@@ -92,6 +92,7 @@ def test_bad_config_is_one_line_naming_the_key(outputs, overrides, named) -> Non
     assert "\n" not in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "named"),
     [

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -29,6 +30,7 @@ def _table(client, run_id, name, tmp_path) -> pd.DataFrame:
     return pd.read_csv(client.download_artifacts(run_id, name, str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_eda_on_all_of_aid(outputs, shared_cache, tmp_path) -> None:
     result = run_satsweep("eda", "data.image_size=16", f"paths.cache={shared_cache}")
     assert result.returncode == 0, result.stderr
@@ -63,6 +65,7 @@ def test_eda_on_all_of_aid(outputs, shared_cache, tmp_path) -> None:
     } <= artifacts
 
 
+@pytest.mark.slow
 def test_eda_finds_planted_problems_and_training_skips_them(
     outputs, aid_subset, tmp_path, tiny, caplog
 ) -> None:

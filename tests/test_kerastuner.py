@@ -46,6 +46,7 @@ def test_every_oracle_respects_conditional_parameters(outputs, tmp_path, tuner) 
     assert chosen == {"adam", "sgd"}
 
 
+@pytest.mark.slow
 def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args) -> None:
     args = [
         *sweep_args,
@@ -110,6 +111,7 @@ def test_hyperband_sweep_logs_trials_like_optuna_and_resumes(outputs, sweep_args
     assert "searched with sweep.backend=kerastuner" in switched.stderr
 
 
+@pytest.mark.slow
 def test_the_quick_sweep_under_hyperband_ends_with_its_final_fit(outputs, tiny) -> None:
     data = [o for o in tiny if o.startswith(("data.", "paths."))]
     result = run_satsweep(

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
@@ -43,6 +44,7 @@ def _sweep(folder: Path, tiny: list[str], *overrides: str) -> tuple[int, str]:
     return result.returncode, result.stdout
 
 
+@pytest.mark.slow
 def test_a_sweep_reads_right_in_the_mlflow_ui(outputs, tiny, tmp_path, data_dir) -> None:
     (tmp_path / "conf" / "sweep").mkdir(parents=True)
     (tmp_path / "conf" / "sweep" / "ui.yaml").write_text(SWEEP)

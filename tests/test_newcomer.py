@@ -66,6 +66,7 @@ def _commands_in(message: str) -> list[list[str]]:
     return [shlex.split(found)[1:] for found in re.findall(r"`(satsweep [^`]+)`", message)]
 
 
+@pytest.mark.slow
 def test_without_aid_the_sweep_names_its_source_and_the_eurosat_command_works(
     outputs, tmp_path, monkeypatch, capsys, served_zip, shared_cache
 ) -> None:
@@ -120,6 +121,7 @@ def _readme_commands() -> list[list[str]]:
 COMPOSING = {"train", "sweep", "worker", "eda", "compare-backends"}
 
 
+@pytest.mark.slow
 def test_every_readme_command_composes(outputs, capsys) -> None:
     """Each documented command that composes a config does so with ``--cfg job``."""
     commands = [c for c in _readme_commands() if c and c[0] in COMPOSING]

@@ -36,6 +36,7 @@ def test_pruning_a_slow_starter_loses_the_best_trial_and_its_test_score() -> Non
     assert {round(v.test_lost, 2) for v in eager} == {0.0, 0.19}  # 0.79 - 0.60
 
 
+@pytest.mark.slow
 def test_curves_are_read_back_from_an_unpruned_sweeps_records(outputs, sweep_args) -> None:
     result = run_satsweep("sweep", *sweep_args, "sweep.pruner.name=none", "sweep.n_trials=3")
     assert result.returncode == 0, result.stderr

@@ -72,6 +72,7 @@ def test_tta_splits_of_any_size_trace_the_prediction_step_once(images) -> None:
         np.testing.assert_allclose(probabilities, tta.predict(model, split, "flips", 4), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ema_changes_the_evaluated_weights(images) -> None:
     tiny, x, y = images
     weights = {}
@@ -161,6 +162,7 @@ def test_the_optimizer_of_a_schedule_survives_serialisation() -> None:
         assert float(restored._learning_rate(step)) == float(optimizer._learning_rate(step))
 
 
+@pytest.mark.slow
 def test_backbone_loads_a_local_weights_file_frozen_then_trainable(outputs, tiny, tmp_path) -> None:
     data_and_trainer = [o for o in tiny if not o.startswith("model.")]
     base = [
@@ -347,6 +349,7 @@ def test_a_small_training_set_is_passed_over_until_an_epoch_has_min_steps(output
     assert [len(y) for _, y in data] == [examples] * 25
 
 
+@pytest.mark.slow
 def test_a_quick_trial_on_a_small_image_set_beats_the_no_learning_floor(outputs) -> None:
     # 168 training images at batch 64 are 3 steps an epoch: without the repeats a
     # 10-epoch trial predicts one class (val and test macro F1 0.10, floors 0.70 and 0.80)
@@ -389,6 +392,7 @@ def test_recomputed_statistics_are_the_mean_of_whole_batches_statistics() -> Non
     np.testing.assert_array_equal(norm.moving_mean.numpy(), np.zeros(3))
 
 
+@pytest.mark.slow
 def test_precise_batchnorm_changes_the_epoch_curves_and_not_the_model(outputs, tiny) -> None:
     # validation reads recomputed statistics; training, the final scores and the
     # saved model keep the moving averages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -28,6 +29,7 @@ def _no_model(tiny: list[str]) -> list[str]:
     return [*tiny, "tracking.log_model=false"]
 
 
+@pytest.mark.slow
 def test_reproduce_gives_identical_metrics(outputs, tiny, capsys, caplog) -> None:
     assert run(["train", *_no_model(tiny)]) == 0
     original = _runs(outputs)[0]
@@ -60,6 +62,7 @@ def test_reproduce_gives_identical_metrics(outputs, tiny, capsys, caplog) -> Non
     assert "trainer.eval_batch_size is newer than the run: today's value is used" in caplog.text
 
 
+@pytest.mark.slow
 def test_reproduce_is_bit_for_bit_with_every_recipe_knob_on(outputs, tiny, capsys) -> None:
     knobs = [
         "optimizer=sgd",
@@ -82,6 +85,7 @@ def test_reproduce_is_bit_for_bit_with_every_recipe_knob_on(outputs, tiny, capsy
     assert "confusion matrix: identical" in output and "reproduced: max |difference| 0" in output
 
 
+@pytest.mark.slow
 def test_reproduce_refuses_changed_data(outputs, tiny, aid_subset, capsys) -> None:
     data = [
         "data=folder",
@@ -106,6 +110,7 @@ def test_reproduce_refuses_changed_data(outputs, tiny, aid_subset, capsys) -> No
     assert len(_runs(outputs)) == 2
 
 
+@pytest.mark.slow
 def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
     assert run(["train", *_no_model(tiny)]) == 0
     original = _runs(outputs)[0]
@@ -135,6 +140,7 @@ def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
     assert changes == {"optimizer.lr": {"from": 0.003, "to": 0.01}}
 
 
+@pytest.mark.slow
 def test_reproduce_best_trial_of_a_sweep(outputs, sweep_args) -> None:
     args = [*sweep_args, "sweep.n_trials=3", "sweep.pruner.name=none", "sweep.sampler.seed=3"]
     assert run_satsweep("sweep", *args).returncode == 0
@@ -154,6 +160,7 @@ def test_reproduce_best_trial_of_a_sweep(outputs, sweep_args) -> None:
     )
 
 
+@pytest.mark.slow
 def test_unknown_or_foreign_runs_are_user_errors(outputs, tiny) -> None:
     unknown = run_satsweep("reproduce", "0123456789abcdef0123456789abcdef")
     assert unknown.returncode == 2 and "no MLflow run" in unknown.stderr

@@ -31,6 +31,7 @@ def _start_worker(args: list[str], log) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_three_workers_on_postgres_with_one_killed(
     outputs, sweep_args, tmp_path, postgres_databases
 ) -> None:
@@ -102,6 +103,7 @@ def test_three_workers_on_postgres_with_one_killed(
         assert sum(" complete " in line for line in shown.stdout.splitlines()) == 9
 
 
+@pytest.mark.slow
 def test_server_command_prints_the_uri_and_binds_loopback(tmp_path, postgres_databases) -> None:
     backend = postgres_databases()
     port = MlflowServer(backend, tmp_path / "a").port

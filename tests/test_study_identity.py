@@ -19,6 +19,7 @@ def _identity(tiny: list[str], *overrides: str) -> dict:
     return study_identity(job, load_data(job.base))
 
 
+@pytest.mark.slow
 def test_swept_and_runtime_keys_keep_the_identity(outputs: Path, tiny: list[str]) -> None:
     base = _identity(tiny)
     # smoke sweeps optimizer.lr and the optimizer group: their base values do not count

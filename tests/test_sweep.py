@@ -43,6 +43,7 @@ def _runs(outputs: Path, experiment: str = "smoke"):
     return client, parents, children
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp_path) -> None:
     # each worker re-executes itself after every trial, keeping its pid and its log
     trace = tmp_path / "compositions.tsv"
@@ -128,6 +129,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     assert lines[-1].startswith("floor,trials' split,")  # 4 trials, then the floor
 
 
+@pytest.mark.slow
 def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -> None:
     result = run_satsweep(
         "sweep", *sweep_args, "sweep.n_trials=5", "sweep.sampler.seed=3", "tracking.log_model=true"
@@ -188,6 +190,7 @@ def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -
     assert drawn_trials(job, 4) == ran[:4]
 
 
+@pytest.mark.slow
 def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
     result = run_satsweep(
         "sweep",
@@ -212,6 +215,7 @@ def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) < 4
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> None:
     # trials of 30 tiny epochs: the interrupt lands while the second one runs
     args = [*sweep_args, "sweep.pruner.name=none", "trainer.epochs=30"]
@@ -240,6 +244,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> N
     assert sum(r.data.tags["satsweep.trial_state"] == "complete" for r in children) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sweep_file", "named"),
     [
@@ -263,6 +268,7 @@ def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, nam
     assert not (outputs / "optuna.journal").exists()
 
 
+@pytest.mark.slow
 def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
     args += ["sweep.noise.repeats=2"]
@@ -392,6 +398,7 @@ def test_start_gate_lets_waiting_workers_on_or_ends_them(opened: bool) -> None:
             assert child.returncode != 0 and "could not set the sweep up" in err, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
@@ -444,6 +451,7 @@ def test_figures_that_cannot_be_drawn_leave_the_sweeps_record_whole(
     assert "the best trial's figures were not drawn: cannot load file" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_study_refuses_a_sweep_on_other_data(outputs, sweep_args) -> None:
     args = [*sweep_args, "sweep.n_trials=1", "trainer.epochs=1"]
     first = run_satsweep("sweep", *args)
@@ -468,6 +476,7 @@ def test_a_study_refuses_a_sweep_on_other_data(outputs, sweep_args) -> None:
     assert {r.info.run_id: r.info.status for r in parents + children} == runs_before
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_trials_all_fail_says_why_and_fails(outputs, sweep_args) -> None:
     # every learning rate diverges: each trial fails on its first non-finite loss. Only
     # the rate is searched, with Adam (SGD at such rates can kill every ReLU instead,

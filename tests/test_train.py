@@ -35,6 +35,7 @@ def _artifact_text(client: MlflowClient, run_id: str, path: str, tmp_path) -> st
     return open(client.download_artifacts(run_id, path, str(tmp_path))).read()
 
 
+@pytest.mark.slow
 def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
     assert run(["train", *tiny]) == 0
     client, logged = _only_run(outputs)
@@ -109,6 +110,7 @@ def test_train_logs_everything(outputs, tiny, tmp_path) -> None:
     assert logged.inputs.dataset_inputs[0].dataset.digest == tags["satsweep.data_digest"][:36]
 
 
+@pytest.mark.slow
 def test_train_prints_no_tensorflow_native_notes(outputs, tiny, monkeypatch) -> None:
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # the suite sets one
     result = run_satsweep("train", *tiny, "tracking.log_model=false")
@@ -119,6 +121,7 @@ def test_train_prints_no_tensorflow_native_notes(outputs, tiny, monkeypatch) -> 
     assert "in the MLflow UI (make ui): http://127.0.0.1:5000/#/experiments/" in printed
 
 
+@pytest.mark.slow
 def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:
     overrides = [o for o in tiny if not o.startswith("data.classes")]
     overrides += [
@@ -149,6 +152,7 @@ def test_binary_run_logs_positive_class_metrics(outputs, tiny) -> None:
     assert not [key for key in metrics if "best_threshold" in key]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("optimizer", "schedule", "warmup"),
     [
@@ -175,6 +179,7 @@ def test_every_optimizer_and_schedule_trains(outputs, tiny, optimizer, schedule,
     )
 
 
+@pytest.mark.slow
 def test_mlp_baseline_trains(outputs, tiny) -> None:
     data_and_trainer = [o for o in tiny if not o.startswith("model.")]
     assert (
@@ -198,6 +203,7 @@ def float32_after() -> Iterator[None]:
     keras.mixed_precision.set_global_policy("float32")  # later tests build models directly
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_xla_train_and_log(outputs, tiny, float32_after) -> None:
     knobs = ["trainer.precision=mixed_bfloat16", "trainer.jit_compile=true"]
     assert run(["train", *tiny, *knobs, "tracking.log_model=false"]) == 2  # needs nondeterminism
@@ -227,6 +233,7 @@ def test_settling_between_runs_frees_the_last_model_then_freezes_the_survivors()
         gc.unfreeze()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_train_closes_its_run(outputs, tiny, sig) -> None:
     # started like a shell's background job: SIGINT ignored until satsweep handles it

@@ -137,12 +137,14 @@ def _assert_one_line_error(result, named: str) -> None:
     assert lines[0].startswith("satsweep: error: ") and named in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.parametrize(("case", "args", "named"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_is_one_line(outputs, case, args, named) -> None:
     _assert_one_line_error(run_satsweep(*args), named)
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.parametrize(("case", "counts", "named"), BAD_FOLDERS, ids=[c[0] for c in BAD_FOLDERS])
 def test_bad_data_folder_is_one_line(outputs, data_dir, tmp_path, case, counts, named) -> None:

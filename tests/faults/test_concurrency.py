@@ -22,6 +22,7 @@ def _all_exit_zero(processes: list[subprocess.Popen[str]]) -> None:
         assert "Traceback" not in output, output
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_three_trains_at_once_on_a_fresh_sqlite_store(outputs, tiny) -> None:
     command = ["train", *tiny, "tracking.log_model=false", "tracking.error_analysis=false"]
@@ -31,6 +32,7 @@ def test_three_trains_at_once_on_a_fresh_sqlite_store(outputs, tiny) -> None:
     assert len(client.search_runs([experiment])) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.postgres
 def test_three_workers_at_once_on_fresh_postgres_stores(outputs, tiny, postgres_databases) -> None:
@@ -60,6 +62,7 @@ def test_three_workers_at_once_on_fresh_postgres_stores(outputs, tiny, postgres_
     assert [r.info.status for r in finals] == ["FINISHED"]
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_two_launchers_of_one_study_answer_with_one_final_fit(outputs, sweep_args) -> None:
     args = [*sweep_args[:-1], "sweep.final_fit.enabled=true", "trainer.epochs=1"]

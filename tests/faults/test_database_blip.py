@@ -112,6 +112,7 @@ def _objective(trial: optuna.Trial) -> float:
     return trial.suggest_float("x", 0.0, 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.postgres
 @pytest.mark.parametrize("reconnect_seconds", [60, 0])

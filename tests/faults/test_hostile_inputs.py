@@ -306,6 +306,7 @@ def _fill(text: str, tmp: Path, data: Path) -> str:
     return text.replace("{tmp}", str(tmp)).replace("{data}", str(data))
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_hostile_input(outputs, data_dir, tmp_path, case: Case) -> None:

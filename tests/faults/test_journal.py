@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from optuna.trial import TrialState
 
 from satsweep.cli import run
@@ -17,6 +18,7 @@ def _finished(outputs: Path) -> list[tuple[int, list[float] | None]]:
     return [(t.number, t.values) for t in journal_study(outputs).trials if t.state in FINISHED]
 
 
+@pytest.mark.slow
 def test_a_damaged_journal_is_healed_or_repaired_and_the_study_goes_on(
     outputs, sweep_args, capsys, caplog
 ) -> None:

@@ -13,6 +13,7 @@ from tests.servers import MlflowServer
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_tracking_outage_loses_no_trial(outputs, sweep_args, tmp_path) -> None:
     server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "server-artifacts")
@@ -60,6 +61,7 @@ def test_tracking_outage_loses_no_trial(outputs, sweep_args, tmp_path) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_tracking_store_down_at_start_is_one_line(outputs, tiny) -> None:
     result = run_satsweep(
@@ -70,6 +72,7 @@ def test_tracking_store_down_at_start_is_one_line(outputs, tiny) -> None:
     assert len(lines) == 1 and "cannot reach the MLflow tracking store" in lines[0], lines
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_nan_trials_fail_and_the_sweep_goes_on(outputs, tiny, tmp_path) -> None:
     folder = tmp_path / "extra" / "sweep"
@@ -104,6 +107,7 @@ def test_nan_trials_fail_and_the_sweep_goes_on(outputs, tiny, tmp_path) -> None:
         assert "failure" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_an_artifact_store_that_cannot_be_written_fails_in_one_line_and_closes_every_run(
     outputs, sweep_args

@@ -79,6 +79,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str], words: str) -> Non
     assert len(lines) == 1 and words in lines[0], result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_an_edited_logged_config_cannot_make_satsweep_write(outputs, tiny, tmp_path) -> None:
     run_id, config_file = _logged_config(outputs, tiny)
@@ -120,6 +121,7 @@ def _experiment(outputs: Path) -> tuple[MlflowClient, str]:
     return client, client.create_experiment("spooled", str(outputs / "mlartifacts"))
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_sync_sets_bad_writes_aside_and_delivers_the_rest(outputs, tmp_path) -> None:
     victim = tmp_path / "victim.txt"
@@ -189,6 +191,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_sync_while_a_worker_spools_keeps_every_epoch(outputs, tmp_path) -> None:
     stop = tmp_path / "stop"
@@ -213,6 +216,7 @@ def test_sync_while_a_worker_spools_keeps_every_epoch(outputs, tmp_path) -> None
     assert run.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_a_truncated_cache_file_is_decoded_again(outputs, tiny) -> None:
     assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
@@ -236,6 +240,7 @@ def _command_lines() -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.postgres
 def test_passwords_stay_out_of_argv_and_logs(outputs, tiny, postgres_databases, tmp_path) -> None:
@@ -280,6 +285,7 @@ def test_passwords_stay_out_of_argv_and_logs(outputs, tiny, postgres_databases, 
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_a_tampered_logged_config_is_one_line_and_never_hangs(outputs, tiny, capsys) -> None:
     run_id, config_file = _logged_config(outputs, tiny)

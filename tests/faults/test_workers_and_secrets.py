@@ -26,6 +26,7 @@ from tests.conftest import (
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_sigkilled_worker_loses_no_trial(outputs, sweep_args) -> None:
     args = [*sweep_args, "sweep.n_trials=6", "sweep.pruner.name=none", "--workers", "2"]
@@ -64,6 +65,7 @@ def test_sigkilled_worker_loses_no_trial(outputs, sweep_args) -> None:
     assert killed_runs[0].info.status == "FAILED"
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.postgres
 def test_password_in_storage_url_leaks_nowhere(outputs, tiny, postgres_url) -> None:
@@ -103,6 +105,7 @@ def _first_trial_or_its_retry(trial) -> bool:
     return trial.number == 0 or trial.system_attrs.get("failed_trial") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_a_trial_that_kills_its_worker_is_retried_max_retry_times(outputs, sweep_args) -> None:
     args = [*sweep_args, "sweep.pruner.name=none", "trainer.epochs=6"]
@@ -140,6 +143,7 @@ def _gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_a_sigkilled_launcher_takes_its_workers_and_the_rerun_closes_the_sweep(
     outputs, sweep_args
