@@ -54,7 +54,8 @@ def sweep_lessons(study: optuna.Study, objective: str, noise: Noise | None) -> s
             "that differences can exceed the noise."
         )
         return "\n".join(lines) + "\n"
-    importances = _importances(study)
+    # an importance fitted on a handful of trials ranks noise: shown from a few up
+    importances = _importances(study) if len(complete) >= MIN_FOR_DIRECTION else {}
     for name in _searched(complete, importances):
         lines.append(f"- {_parameter(name, ranked, band, importances.get(name), maximize)}")
     return "\n".join(lines) + "\n"
