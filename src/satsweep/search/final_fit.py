@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import keras
 import optuna
 
-from satsweep.baseline import cached_floor
-from satsweep.data import load_data
 from satsweep.schema import RunConfig
 from satsweep.search.attach import Attached
+from satsweep.search.child_fit import fit_child_run
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import (
     FINAL_ATTR,
@@ -37,7 +35,6 @@ from satsweep.search.runs import FINAL_ROLE, final_run_name, scored_name, sweep_
 from satsweep.search.settings import test_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
 from satsweep.search.storage import budget_lock, owner_gone, worker_identity
-from satsweep.training import fit_and_log
 
 LOG = logging.getLogger(__name__)
 
@@ -74,28 +71,10 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     if job.settings.noise.repeats and (noise is None or noise.trial != trial.number):
         measure_noise(job, attached, trial, stop)  # before the answer: it says what is tied
     cfg = final_config(job, trial)
-    dataset = load_data(cfg)
-    LOG.info("final fit of trial %d on %d training images", trial.number, len(dataset.train))
+    LOG.info("final fit of trial %d", trial.number)
     name = final_run_name(job.settings.study_name, trial.number)
-    run_id = tracker.create_run(
-        tracker.experiment_id(job.settings.experiment),
-        name,
-        tags=_final_tags(job, trial),
-        parent_run_id=attached.parent_run_id,
-    )
-    try:
-        result = fit_and_log(
-            cfg,
-            dataset,
-            tracker,
-            run_id,
-            [StopOnRequest(stop), ReportProgress(study)],
-            floor=cached_floor(dataset, cfg.seed, Path(cfg.paths.cache)),
-            model_name=name,
-        )
-    except BaseException:
-        tracker.end_run(run_id, "FAILED")
-        raise
+    callbacks = [StopOnRequest(stop), ReportProgress(study)]
+    run_id, result = fit_child_run(job, attached, cfg, name, _final_tags(job, trial), callbacks)
     tracker.set_tags(
         run_id,
         {RUN_NAME_TAG: scored_name(name, test_metric(job.settings.objectives[0]), result.metrics)},

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from pathlib import Path
 
 import optuna
 
-from satsweep.baseline import cached_floor
-from satsweep.data import load_data
 from satsweep.schema import RunConfig
 from satsweep.search.attach import Attached
+from satsweep.search.child_fit import fit_child_run
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import NOISE_ATTR, ROLE_TAG, Noise
 from satsweep.search.runs import sweep_tags
 from satsweep.search.settings import result_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
-from satsweep.training import ArtifactPlan, fit_and_log
+from satsweep.training import ArtifactPlan
 
 LOG = logging.getLogger(__name__)
 NOISE_ROLE = "noise"
@@ -69,29 +67,15 @@ def _repeat(
     metric: str,
     stop: StopRequest,
 ) -> float:
-    cfg = repeat_config(job, trial, seed)
-    dataset = load_data(cfg)
     name = f"{job.settings.study_name}-noise-of-trial-{trial.number:03d}-seed-{seed}"
-    tracker = attached.tracker
-    run_id = tracker.create_run(
-        tracker.experiment_id(job.settings.experiment),
+    run_id, result = fit_child_run(
+        job,
+        attached,
+        repeat_config(job, trial, seed),
         name,
-        tags={**sweep_tags(job), ROLE_TAG: NOISE_ROLE},
-        parent_run_id=attached.parent_run_id,
+        {**sweep_tags(job), ROLE_TAG: NOISE_ROLE},
+        [StopOnRequest(stop)],
+        plan_artifacts=lambda metrics: NO_ARTIFACTS,
     )
-    try:
-        result = fit_and_log(
-            cfg,
-            dataset,
-            tracker,
-            run_id,
-            [StopOnRequest(stop)],
-            floor=cached_floor(dataset, job.base.seed, Path(cfg.paths.cache)),  # the trials'
-            model_name=name,
-            plan_artifacts=lambda metrics: NO_ARTIFACTS,
-        )
-    except BaseException:
-        tracker.end_run(run_id, "FAILED")
-        raise
-    tracker.end_run(run_id, "FINISHED")
+    attached.tracker.end_run(run_id, "FINISHED")
     return float(result.metrics[metric])
