@@ -42,7 +42,7 @@ def test_trials_all_within_the_band_teach_no_winner_and_no_direction() -> None:
 def test_a_clear_signal_names_its_region_and_its_option() -> None:
     # high learning rates and width 32 win by far more than the seeds move the score
     rows = [
-        (lr, width, 0.3 + 3 * lr + (0.1 if width == 32 else 0.0))
+        (lr, width, 0.3 + 3 * lr + (0.3 if width == 32 else 0.0))
         for lr, width in [
             (1e-3, 16),
             (2e-3, 32),
@@ -63,7 +63,8 @@ def test_a_clear_signal_names_its_region_and_its_option() -> None:
     assert "`model.width` (importance" in said and "32 did best" in said
 
 
-def test_a_choice_whose_options_differ_by_less_than_the_noise_is_said_to_be_noise() -> None:
+def test_a_choice_that_moved_nothing_gets_no_winner() -> None:
+    """Width's options differ by less than the noise: no option is named as better."""
     rows = [
         (1e-3, 16, 0.40),
         (2e-3, 32, 0.41),
@@ -73,7 +74,10 @@ def test_a_choice_whose_options_differ_by_less_than_the_noise_is_said_to_be_nois
         (8e-2, 32, 0.79),
     ]
     said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.80, 0.78, 0.82]))
-    assert "`model.width`" in said and "no difference beyond noise between its options" in said
+    (width,) = [line for line in said.splitlines() if "`model.width`" in line]
+    assert "did best" not in width
+    assert "did not matter" in width or "no difference beyond noise" in width
+    assert "`optimizer.lr` (importance" in said and "lie between 0.05 and 0.08" in said
 
 
 def test_without_a_band_every_difference_is_a_hint_and_few_trials_give_no_direction() -> None:
@@ -81,3 +85,28 @@ def test_without_a_band_every_difference_is_a_hint_and_few_trials_give_no_direct
     said = sweep_lessons(study, "val_f1_macro", None)
     assert "no noise band measured" in said and "read every difference below as a hint" in said
     assert "3 finished trials set it, too few for a direction" in said
+
+
+def test_a_next_round_says_whether_it_paid_against_the_one_it_follows() -> None:
+    from satsweep.search.lessons import previous_round
+
+    storage = optuna.storages.InMemoryStorage()
+    rows = [(1e-3, 16, 0.50), (5e-3, 32, 0.52), (2e-2, 16, 0.51), (8e-2, 32, 0.505)]
+    for name, shift in (("quick", 0.0), ("quick_r2", 0.05)):
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        for lr, width, value in rows:
+            study.add_trial(
+                create_trial(
+                    params={"optimizer.lr": lr, "model.width": width},
+                    distributions={"optimizer.lr": LR, "model.width": WIDTH},
+                    value=value + shift,
+                )
+            )
+    before = previous_round(storage, "quick", "val_f1_macro")
+    assert before is not None and before.best == 0.52 and before.final_test is None
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.565, 0.575]), before)
+    assert "Against the previous round, study `quick`: best val_f1_macro 0.5200 -> 0.5700" in said
+    assert "(+0.0500): paid" in said
+    flat = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.47, 0.67]), before)
+    assert "no change beyond noise" in flat  # a band of 0.2 swallows the 0.05 gain
+    assert previous_round(storage, "nope", "val_f1_macro") is None

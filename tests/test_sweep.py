@@ -271,7 +271,7 @@ def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, nam
 @pytest.mark.slow
 def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
-    args += ["sweep.noise.repeats=2"]
+    args += ["sweep.noise.repeats=2", "sweep.previous=smoke_r0"]  # a next round, say
     result = run_satsweep("sweep", *args, "sweep.n_trials=2")
     assert result.returncode == 0, result.stderr + result.stdout
     study = _study(outputs)
@@ -351,6 +351,8 @@ def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None
     sd = float(np.std(noise["values"], ddof=1))
     parent = client.get_run(parents[0].info.run_id)
     assert parent.data.metrics["noise_sd_val_f1_macro"] == pytest.approx(sd)
+    assert parent.data.tags["satsweep.previous_study"] == "smoke_r0"  # the round it follows
+    assert parent.data.params["sweep.params.optimizer.lr"]  # the searched space, as params
     assert parent.data.metrics["noise_band_val_f1_macro"] == pytest.approx(2 * sd)
     assert "**Seed noise:** trial" in parent.data.tags["mlflow.note.content"]
     assert "## What mattered" in parent.data.tags["mlflow.note.content"]  # the lessons

@@ -181,9 +181,13 @@ class SweepResult:
     @property
     def lessons(self) -> str:
         """What mattered, which way, and what is noise, in Markdown (the parent's lessons.md)."""
-        from satsweep.search.lessons import sweep_lessons
+        from satsweep.search.lessons import previous_round, sweep_lessons
+        from satsweep.search.storage import open_storage
 
-        return sweep_lessons(self.study, self.objective, self.noise)
+        previous = self.job.settings.previous
+        storage = open_storage(self.job.base.storage)
+        before = previous_round(storage, previous, self.objective)
+        return sweep_lessons(self.study, self.objective, self.noise, before)
 
     def _row(self, trial: str) -> dict[str, Any]:
         rows = self.leaderboard[self.leaderboard["trial"].astype(str) == trial]

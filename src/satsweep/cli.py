@@ -137,6 +137,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_next(args: argparse.Namespace) -> int:
+    """``satsweep next``: write the next round's sweep file from a study's results."""
+    from pathlib import Path
+
+    from satsweep.search.next_round import write_next_round
+
+    path, plan = write_next_round(args.study, args.overrides, Path(args.out) if args.out else None)
+    print(f"wrote {path}: the next round of study {args.study}, study {plan.study_name}")
+    print(f"run it with: {plan.command}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """``satsweep compare``: print a study's leaderboard, optionally to CSV."""
     from pathlib import Path
@@ -418,6 +430,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--csv", help="also write the leaderboard to this CSV file")
     compare.set_defaults(handler=cmd_compare)
+
+    following = commands.add_parser(
+        "next",
+        help="write the next round's sweep file from what a study showed",
+        description="Narrow what mattered, fix what did not (beyond the noise band), and write "
+        "sweeps/STUDY_r2.yaml, a sweep file to edit or run. OVERRIDES say where the study is.",
+    )
+    following.add_argument("study", help="the study name (sweep.study_name)")
+    following.add_argument("overrides", nargs="*", metavar="OVERRIDE")
+    following.add_argument("--out", help="write the sweep file here instead of sweeps/")
+    following.set_defaults(handler=cmd_next)
 
     repair = commands.add_parser(
         "repair-journal",

@@ -95,7 +95,7 @@ def _objectives(job: SweepJob) -> str:
 
 
 def _space(job: SweepJob) -> dict[str, str]:
-    space = dict(job.settings.params)
+    space = dict(job.space_params)
     for condition, params in job.settings.conditional.items():
         space.update({f"{key} (if {condition})": value for key, value in params.items()})
     return space

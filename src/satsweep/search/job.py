@@ -85,7 +85,8 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
     except ValidationError as error:
         raise UserError(f"{file}: {describe_validation_error(error, SWEEP_GROUP)}") from error
     base = validate(container)
-    params = {**settings.params, **swept}
+    searched = {**settings.params, **swept}
+    params = {key: expression for key, expression in searched.items() if expression is not None}
     space = parse_space(params, settings.conditional, file)
     if settings.backend == "kerastuner":
         _check_kerastuner_space(space, file)
@@ -170,14 +171,21 @@ def load_job(path: Path) -> SweepJob:
             f"cannot read the sweep job {path} (with its secrets from ${SECRETS_ENV}): "
             f"{error}; join the sweep with `satsweep worker sweep=NAME ...` instead"
         ) from error
-    settings = SweepSettings.model_validate(record["settings"])
+    try:
+        settings = SweepSettings.model_validate(record["settings"])
+        base = RunConfig.model_validate(record["base"])
+    except ValidationError as error:
+        raise UserError(
+            f"the sweep job {path} was written by another version of satsweep "
+            f"({describe_validation_error(error)}): run `satsweep sweep` for it again"
+        ) from error
     return SweepJob(
         file=record["file"],
         overrides=tuple(record["overrides"]),
         settings=settings,
         space=parse_space(record["space_params"], settings.conditional, record["file"]),
         base_overrides=tuple(record["base_overrides"]),
-        base=RunConfig.model_validate(record["base"]),
+        base=base,
         sweep_node=record["sweep_node"],
         space_params=record["space_params"],
     )

@@ -65,7 +65,7 @@ def _save_runs_view(job: SweepJob, tracker: Tracker) -> str:
         results[0],
         settings.directions[0] == "minimize",
         [*results, test_metric(settings.objectives[0]), "epochs_run"],
-        [*settings.params, *(k for p in settings.conditional.values() for k in p)],
+        [*job.space_params, *(k for p in settings.conditional.values() for k in p)],
     )
     tracker.set_experiment_tags(experiment_id, view)
     return runs_link(job.base.tracking, experiment_id, view=True)

@@ -1,6 +1,9 @@
 """What a sweep teaches, in words: which parameters mattered, which way, and what is noise.
 
-Importances come from Optuna's own evaluator (PED-ANOVA, Optuna 5's default). Every
+Importances come from Optuna's fANOVA evaluator: a sweep's finished trials are few,
+and PED-ANOVA (Optuna 5's default) compares the top tenth of them, one or two trials,
+with the rest, while fANOVA splits the objective's variance between the parameters,
+which is the question asked here ("how much did this one move the score?"). Every
 claim is held against the sweep's noise band (:class:`~satsweep.search.ledger.Noise`):
 a difference the seeds alone produce is reported as "no difference beyond noise",
 and a sweep whose finished trials all tie claims no winner and no direction.
@@ -12,18 +15,60 @@ import math
 import statistics
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 
 import optuna
 from optuna.distributions import CategoricalDistribution
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from satsweep.search.ledger import Noise
+from satsweep.search.ledger import FinalFit, Noise
+from satsweep.search.settings import test_metric
 
 MIN_FOR_DIRECTION = 4  # finished trials needed before a best region or option is named
 TOP_SHARE = 0.25  # "the top quarter of finished trials"
 
 
-def sweep_lessons(study: optuna.Study, objective: str, noise: Noise | None) -> str:
+def mattered(importance: float | None, searched: int) -> bool:
+    """An importance above half an equal share: the top trials' values of a parameter that
+    did not matter are where the parameters that did happened to put them."""
+    return importance is not None and importance > 0.5 / max(searched, 1)
+
+
+@dataclass(frozen=True)
+class RoundScores:
+    """What a round of a sweep reached: its best objective and its final model's test score."""
+
+    study_name: str
+    best: float | None
+    final_test: float | None
+
+    @staticmethod
+    def of(study: optuna.Study, objective: str) -> RoundScores:
+        """The scores of ``study`` (None where it has no finished trial or no final fit)."""
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = study.best_value if complete and len(study.directions) == 1 else None
+        final = FinalFit.of(study)
+        test = final.metrics.get(test_metric(objective)) if final else None
+        return RoundScores(study.study_name, best, test)
+
+
+def previous_round(storage: BaseStorage, name: str | None, objective: str) -> RoundScores | None:
+    """The scores of the round a study follows (``sweep.previous``), if it is in ``storage``."""
+    if name is None:
+        return None
+    try:
+        return RoundScores.of(optuna.load_study(study_name=name, storage=storage), objective)
+    except KeyError:
+        return None
+
+
+def sweep_lessons(
+    study: optuna.Study,
+    objective: str,
+    noise: Noise | None,
+    previous: RoundScores | None = None,
+) -> str:
     """The lessons as Markdown: a heading, then one bullet per finding."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(study.directions) > 1:
@@ -41,6 +86,8 @@ def sweep_lessons(study: optuna.Study, objective: str, noise: Noise | None) -> s
             "\n".join([*lines, f"- {len(complete)} finished trial(s): nothing to compare."]) + "\n"
         )
     ranked = sorted(complete, key=lambda t: t.values[0], reverse=maximize)
+    if previous is not None:
+        lines.append(f"- {_against(previous, RoundScores.of(study, objective), objective, band)}")
     lines.append(f"- {_winner(ranked, band)}")
     if band is None:
         lines.append(
@@ -55,10 +102,36 @@ def sweep_lessons(study: optuna.Study, objective: str, noise: Noise | None) -> s
         )
         return "\n".join(lines) + "\n"
     # an importance fitted on a handful of trials ranks noise: shown from a few up
-    importances = _importances(study) if len(complete) >= MIN_FOR_DIRECTION else {}
-    for name in _searched(complete, importances):
-        lines.append(f"- {_parameter(name, ranked, band, importances.get(name), maximize)}")
+    importances = param_importances(study) if len(complete) >= MIN_FOR_DIRECTION else {}
+    names = _searched(complete, importances)
+    for name in names:
+        importance = importances.get(name)
+        lines.append(f"- {_parameter(name, ranked, band, importance, maximize, len(names))}")
     return "\n".join(lines) + "\n"
+
+
+def _against(before: RoundScores, now: RoundScores, objective: str, band: float | None) -> str:
+    """Whether this round paid against the one it follows, measure by measure."""
+    verdicts = []
+    for label, old, new in (
+        (f"best {objective}", before.best, now.best),
+        (f"final model {test_metric(objective)}", before.final_test, now.final_test),
+    ):
+        if old is None or new is None:
+            continue
+        change = new - old
+        verdict = (
+            "unjudged without a noise band"
+            if band is None
+            else "paid"
+            if change > band
+            else "worse"
+            if change < -band
+            else "no change beyond noise"
+        )
+        verdicts.append(f"{label} {old:.4f} -> {new:.4f} ({change:+.4f}): {verdict}")
+    told = "; ".join(verdicts) or "nothing to compare yet"
+    return f"Against the previous round, study `{before.study_name}`: {told}."
 
 
 def _winner(ranked: list[FrozenTrial], band: float | None) -> str:
@@ -77,12 +150,14 @@ def _winner(ranked: list[FrozenTrial], band: float | None) -> str:
     )
 
 
-def _importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's importance of each parameter (PED-ANOVA); {} where it cannot be computed."""
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's fANOVA importance of each parameter (seeded); {} where it cannot be computed."""
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # experimental-feature notes
-            return dict(optuna.importance.get_param_importances(study))
+            found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+            return {name: float(value) for name, value in found.items()}
     except (RuntimeError, ValueError, ZeroDivisionError):
         return {}
 
@@ -98,6 +173,7 @@ def _parameter(
     band: float | None,
     importance: float | None,
     maximize: bool,
+    searched: int,
 ) -> str:
     """One parameter's lesson: its importance, then its best option or region, or noise."""
     head = f"`{name}`" + (f" (importance {importance:.2f})" if importance is not None else "")
@@ -107,6 +183,8 @@ def _parameter(
             f"{head}: {len(having)} finished trials set it, too few for a direction "
             f"(raise sweep.n_trials)."
         )
+    if importance is not None and not mattered(importance, searched):
+        return f"{head}: did not matter here (less than half an equal share of the importance)."
     if isinstance(having[0].distributions[name], CategoricalDistribution):
         return f"{head}: {_options(name, having, band, maximize)}"
     return f"{head}: {_region(name, having, band)}"

@@ -43,7 +43,7 @@ from satsweep.search.ledger import (
     tied_with_best,
     trial_run_id,
 )
-from satsweep.search.lessons import sweep_lessons
+from satsweep.search.lessons import previous_round, sweep_lessons
 from satsweep.search.runs import STATE_NAMES
 from satsweep.search.settings import result_metric
 from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retries
@@ -267,7 +267,8 @@ def _record(job: SweepJob, attached: Attached, dataset: Dataset) -> pd.DataFrame
     trials = table[~table["trial"].isin(SUMMARY_ROWS)] if not table.empty else table
     counts = trials["state"].value_counts().to_dict() if not trials.empty else {}
     tracker.set_tags(parent_run_id, {f"{TRIAL_COUNT_TAG}{k}": v for k, v in counts.items()})
-    lessons = sweep_lessons(study, objectives[0], noise)
+    previous = previous_round(attached.storage, job.settings.previous, objectives[0])
+    lessons = sweep_lessons(study, objectives[0], noise, previous)
     tracker.log_text(parent_run_id, lessons, LESSONS)
     _describe(job, tracker, parent_run_id, table, trials, noise, lessons)
     _log_plots(study, objectives, tracker, parent_run_id)

@@ -28,11 +28,19 @@ from satsweep.search.ledger import (
     TRIAL_TAG,
 )
 from satsweep.spool import OFFLINE_PREFIX
-from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, flatten, with_retries
+from satsweep.tracking import (
+    NOTE_TAG,
+    TAG_PREFIX,
+    Tracker,
+    TrackingUnavailable,
+    flatten,
+    with_retries,
+)
 
 LOG = logging.getLogger(__name__)
 
 FINAL_ROLE = "final"
+PREVIOUS_STUDY_TAG = f"{TAG_PREFIX}previous_study"  # a parent run: the round it follows
 RUN_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 # One word per Optuna state, the same in tags, run names and the leaderboard.
 STATE_NAMES = {
@@ -82,11 +90,17 @@ def ensure_parent_run(job: SweepJob, study: optuna.Study, tracker: Tracker) -> s
     run_id = tracker.create_run(
         experiment_id,
         f"{job.settings.study_name}-sweep",
-        tags={**sweep_tags(job), ROLE_TAG: "sweep"},
+        tags={**sweep_tags(job), ROLE_TAG: "sweep", **_previous_round(job)},
     )
     tracker.log_params(run_id, parent_params(job))
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
+
+
+def _previous_round(job: SweepJob) -> dict[str, str]:
+    """The study this sweep is the next round of, as a tag the UI can filter on."""
+    previous = job.settings.previous
+    return {PREVIOUS_STUDY_TAG: previous} if previous else {}
 
 
 # What defines a study, as the parent run's params (MLflow params cannot change, so the

@@ -95,6 +95,7 @@ class SweepSettings(Strict):
     """The ``sweep`` node of a sweep file: the study, its budget, backend and search space."""
 
     study_name: SafeName  # also a folder name (outputs/sweeps/NAME)
+    previous: SafeName | None  # the study this round follows (satsweep next writes it)
     experiment: SafeName  # the MLflow experiment of the sweep's runs
     objectives: Annotated[list[str], Field(min_length=1, max_length=3)]
     directions: Annotated[list[Direction], Field(min_length=1, max_length=3)]
@@ -107,7 +108,7 @@ class SweepSettings(Strict):
     sampler: SamplerSettings
     pruner: PrunerSettings
     kerastuner: KerasTunerSettings
-    params: dict[str, str]
+    params: dict[str, str | None]  # null: not searched (a later round fixed the key)
     conditional: dict[str, dict[str, str]]
     final_fit: FinalFitSettings
     noise: NoiseSettings

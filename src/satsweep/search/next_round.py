@@ -1,0 +1,306 @@
+"""The next round of a sweep: a new sweep file written from what the last one showed.
+
+``satsweep next STUDY`` reads the study and the sweep it ran (its ``job.json``) and
+writes a sweep file in the same grammar, to edit or run as it is. Parameters whose
+best region or option leads by more than the noise band are narrowed around it; those
+that showed no difference beyond noise are fixed at the best trial's value and left
+out of the space; with too few finished trials nothing is judged. Every change carries
+a YAML comment that says why.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from satsweep.config import load_environment, project_root
+from satsweep.errors import UserError
+from satsweep.search.job import SweepJob, load_job
+from satsweep.search.ledger import Noise, load_study
+from satsweep.search.lessons import MIN_FOR_DIRECTION, TOP_SHARE, mattered, param_importances
+from satsweep.search.space import Dimension
+from satsweep.search.storage import open_storage
+
+WIDEN_LOG = 1.5  # a narrowed log range reaches this factor beyond the top trials' values
+WIDEN_LINEAR = 0.25  # a narrowed linear range reaches this share of its width beyond them
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the next round does with one searched key, and why."""
+
+    key: str
+    expression: str | None  # the new search expression; None: fixed at ``value``
+    value: Any
+    why: str
+
+
+@dataclass(frozen=True)
+class NextRound:
+    """The next round's sweep file and the command that runs it."""
+
+    study_name: str
+    text: str
+    command: str
+
+
+def next_study_name(study_name: str) -> str:
+    """``quick`` -> ``quick_r2``; ``quick_r2`` -> ``quick_r3``."""
+    found = re.fullmatch(r"(.+)_r(\d+)", study_name)
+    return f"{found[1]}_r{int(found[2]) + 1}" if found else f"{study_name}_r2"
+
+
+def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> NextRound:
+    """The next round of ``study``, which ran ``job``; refuses what it cannot plan."""
+    if len(study.directions) > 1:
+        raise UserError(
+            f"satsweep next plans one-objective studies; {study.study_name!r} has "
+            f"{len(study.directions)} objectives: edit its sweep file by hand"
+        )
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise UserError(
+            f"study {study.study_name!r} has no finished trial: nothing to learn from yet; "
+            "run its sweep further (sweep.n_trials)"
+        )
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: t.values[0], reverse=maximize)
+    band = noise.band if noise else 0.0
+    judged = [d for d in job.space.dimensions if d.condition is None]  # conditional: as written
+    importances = param_importances(study) if len(complete) >= MIN_FOR_DIRECTION else {}
+    decisions = [
+        _decide(dimension, ranked, band, maximize, importances.get(dimension.key), len(judged))
+        for dimension in judged
+    ]
+    if noise is not None and all(abs(t.values[0] - ranked[0].values[0]) <= band for t in ranked):
+        # nothing beat the noise: fixing keys at a "best" value would fix them at chance
+        decisions = [
+            Decision(
+                d.key,
+                _expression(d),
+                None,
+                "kept: every finished trial is within the noise band of the best; to see "
+                "past the noise, train longer (trainer.epochs) or on more data",
+            )
+            for d in judged
+        ]
+    name = next_study_name(study.study_name)
+    return NextRound(name, _render(study, job, name, decisions, noise), _command(job, name))
+
+
+def _decide(
+    dimension: Dimension,
+    ranked: list[FrozenTrial],
+    band: float,
+    maximize: bool,
+    importance: float | None,
+    searched: int,
+) -> Decision:
+    key, best = dimension.key, ranked[0]
+    if "." not in key:  # a config group: fixing it belongs in the defaults list, by hand
+        return Decision(key, _expression(dimension), None, "kept: a config-group choice")
+    having = [t for t in ranked if key in t.params]
+    if len(having) < MIN_FOR_DIRECTION:
+        return Decision(
+            key,
+            _expression(dimension),
+            None,
+            f"kept: {len(having)} finished trials, too few to judge",
+        )
+    if not mattered(importance, searched):
+        return Decision(
+            key,
+            None,
+            best.params[key],
+            f"fixed at the best trial's value: it did not matter (importance "
+            f"{importance or 0.0:.2f}, less than half an equal share)",
+        )
+    if isinstance(dimension.distribution, CategoricalDistribution):
+        return _decide_choice(dimension, having, band, maximize, best)
+    return _decide_range(dimension, having, band, best)
+
+
+def _decide_choice(
+    dimension: Dimension, having: list[FrozenTrial], band: float, maximize: bool, best: FrozenTrial
+) -> Decision:
+    by_option: dict[Any, list[float]] = defaultdict(list)
+    for trial in having:
+        by_option[trial.params[dimension.key]].append(trial.values[0])
+    means = {option: statistics.fmean(values) for option, values in by_option.items()}
+    top = max(means.values()) if maximize else min(means.values())
+    spread = max(means.values()) - min(means.values())
+    if spread <= band:
+        return Decision(
+            dimension.key,
+            None,
+            best.params[dimension.key],
+            f"fixed at the best trial's value: its options' means differ by {spread:.4f}, "
+            f"within the noise band ({band:.4f})",
+        )
+    choices = [o for o in _choices(dimension) if o in means]
+    kept = [o for o in choices if abs(means[o] - top) <= band]
+    dropped = [o for o in _choices(dimension) if o not in kept]
+    return Decision(
+        dimension.key,
+        f"choice({', '.join(_spelled(dimension, o) for o in kept)})" if len(kept) > 1 else None,
+        kept[0],
+        f"narrowed: {', '.join(map(str, dropped))} fell behind by more than the noise band "
+        f"({band:.4f})",
+    )
+
+
+def _choices(dimension: Dimension) -> list[Any]:
+    assert isinstance(dimension.distribution, CategoricalDistribution)
+    return list(dimension.distribution.choices)
+
+
+def _decide_range(
+    dimension: Dimension, having: list[FrozenTrial], band: float, best: FrozenTrial
+) -> Decision:
+    top_count = max(2, math.ceil(TOP_SHARE * len(having)))
+    top, rest = having[:top_count], having[top_count:]
+    lead = abs(
+        statistics.fmean(t.values[0] for t in top) - statistics.fmean(t.values[0] for t in rest)
+    )
+    if lead <= band:
+        return Decision(
+            dimension.key,
+            None,
+            best.params[dimension.key],
+            f"fixed at the best trial's value: the top {top_count} trials lead the rest by "
+            f"{lead:.4f}, within the noise band ({band:.4f})",
+        )
+    values = [float(t.params[dimension.key]) for t in top]
+    low, high = _widened(dimension.distribution, min(values), max(values))
+    return Decision(
+        dimension.key,
+        _range_expression(dimension.distribution, low, high),
+        None,
+        f"narrowed around the top {top_count} trials ({min(values):.3g} to {max(values):.3g}), "
+        f"which lead the rest by {lead:.4f}, beyond the noise band ({band:.4f})",
+    )
+
+
+def _widened(distribution: Any, low: float, high: float) -> tuple[float, float]:
+    """The top trials' span, a little wider, inside the range searched before."""
+    if getattr(distribution, "log", False):
+        low, high = low / WIDEN_LOG, high * WIDEN_LOG
+    else:
+        margin = WIDEN_LINEAR * (high - low or abs(high) or 1.0)
+        low, high = low - margin, high + margin
+    return max(low, distribution.low), min(high, distribution.high)
+
+
+def _range_expression(distribution: Any, low: float, high: float) -> str:
+    if isinstance(distribution, IntDistribution):
+        low_int, high_int = math.floor(low), math.ceil(high)
+        if distribution.log:
+            return f"tag(log, int(interval({low_int}, {high_int})))"
+        step = f", {distribution.step}" if distribution.step != 1 else ""
+        return f"range({low_int}, {high_int + 1}{step})"
+    assert isinstance(distribution, FloatDistribution)
+    interval = f"interval({low:.4g}, {high:.4g})"
+    return f"tag(log, {interval})" if distribution.log else interval
+
+
+def _expression(dimension: Dimension) -> str:
+    distribution = dimension.distribution
+    if isinstance(distribution, CategoricalDistribution):
+        return f"choice({', '.join(_spelled(dimension, o) for o in _choices(dimension))})"
+    return _range_expression(distribution, distribution.low, distribution.high)
+
+
+def _spelled(dimension: Dimension, value: Any) -> str:
+    return dimension.override(value).split("=", 1)[1]
+
+
+def _render(
+    study: optuna.Study, job: SweepJob, name: str, decisions: list[Decision], noise: Noise | None
+) -> str:
+    previous = job.file.removeprefix("sweeps/").removesuffix(".yaml")
+    finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    band = f"a noise band of {noise.band:.4f}" if noise else "no noise band (noise.repeats=0)"
+    header = [
+        "# @package _global_",
+        f"# Round {name.rsplit('_r', 1)[1]} of study {study.study_name} ({job.file}), written by",
+        f"# `satsweep next {study.study_name}` on {datetime.date.today()} from its "
+        f"{len(study.trials)} trials ({finished} finished, {band}).",
+        "# Edit it freely; every change from the last round says why.",
+        "defaults:",
+        f"  - {previous}                 # the last round: data, model, recipe, settings",
+        "  - _self_",
+        "",
+    ]
+    fixed = _nested({d.key: d.value for d in decisions if d.expression is None})
+    body = yaml.safe_dump(fixed, sort_keys=False).splitlines() if fixed else []
+    why_fixed = {d.key: d.why for d in decisions if d.expression is None}
+    sweep = [
+        "sweep:",
+        f"  study_name: {name}",
+        f"  previous: {study.study_name}        # this round is judged against it",
+        "  params:",
+        *(
+            f"    {d.key}: {d.expression if d.expression is not None else 'null'}"
+            f"    # {d.why if d.expression is not None else 'fixed above: ' + d.why}"
+            for d in decisions
+        ),
+    ]
+    comments = [f"# {key}: {why}" for key, why in why_fixed.items()]
+    return "\n".join([*header, *comments, *body, "", *sweep]) + "\n"
+
+
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _command(job: SweepJob, name: str) -> str:
+    kept = [o for o in job.base_overrides if not o.startswith(("sweep=", "sweep.study_name="))]
+    return " ".join(["satsweep sweep", f"sweep={name}", *kept])
+
+
+def write_next_round(
+    study_name: str, overrides: Sequence[str], out: Path | None
+) -> tuple[Path, NextRound]:
+    """Plan the next round of ``study_name`` and write its sweep file (``sweeps/`` by default).
+
+    ``overrides`` say where the study and its outputs are, as for ``satsweep compare``.
+    """
+    environment = load_environment(overrides)
+    study = load_study(open_storage(environment.storage), study_name, environment.storage.url)
+    path = Path(environment.paths.outputs) / "sweeps" / study_name / "job.json"
+    if not path.is_file():
+        raise UserError(
+            f"no record of the sweep that study {study_name!r} ran ({path}): next reads it; "
+            "run `satsweep sweep` for the study with these outputs (paths.outputs)"
+        )
+    plan = plan_next_round(study, load_job(path), Noise.of(study))
+    target = out or project_root() / "sweeps" / f"{plan.study_name}.yaml"
+    if target.exists():
+        raise UserError(f"{target} exists: remove it, or write elsewhere with --out FILE")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(plan.text)
+    except OSError as error:
+        raise UserError(
+            f"cannot write {target} ({error.strerror or error}): use --out FILE"
+        ) from error
+    return target, plan

@@ -1,0 +1,95 @@
+"""``satsweep next``: the next round's sweep file, written from a real study and its real job."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import create_trial
+
+from satsweep.cli import run
+from satsweep.search.job import job_path, prepare_job, save_job
+from satsweep.search.ledger import NOISE_ATTR, Noise
+from satsweep.search.next_round import next_study_name
+from satsweep.search.storage import open_storage
+
+
+def _quick_study(outputs, directions=("maximize",), trials: int = 8) -> optuna.Study:
+    """The quick sweep's job, saved as a launcher saves it, and a study of finished trials
+    in its journal where the learning rate matters and nothing else does."""
+    job = prepare_job(["sweep=quick"])
+    save_job(job, job_path(job))
+    study = optuna.create_study(
+        study_name="quick", storage=open_storage(job.base.storage), directions=list(directions)
+    )
+    rng = np.random.default_rng(0)
+    distributions = {d.key: d.distribution for d in job.space.dimensions}
+    for _ in range(trials):
+        params = {
+            key: (
+                rng.choice(dist.choices).item()
+                if isinstance(dist, optuna.distributions.CategoricalDistribution)
+                else float(np.exp(rng.uniform(np.log(dist.low), np.log(dist.high))))
+            )
+            for key, dist in distributions.items()
+        }
+        score = 0.3 + 30 * params["optimizer.lr"] + rng.normal(0, 0.002)
+        values = [score] * len(directions)
+        study.add_trial(create_trial(params=params, distributions=distributions, values=values))
+    return study
+
+
+def test_next_narrows_what_mattered_and_fixes_what_did_not(outputs, tmp_path, capsys) -> None:
+    study = _quick_study(outputs)
+    best = study.best_trial
+    noise = Noise(best.number, [43, 44], [best.value, best.value - 0.01, best.value + 0.005])
+    study.set_user_attr(NOISE_ATTR, dataclasses.asdict(noise))
+    out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
+    assert run(["next", "quick", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"wrote {out}" in said and "run it with: satsweep sweep sweep=quick_r2" in said
+    text = out.read_text()
+    assert text.startswith("# @package _global_") and "previous: quick" in text
+    assert "  - quick " in text  # the last round's file is the new one's base
+    # the width made no difference beyond noise: fixed at the best trial's value, unsearched
+    assert "model.width: null    # fixed above: fixed at the best trial's value" in text
+    assert "optimizer.lr: tag(log, interval(" in text and "narrowed around the top" in text
+
+    # the file composes and validates as a sweep, in the same grammar
+    job = prepare_job(["sweep=quick_r2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
+    assert job.settings.study_name == "quick_r2" and job.settings.previous == "quick"
+    assert "model.width" not in job.space_params
+    assert job.base.model.width == best.params["model.width"]
+    (lr,) = [d.distribution for d in job.space.dimensions if d.key == "optimizer.lr"]
+    assert lr.log and lr.low > 1e-3 and lr.high >= best.params["optimizer.lr"]
+    assert run(["next", "quick", "--out", str(out)]) == 2  # never overwrites a file
+    assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        ("none", "no study named 'nope'"),
+        ("unfinished", "has no finished trial"),
+        ("two objectives", "plans one-objective studies"),
+    ],
+)
+def test_next_refuses_what_it_cannot_plan_in_one_line(outputs, tmp_path, capsys, make, said):
+    name = "nope"
+    if make == "unfinished":
+        _quick_study(outputs, trials=0)
+        name = "quick"
+    if make == "two objectives":
+        _quick_study(outputs, directions=("maximize", "minimize"))
+        name = "quick"
+    assert run(["next", name, "--out", str(tmp_path / "r2.yaml")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and said in lines[0], lines
+
+
+def test_round_names_count_up() -> None:
+    assert next_study_name("quick") == "quick_r2"
+    assert next_study_name("quick_r2") == "quick_r3"
+    assert next_study_name("my_r") == "my_r_r2"
