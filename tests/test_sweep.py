@@ -293,6 +293,7 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     for command in (
         "mlflow ui --backend-store-uri sqlite:",
         "satsweep compare smoke",
+        "satsweep next smoke",
         f"satsweep reproduce {run_id}",
         f"satsweep train --from-run {run_id}",
     ):
@@ -355,7 +356,8 @@ def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None
     assert parent.data.params["sweep.params.optimizer.lr"]  # the searched space, as params
     assert parent.data.metrics["noise_band_val_f1_macro"] == pytest.approx(2 * sd)
     assert "**Seed noise:** trial" in parent.data.tags["mlflow.note.content"]
-    assert "## What mattered" in parent.data.tags["mlflow.note.content"]  # the lessons
+    note = parent.data.tags["mlflow.note.content"]  # what mattered, is it real, what next
+    assert "## What mattered" in note and "`satsweep next smoke`" in note
     assert "What mattered (2 trials, " in said  # printed after the leaderboard
     lessons = client.download_artifacts(parent.info.run_id, "lessons.md", str(outputs))
     assert Path(lessons).read_text().startswith("## What mattered")

@@ -187,6 +187,7 @@ def print_next_commands(job: SweepJob, run_id: str, console: Console) -> None:
     for command, why in (
         (ui, "compare the runs in the MLflow UI (make ui in a checkout)" if local else "the runs"),
         (f"satsweep compare {study}", "this leaderboard again, --csv for every column"),
+        (f"satsweep next {study}", "write the next round's sweep file from these lessons"),
         (f"satsweep reproduce {run_id}", "retrain the answer, bit for bit"),
         (f"satsweep train --from-run {run_id} key=value", "start from it, change one thing"),
     ):

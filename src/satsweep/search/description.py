@@ -65,6 +65,8 @@ def sweep_description(
         )
     lines += [
         f"- **All runs:** [runs table]({runs_link(None, experiment_id, view=True)}).",
+        f"- **Next round:** `satsweep next {settings.study_name}` writes its sweep file "
+        "from the lessons below.",
         "",
         "| parameter | searched over |",
         "|---|---|",
