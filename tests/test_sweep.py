@@ -358,6 +358,14 @@ def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None
     assert "**Seed noise:** trial" in parent.data.tags["mlflow.note.content"]
     note = parent.data.tags["mlflow.note.content"]  # what mattered, is it real, what next
     assert "## What mattered" in note and "`satsweep next smoke`" in note
+    # the UI folds a long description: its first lines answer the three questions
+    first = note.splitlines()[2:5]
+    assert [line.split("**")[1] for line in first] == [
+        "Is it real?",
+        "What mattered?",
+        "What next?",
+    ]
+    assert "seed-to-seed sd" in first[0]
     assert "What mattered (2 trials, " in said  # printed after the leaderboard
     lessons = client.download_artifacts(parent.info.run_id, "lessons.md", str(outputs))
     assert Path(lessons).read_text().startswith("## What mattered")

@@ -27,10 +27,13 @@ def sweep_description(
     best: Mapping[str, Any] | None,
     final: Mapping[str, Any] | None,
     noise: Noise | None = None,
+    lessons: str = "",
 ) -> str:
     """Markdown: what the sweep searched, how, and what it found, with links to the runs.
 
-    The links are relative: the UI that shows the description resolves them.
+    The links are relative: the UI that shows the description resolves them. The
+    first lines answer what a reader came for (is it real, what mattered, what next),
+    because the MLflow UI folds a long description after a few lines.
 
     ``best`` and ``final`` are leaderboard rows (``trial``, the objectives,
     ``mlflow_run_id``); either is None until it exists.
@@ -41,6 +44,7 @@ def sweep_description(
     lines = [
         f"## Sweep `{settings.study_name}`",
         "",
+        *_answers(settings.study_name, noise, lessons),
         f"- **Objective:** {_objectives(job)}. Each trial logs it as "
         f"`{result_metric(objective)}` once finished; `{objective}` is its per-epoch curve.",
         f"- **Sampler:** {settings.sampler.name} {_options(settings.sampler.options)}; "
@@ -65,14 +69,28 @@ def sweep_description(
         )
     lines += [
         f"- **All runs:** [runs table]({runs_link(None, experiment_id, view=True)}).",
-        f"- **Next round:** `satsweep next {settings.study_name}` writes its sweep file "
-        "from the lessons below.",
         "",
         "| parameter | searched over |",
         "|---|---|",
         *(f"| `{key}` | `{value}` |" for key, value in _space(job).items()),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _answers(study_name: str, noise: Noise | None, lessons: str) -> list[str]:
+    """Three bullets: the noise, the lessons' first finding, the next round's command."""
+    findings = [line[2:] for line in lessons.splitlines() if line.startswith("- ")]
+    real = (
+        f"seed-to-seed sd {noise.sd:.4f}: gaps under {noise.band:.4f} are noise"
+        if noise
+        else "not measured (sweep.noise.repeats=0)"
+    )
+    return [
+        f"- **Is it real?** {real}.",
+        f"- **What mattered?** {findings[0] if findings else 'no finished trial yet.'} "
+        "(all of it: *What mattered*, below)",
+        f"- **What next?** `satsweep next {study_name}` writes the next round's sweep file.",
+    ]
 
 
 def noise_sentence(noise: Noise, objective: str, table: pd.DataFrame) -> str:

@@ -313,6 +313,7 @@ def _describe(
         complete.iloc[0].to_dict() if not complete.empty else None,
         finals.iloc[0].to_dict() if not finals.empty else None,
         noise,
+        lessons,
     )
     note += "\n" + lessons
     tracker.set_tags(parent_run_id, {NOTE_TAG: note})
