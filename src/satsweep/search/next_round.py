@@ -142,13 +142,7 @@ def _decide_choice(
     top = max(means.values()) if maximize else min(means.values())
     spread = max(means.values()) - min(means.values())
     if spread <= band:
-        return Decision(
-            dimension.key,
-            None,
-            best.params[dimension.key],
-            f"fixed at the best trial's value: its options' means differ by {spread:.4f}, "
-            f"within the noise band ({band:.4f})",
-        )
+        return _fixed(dimension, best, f"its options' means differ by {spread:.4f}", band)
     choices = [o for o in _choices(dimension) if o in means]
     kept = [o for o in choices if abs(means[o] - top) <= band]
     dropped = [o for o in _choices(dimension) if o not in kept]
@@ -159,6 +153,12 @@ def _decide_choice(
         f"narrowed: {', '.join(map(str, dropped))} fell behind by more than the noise band "
         f"({band:.4f})",
     )
+
+
+def _fixed(dimension: Dimension, best: FrozenTrial, seen: str, band: float) -> Decision:
+    """The key fixed at the best trial's value, as what was seen lies within the noise."""
+    why = f"fixed at the best trial's value: {seen}, within the noise band ({band:.4f})"
+    return Decision(dimension.key, None, best.params[dimension.key], why)
 
 
 def _choices(dimension: Dimension) -> list[Any]:
@@ -175,12 +175,8 @@ def _decide_range(
         statistics.fmean(t.values[0] for t in top) - statistics.fmean(t.values[0] for t in rest)
     )
     if lead <= band:
-        return Decision(
-            dimension.key,
-            None,
-            best.params[dimension.key],
-            f"fixed at the best trial's value: the top {top_count} trials lead the rest by "
-            f"{lead:.4f}, within the noise band ({band:.4f})",
+        return _fixed(
+            dimension, best, f"the top {top_count} trials lead the rest by {lead:.4f}", band
         )
     values = [float(t.params[dimension.key]) for t in top]
     low, high = _widened(dimension.distribution, min(values), max(values))
