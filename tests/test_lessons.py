@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
@@ -55,7 +57,7 @@ def test_a_clear_signal_names_its_region_and_its_option() -> None:
         ]
     ]
     said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.60, 0.601, 0.599]))
-    assert "Trial 6 leads" in said and "beyond the band" in said
+    assert "Trial 6 leads" in said and "clearly beyond the band" in said
     assert (
         "`optimizer.lr` (importance" in said
         and "top 2 finished trials lie between 0.06 and 0.08" in said
@@ -110,3 +112,46 @@ def test_a_next_round_says_whether_it_paid_against_the_one_it_follows() -> None:
     flat = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.47, 0.67]), before)
     assert "no change beyond noise" in flat  # a band of 0.2 swallows the 0.05 gain
     assert previous_round(storage, "nope", "val_f1_macro") is None
+
+
+def test_a_lead_just_past_the_band_is_called_the_edge_of_the_noise_not_a_winner() -> None:
+    """A band of 0.02 and a lead of 0.025: beyond it, but not by a clear margin."""
+    rows = [(1e-3, 16, 0.500), (5e-3, 32, 0.475), (2e-2, 16, 0.40), (8e-2, 32, 0.41)]
+    said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.50, 0.49, 0.51]))  # band 0.02
+    assert "Trial 0 leads (0.5000) by 0.0250 over trial 1" in said
+    assert "at the edge of the noise band (0.0200): not a clear winner" in said
+    assert "clearly" not in said
+
+
+def test_a_region_is_judged_by_the_trials_inside_it_against_those_outside() -> None:
+    """lr's top trials sit at 0.05-0.08 and everything there scores high; width's top
+    trials span its whole range, so width has no region to claim."""
+    rows = [(1e-3, 16, 0.40), (2e-3, 32, 0.41), (5e-2, 16, 0.80), (8e-2, 32, 0.79)]
+    said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.80, 0.79, 0.81]))
+    (lr,) = [line for line in said.splitlines() if "`optimizer.lr`" in line]
+    assert "trials in that span score 0.7950 on average, the 2 outside it 0.4050" in lr
+
+
+def test_the_plots_show_what_mattered_with_plotly_js_once(outputs) -> None:
+    """A real MLflow store gets a PNG per plot, slice and contour of the top parameters
+    included, and one interactive page that carries plotly.js a single time."""
+    from satsweep.config import load_environment
+    from satsweep.search.plots import INTERACTIVE_PAGE, log_plots
+    from satsweep.tracking import Tracker
+
+    rows = [(lr, w, 0.3 + 3 * lr + (0.05 if w == 32 else 0)) for lr, w in _GRID]
+    study = _study(rows)
+    tracker = Tracker(load_environment([]).tracking)
+    run_id = tracker.create_run(tracker.experiment_id("plots"), "parent", tags={})
+    log_plots(study, ["val_f1_macro"], tracker, run_id)
+    logged = {a.path for a in tracker.client.list_artifacts(run_id, "plots")}
+    names = ("optimization_history", "param_importances", "parallel_coordinate", "slice")
+    assert {f"plots/{name}.png" for name in (*names, "contour")} <= logged
+    assert not any(path.endswith(".html") and INTERACTIVE_PAGE not in path for path in logged)
+    page = outputs / "page"
+    text = Path(tracker.client.download_artifacts(run_id, f"plots/{INTERACTIVE_PAGE}", str(page)))
+    html = text.read_text()
+    assert html.count("plotly.js v") == 1 and html.count("<section>") == len(names) + 1
+
+
+_GRID = [(1e-3, 16), (2e-3, 32), (5e-3, 16), (1e-2, 32), (3e-2, 16), (6e-2, 32)]

@@ -11,7 +11,7 @@ from optuna.trial import create_trial
 
 from satsweep.cli import run
 from satsweep.search.job import job_path, prepare_job, save_job
-from satsweep.search.ledger import NOISE_ATTR, Noise
+from satsweep.search.ledger import FINAL_ATTR, NOISE_ATTR, FinalFit, Noise
 from satsweep.search.next_round import next_study_name
 from satsweep.search.storage import open_storage
 
@@ -55,7 +55,7 @@ def test_next_narrows_what_mattered_and_fixes_what_did_not(outputs, tmp_path, ca
     assert "  - quick " in text  # the last round's file is the new one's base
     # the width made no difference beyond noise: fixed at the best trial's value, unsearched
     assert "model.width: null    # fixed above: fixed at the best trial's value" in text
-    assert "optimizer.lr: tag(log, interval(" in text and "narrowed around the top" in text
+    assert "optimizer.lr: tag(log, interval(" in text and "narrowed: trials in the top" in text
 
     # the file composes and validates as a sweep, in the same grammar
     job = prepare_job(["sweep=quick_r2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
@@ -93,3 +93,35 @@ def test_round_names_count_up() -> None:
     assert next_study_name("quick") == "quick_r2"
     assert next_study_name("quick_r2") == "quick_r3"
     assert next_study_name("my_r") == "my_r_r2"
+
+
+def test_the_final_models_diagnosis_adds_its_keys_with_a_reason(outputs, tmp_path) -> None:
+    """Overfitting named dropout, mixup, weight decay and the data: the searchable ones join
+    the space with a range, the data key is left to the user, nothing is searched twice."""
+    study = _quick_study(outputs)
+    keys = ["trainer.augment.mixup", "optimizer.weight_decay", "model.dropout"]
+    final = FinalFit(0, "run", {}, {"overfitting": [*keys, "data.max_per_class"]})
+    study.set_user_attr(FINAL_ATTR, dataclasses.asdict(final))
+    out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
+    assert run(["next", "quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    found = "# added: the final model's diagnosis found overfitting"
+    assert f"model.dropout: interval(0.0, 0.5)    {found}" in text
+    assert f"trainer.augment.mixup: choice(0.0, 0.2)    {found}" in text
+    assert text.count("\n    optimizer.weight_decay: ") == 1  # searched already: not re-added
+    assert "also named data.max_per_class (overfitting): set it by hand" in text
+    job = prepare_job(["sweep=quick_r2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
+    assert {"model.dropout", "trainer.augment.mixup"} <= set(job.space_params)
+
+
+def test_too_few_finished_trials_ask_for_twice_the_trials(outputs, tmp_path) -> None:
+    _quick_study(outputs, trials=3)
+    out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
+    assert run(["next", "quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "n_trials: 16        # twice the last round's: 3 finished" in text
+    assert "kept: 3 finished trials, too few to judge" in text
+    job = prepare_job(["sweep=quick_r2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
+    assert job.settings.n_trials == 16 and set(job.space_params) == set(
+        prepare_job(["sweep=quick"]).space_params
+    )

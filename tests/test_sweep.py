@@ -115,7 +115,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
     assert {"best_trial/confusion_matrix.png", "best_trial/config.yaml"} <= best
     plots = {a.path for a in client.list_artifacts(parent, "plots")}
     assert {
-        "plots/optimization_history.html",
+        "plots/interactive.html",
         "plots/optimization_history.png",
         "plots/intermediate_values.png",
     } <= plots

@@ -80,7 +80,8 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
         {RUN_NAME_TAG: scored_name(name, test_metric(job.settings.objectives[0]), result.metrics)},
     )
     tracker.end_run(run_id, "FINISHED")
-    final = FinalFit(trial.number, run_id, _plain(result.metrics))
+    advice = {finding.rule: list(finding.config_keys) for finding in result.diagnosis}
+    final = FinalFit(trial.number, run_id, _plain(result.metrics), advice)
     study.set_user_attr(FINAL_ATTR, final.__dict__)
     return final
 

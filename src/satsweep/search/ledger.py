@@ -10,7 +10,7 @@ version) is read the same way by all. How workers start is ``crew``'s.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.storages import BaseStorage
@@ -72,6 +72,8 @@ class FinalFit:
     trial: int
     run_id: str
     metrics: dict[str, float]
+    # the final model's diagnosis: each rule that fired -> the config keys it names
+    diagnosis: dict[str, list[str]] = field(default_factory=dict)
 
     @staticmethod
     def of(study: optuna.Study) -> FinalFit | None:
@@ -81,6 +83,19 @@ class FinalFit:
 
 
 BAND_WIDTH = 2.0  # the noise band is this many standard deviations of the seeds' spread
+# A gap is a finding only beyond this many bands: the band's sd comes from a few seeds
+# (three scores in `quick`), and an sd from three scores is often half as large again.
+CLEAR_MARGIN = 1.5
+
+
+def judge_gap(gap: float, band: float | None) -> str:
+    """``noise`` within the band, ``edge`` up to a clear margin beyond it, else ``clear``;
+    ``unjudged`` without a band."""
+    if band is None:
+        return "unjudged"
+    if abs(gap) <= band:
+        return "noise"
+    return "edge" if abs(gap) <= CLEAR_MARGIN * band else "clear"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from satsweep.search.ledger import FinalFit, Noise
+from satsweep.search.ledger import FinalFit, Noise, judge_gap
 from satsweep.search.settings import test_metric
 
 MIN_FOR_DIRECTION = 4  # finished trials needed before a best region or option is named
@@ -120,15 +120,12 @@ def _against(before: RoundScores, now: RoundScores, objective: str, band: float 
         if old is None or new is None:
             continue
         change = new - old
-        verdict = (
-            "unjudged without a noise band"
-            if band is None
-            else "paid"
-            if change > band
-            else "worse"
-            if change < -band
-            else "no change beyond noise"
-        )
+        verdict = {
+            "unjudged": "unjudged without a noise band",
+            "noise": "no change beyond noise",
+            "edge": "at the edge of the noise" + (", paid" if change > 0 else ", worse"),
+            "clear": "paid" if change > 0 else "worse",
+        }[judge_gap(change, band)]
         verdicts.append(f"{label} {old:.4f} -> {new:.4f} ({change:+.4f}): {verdict}")
     told = "; ".join(verdicts) or "nothing to compare yet"
     return f"Against the previous round, study `{before.study_name}`: {told}."
@@ -137,17 +134,22 @@ def _against(before: RoundScores, now: RoundScores, objective: str, band: float 
 def _winner(ranked: list[FrozenTrial], band: float | None) -> str:
     best, second = ranked[0], ranked[1]
     gap = abs(best.values[0] - second.values[0])
-    if band is not None and gap <= band:
-        tied = [t.number for t in ranked if abs(t.values[0] - best.values[0]) <= band]
+    judged = judge_gap(gap, band)
+    if judged == "noise":
+        tied = [t.number for t in ranked if abs(t.values[0] - best.values[0]) <= (band or 0.0)]
         return (
             f"No winner beyond noise: trials {', '.join(map(str, tied))} are within "
             f"{band:.4f} of the best ({best.values[0]:.4f})."
         )
-    beyond = f", beyond the band of {band:.4f}" if band is not None else ""
-    return (
-        f"Trial {best.number} leads ({best.values[0]:.4f}) by {gap:.4f} over trial "
-        f"{second.number}{beyond}."
+    lead = (
+        f"Trial {best.number} leads ({best.values[0]:.4f}) by {gap:.4f} over trial {second.number}"
     )
+    if judged == "edge":
+        return (
+            f"{lead}, at the edge of the noise band ({band:.4f}): not a clear winner; "
+            "more seeds (sweep.noise.repeats) would tell."
+        )
+    return f"{lead}" + (f", clearly beyond the band of {band:.4f}." if band else ".")
 
 
 def param_importances(study: optuna.Study) -> dict[str, float]:
@@ -187,7 +189,7 @@ def _parameter(
         return f"{head}: did not matter here (less than half an equal share of the importance)."
     if isinstance(having[0].distributions[name], CategoricalDistribution):
         return f"{head}: {_options(name, having, band, maximize)}"
-    return f"{head}: {_region(name, having, band)}"
+    return f"{head}: {_region(name, having, band, maximize)}"
 
 
 def _options(name: str, having: list[FrozenTrial], band: float | None, maximize: bool) -> str:
@@ -199,22 +201,67 @@ def _options(name: str, having: list[FrozenTrial], band: float | None, maximize:
     listed = ", ".join(f"{o}: {means[o]:.4f} ({len(by_option[o])})" for o in order)
     if len(order) < 2:
         return f"every finished trial chose {order[0]}: nothing to compare."
-    spread = abs(means[order[0]] - means[order[-1]])
-    if band is not None and spread <= band:
+    judged = judge_gap(means[order[0]] - means[order[-1]], band)
+    if judged == "noise":
         return f"no difference beyond noise between its options (mean, trials: {listed})."
+    if judged == "edge":
+        return f"{order[0]} did best, at the edge of the noise (mean, trials: {listed})."
     return f"{order[0]} did best (mean, trials: {listed})."
 
 
-def _region(name: str, having: list[FrozenTrial], band: float | None) -> str:
-    top_count = max(2, math.ceil(TOP_SHARE * len(having)))
-    top, rest = having[:top_count], having[top_count:]
-    values = sorted(float(t.params[name]) for t in top)
+@dataclass(frozen=True)
+class Region:
+    """Where the top trials put a numeric parameter, and how trials inside that span
+    scored against trials outside it: the parameter's own effect, not the top trials' lead."""
+
+    low: float
+    high: float
+    top_count: int
+    inside: float  # mean objective of the trials whose value lies in [low, high]
+    outside: float | None  # the same outside it; None when no trial lies outside
+    outside_count: int
+
+    def gain(self, maximize: bool) -> float | None:
+        """How much better the span scored than the rest of the range (negative: worse)."""
+        if self.outside is None:
+            return None
+        return (self.inside - self.outside) * (1.0 if maximize else -1.0)
+
+    @staticmethod
+    def of(name: str, ranked: list[FrozenTrial]) -> Region:
+        """The region of ``name`` among ``ranked`` (finished trials, best first)."""
+        top_count = max(2, math.ceil(TOP_SHARE * len(ranked)))
+        values = [float(t.params[name]) for t in ranked[:top_count]]
+        low, high = min(values), max(values)
+        inside = [t.values[0] for t in ranked if low <= float(t.params[name]) <= high]
+        outside = [t.values[0] for t in ranked if not low <= float(t.params[name]) <= high]
+        return Region(
+            low,
+            high,
+            top_count,
+            statistics.fmean(inside),
+            statistics.fmean(outside) if outside else None,
+            len(outside),
+        )
+
+
+def _region(name: str, having: list[FrozenTrial], band: float | None, maximize: bool) -> str:
+    region = Region.of(name, having)
     everywhere = sorted(float(t.params[name]) for t in having)
-    lead = statistics.fmean(t.values[0] for t in top) - statistics.fmean(t.values[0] for t in rest)
-    region = (
-        f"the top {top_count} finished trials lie between {values[0]:.3g} and {values[-1]:.3g}"
-        f" (tried {everywhere[0]:.3g} to {everywhere[-1]:.3g})"
+    where = (
+        f"the top {region.top_count} finished trials lie between {region.low:.3g} and "
+        f"{region.high:.3g} (tried {everywhere[0]:.3g} to {everywhere[-1]:.3g})"
     )
-    if band is not None and abs(lead) <= band:
-        return f"{region}, but they lead the rest by {abs(lead):.4f}, within noise."
-    return f"{region}, leading the rest by {abs(lead):.4f}."
+    gain = region.gain(maximize)
+    if gain is None:
+        return f"{where}: no finished trial outside that span to compare with."
+    against = (
+        f"trials in that span score {region.inside:.4f} on average, the "
+        f"{region.outside_count} outside it {region.outside:.4f}"
+    )
+    judged = judge_gap(gain, band)
+    if gain <= 0 or judged == "noise":
+        return f"{where}, but {against}: no difference beyond noise."
+    if judged == "edge":
+        return f"{where}; {against}, at the edge of the noise."
+    return f"{where}; {against}."

@@ -28,11 +28,22 @@ from optuna.trial import FrozenTrial, TrialState
 from satsweep.config import load_environment, project_root
 from satsweep.errors import UserError
 from satsweep.search.job import SweepJob, load_job
-from satsweep.search.ledger import Noise, load_study
-from satsweep.search.lessons import MIN_FOR_DIRECTION, TOP_SHARE, mattered, param_importances
+from satsweep.search.ledger import FinalFit, Noise, judge_gap, load_study
+from satsweep.search.lessons import MIN_FOR_DIRECTION, Region, mattered, param_importances
 from satsweep.search.space import Dimension
 from satsweep.search.storage import open_storage
 
+# Keys whose values are fractions: a key the diagnosis names is tried over this range.
+FRACTION_RANGES = {
+    "model.dropout": "interval(0.0, 0.5)",
+    "trainer.augment.translate": "choice(0.0, 0.125)",
+    "trainer.augment.mixup": "choice(0.0, 0.2)",
+    "trainer.label_smoothing": "choice(0.0, 0.1)",
+}
+NO_DECAY_RANGE = "tag(log, interval(1e-5, 1e-2))"  # weight decay named while it is 0
+# Not searched even when named: they change the data the scores are measured on, or
+# only how a trained model's scores are read.
+BY_HAND = ("data.", "trainer.threshold.")
 WIDEN_LOG = 1.5  # a narrowed log range reaches this factor beyond the top trials' values
 WIDEN_LINEAR = 0.25  # a narrowed linear range reaches this share of its width beyond them
 
@@ -96,8 +107,68 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
             )
             for d in judged
         ]
+    added, by_hand = _from_diagnosis(FinalFit.of(study), job)
+    trials = _more_trials(job, len(complete))
     name = next_study_name(study.study_name)
-    return NextRound(name, _render(study, job, name, decisions, noise), _command(job, name))
+    text = _render(study, job, name, [*decisions, *added], noise, trials, by_hand)
+    return NextRound(name, text, _command(job, name))
+
+
+def _from_diagnosis(final: FinalFit | None, job: SweepJob) -> tuple[list[Decision], list[str]]:
+    """The keys the final model's diagnosis names, added to the space around their current
+    values; and the notes on those left to the user."""
+    if final is None:
+        return [], []
+    searched = {d.key for d in job.space.dimensions}
+    added: dict[str, Decision] = {}
+    by_hand: list[str] = []
+    for rule, keys in final.diagnosis.items():
+        for key in keys:
+            if key in searched or key in added:
+                continue
+            expression = None if key.startswith(BY_HAND) else _around(key, _current(job, key))
+            if expression is None:
+                by_hand.append(f"{key} ({rule}): set it by hand, it is not searched")
+                continue
+            why = f"added: the final model's diagnosis found {rule}"
+            added[key] = Decision(key, expression, None, why)
+    return list(added.values()), by_hand
+
+
+def _current(job: SweepJob, key: str) -> Any:
+    node: Any = job.base.model_dump()
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _around(key: str, value: Any) -> str | None:
+    """A search expression for ``key`` around its current ``value``; None: not searchable."""
+    if key in FRACTION_RANGES:
+        return FRACTION_RANGES[key]
+    if isinstance(value, bool):
+        return "choice(false, true)"
+    if isinstance(value, int):
+        return f"choice({value}, {2 * value})"
+    if isinstance(value, float) and value > 0:
+        return f"tag(log, interval({value / 3:.4g}, {value * 3:.4g}))"
+    if key == "optimizer.weight_decay":
+        return NO_DECAY_RANGE
+    return None
+
+
+def _more_trials(job: SweepJob, finished: int) -> tuple[int, str] | None:
+    """Twice the trials when too few finished to judge: the next round's first need
+    (a sweep bounded by time alone keeps its bound)."""
+    if finished >= MIN_FOR_DIRECTION or job.settings.n_trials is None:
+        return None
+    return (
+        2 * job.settings.n_trials,
+        f"twice the last round's: {finished} finished, and a parameter is judged from "
+        f"{MIN_FOR_DIRECTION} finished trials",
+    )
 
 
 def _decide(
@@ -129,7 +200,7 @@ def _decide(
         )
     if isinstance(dimension.distribution, CategoricalDistribution):
         return _decide_choice(dimension, having, band, maximize, best)
-    return _decide_range(dimension, having, band, best)
+    return _decide_range(dimension, having, band, maximize, best)
 
 
 def _decide_choice(
@@ -141,8 +212,11 @@ def _decide_choice(
     means = {option: statistics.fmean(values) for option, values in by_option.items()}
     top = max(means.values()) if maximize else min(means.values())
     spread = max(means.values()) - min(means.values())
-    if spread <= band:
+    judged = judge_gap(spread, band)
+    if judged == "noise":
         return _fixed(dimension, best, f"its options' means differ by {spread:.4f}", band)
+    if judged == "edge":
+        return _kept_at_edge(dimension, f"its options' means differ by {spread:.4f}", band)
     choices = [o for o in _choices(dimension) if o in means]
     kept = [o for o in choices if abs(means[o] - top) <= band]
     dropped = [o for o in _choices(dimension) if o not in kept]
@@ -166,26 +240,32 @@ def _choices(dimension: Dimension) -> list[Any]:
     return list(dimension.distribution.choices)
 
 
+def _kept_at_edge(dimension: Dimension, seen: str, band: float) -> Decision:
+    why = f"kept: {seen}, at the edge of the noise band ({band:.4f}): not yet a finding"
+    return Decision(dimension.key, _expression(dimension), None, why)
+
+
 def _decide_range(
-    dimension: Dimension, having: list[FrozenTrial], band: float, best: FrozenTrial
+    dimension: Dimension, having: list[FrozenTrial], band: float, maximize: bool, best: FrozenTrial
 ) -> Decision:
-    top_count = max(2, math.ceil(TOP_SHARE * len(having)))
-    top, rest = having[:top_count], having[top_count:]
-    lead = abs(
-        statistics.fmean(t.values[0] for t in top) - statistics.fmean(t.values[0] for t in rest)
-    )
-    if lead <= band:
-        return _fixed(
-            dimension, best, f"the top {top_count} trials lead the rest by {lead:.4f}", band
-        )
-    values = [float(t.params[dimension.key]) for t in top]
-    low, high = _widened(dimension.distribution, min(values), max(values))
+    region = Region.of(dimension.key, having)
+    gain = region.gain(maximize)
+    span = f"the top {region.top_count} trials' span ({region.low:.3g} to {region.high:.3g})"
+    if gain is None:
+        seen = f"{span} holds every finished trial"
+        return Decision(dimension.key, _expression(dimension), None, f"kept: {seen}")
+    seen = f"trials in {span} beat the {region.outside_count} outside it by {gain:+.4f}"
+    judged = judge_gap(gain, band)
+    if gain <= 0 or judged == "noise":
+        return _fixed(dimension, best, seen, band)
+    if judged == "edge":
+        return _kept_at_edge(dimension, seen, band)
+    low, high = _widened(dimension.distribution, region.low, region.high)
     return Decision(
         dimension.key,
         _range_expression(dimension.distribution, low, high),
         None,
-        f"narrowed around the top {top_count} trials ({min(values):.3g} to {max(values):.3g}), "
-        f"which lead the rest by {lead:.4f}, beyond the noise band ({band:.4f})",
+        f"narrowed: {seen}, beyond the noise band ({band:.4f})",
     )
 
 
@@ -223,7 +303,13 @@ def _spelled(dimension: Dimension, value: Any) -> str:
 
 
 def _render(
-    study: optuna.Study, job: SweepJob, name: str, decisions: list[Decision], noise: Noise | None
+    study: optuna.Study,
+    job: SweepJob,
+    name: str,
+    decisions: list[Decision],
+    noise: Noise | None,
+    trials: tuple[int, str] | None,
+    by_hand: list[str],
 ) -> str:
     previous = job.file.removeprefix("sweeps/").removesuffix(".yaml")
     finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
@@ -246,6 +332,7 @@ def _render(
         "sweep:",
         f"  study_name: {name}",
         f"  previous: {study.study_name}        # this round is judged against it",
+        *([f"  n_trials: {trials[0]}        # {trials[1]}"] if trials else []),
         "  params:",
         *(
             f"    {d.key}: {d.expression if d.expression is not None else 'null'}"
@@ -254,6 +341,7 @@ def _render(
         ),
     ]
     comments = [f"# {key}: {why}" for key, why in why_fixed.items()]
+    comments += [f"# the final model's diagnosis also named {note}" for note in by_hand]
     return "\n".join([*header, *comments, *body, "", *sweep]) + "\n"
 
 

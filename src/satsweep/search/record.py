@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +43,7 @@ from satsweep.search.ledger import (
     trial_run_id,
 )
 from satsweep.search.lessons import previous_round, sweep_lessons
+from satsweep.search.plots import log_plots
 from satsweep.search.runs import STATE_NAMES
 from satsweep.search.settings import result_metric
 from satsweep.tracking import NOTE_TAG, Tracker, TrackingUnavailable, with_retries
@@ -271,7 +271,7 @@ def _record(job: SweepJob, attached: Attached, dataset: Dataset) -> pd.DataFrame
     lessons = sweep_lessons(study, objectives[0], noise, previous)
     tracker.log_text(parent_run_id, lessons, LESSONS)
     _describe(job, tracker, parent_run_id, table, trials, noise, lessons)
-    _log_plots(study, objectives, tracker, parent_run_id)
+    log_plots(study, objectives, tracker, parent_run_id)
     return table
 
 
@@ -360,46 +360,3 @@ def _copy_error_analysis(tracker: Tracker, trial_run_id: str, parent_run_id: str
                 tracker.log_directory(parent_run_id, local, f"best_trial/{path}")
             else:
                 tracker.log_bytes(parent_run_id, local.read_bytes(), f"best_trial/{path}")
-
-
-def _log_plots(study: optuna.Study, objectives: list[str], tracker: Tracker, run_id: str) -> None:
-    """Optuna's plots as interactive HTML and static PNG; skipped when there is too little data."""
-    single = len(objectives) == 1
-    target = None if single else (lambda t: t.values[0])
-    plots: dict[str, dict[str, Any]] = {
-        "optimization_history": {"target_name": objectives[0], "target": target},
-        "param_importances": {"target_name": objectives[0], "target": target},
-        "parallel_coordinate": {"target_name": objectives[0], "target": target},
-    }
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        plots["intermediate_values"] = {}
-    if not single:
-        plots["pareto_front"] = {"target_names": objectives}
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # "no complete trials" is not news here
-    try:
-        _write_plots(study, plots, tracker, run_id)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-
-
-def _write_plots(
-    study: optuna.Study, plots: dict[str, dict[str, Any]], tracker: Tracker, run_id: str
-) -> None:
-    import matplotlib.pyplot as plt  # Optuna's PNG plots draw through pyplot
-    from optuna import visualization as html_plots
-    from optuna.visualization import matplotlib as png_plots
-
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, options in plots.items():
-            try:
-                html = getattr(html_plots, f"plot_{name}")(study, **options)
-                html.write_html(Path(folder) / f"{name}.html", include_plotlyjs=True)
-                axes = getattr(png_plots, f"plot_{name}")(study, **options)
-                figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-                figure.savefig(Path(folder) / f"{name}.png", dpi=100, bbox_inches="tight")
-                plt.close(figure)
-            except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as error:
-                LOG.info("plot %s skipped: %s", name, error)
-        tracker.log_directory(run_id, Path(folder), "plots")
