@@ -155,3 +155,27 @@ def test_the_plots_show_what_mattered_with_plotly_js_once(outputs) -> None:
 
 
 _GRID = [(1e-3, 16), (2e-3, 32), (5e-3, 16), (1e-2, 32), (3e-2, 16), (6e-2, 32)]
+
+
+def test_two_choices_that_moved_together_are_not_told_apart() -> None:
+    """Every width-16 trial also shifted its images: the gap belongs to either knob, as on
+    AID's quick sweep of 2026-12-06 (trials 0 and 1)."""
+    shift = CategoricalDistribution([0.0, 0.125])
+    study = optuna.create_study(direction="maximize")
+    for lr, width, value in [(1e-3, 32, 0.52), (2e-3, 32, 0.51), (5e-3, 32, 0.50),
+                             (1e-2, 16, 0.40), (2e-2, 16, 0.41)]:  # fmt: skip
+        study.add_trial(
+            create_trial(
+                params={
+                    "optimizer.lr": lr,
+                    "model.width": width,
+                    "translate": 0.125 * (width < 32),
+                },
+                distributions={"optimizer.lr": LR, "model.width": WIDTH, "translate": shift},
+                value=value,
+            )
+        )
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.52, 0.521, 0.519]))
+    (width,) = [line for line in said.splitlines() if line.startswith("- `model.width`")]
+    assert "split the finished trials exactly as `translate`'s do" in width
+    assert "cannot tell which of the two moved the score" in width

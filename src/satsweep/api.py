@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from satsweep.schema import RunConfig
     from satsweep.search.job import SweepJob
     from satsweep.search.ledger import Noise
+    from satsweep.search.next_round import NextRound
     from satsweep.training import TrainResult
 
 Overrides = Sequence[str]
@@ -265,6 +266,22 @@ def sweep(overrides: Overrides = (), *, workers: int | None = None) -> SweepResu
             outcome.link,
             job,
         )
+
+
+def next_round(
+    study_name: str, overrides: Overrides = (), *, out: str | Path | None = None
+) -> NextRound:
+    """Write the next round of ``study_name`` as a sweep file, as ``satsweep next`` does.
+
+    The file goes to ``sweeps/<study>_r2.yaml`` unless ``out`` says where; ``overrides``
+    say where the study and its outputs are. The result shows the file and the command
+    that runs it; a file written elsewhere runs with ``hydra.searchpath`` naming the
+    folder above its ``sweep/`` folder.
+    """
+    with _user_errors():
+        from satsweep.search.next_round import write_next_round
+
+        return write_next_round(study_name, _override_list(overrides), Path(out) if out else None)
 
 
 def artifact(run_id: str, path: str, overrides: Overrides = ()) -> Any:

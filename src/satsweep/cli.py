@@ -143,8 +143,8 @@ def cmd_next(args: argparse.Namespace) -> int:
 
     from satsweep.search.next_round import write_next_round
 
-    path, plan = write_next_round(args.study, args.overrides, Path(args.out) if args.out else None)
-    print(f"wrote {path}: the next round of study {args.study}, study {plan.study_name}")
+    plan = write_next_round(args.study, args.overrides, Path(args.out) if args.out else None)
+    print(f"wrote {plan.path}: the next round of study {args.study}, study {plan.study_name}")
     print(f"run it with: {plan.command}")
     return 0
 

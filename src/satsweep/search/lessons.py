@@ -188,8 +188,37 @@ def _parameter(
     if importance is not None and not mattered(importance, searched):
         return f"{head}: did not matter here (less than half an equal share of the importance)."
     if isinstance(having[0].distributions[name], CategoricalDistribution):
+        twin = confounded_with(name, ranked)
+        if twin is not None:
+            return (
+                f"{head}: its options split the finished trials exactly as `{twin}`'s do, so "
+                f"this sweep cannot tell which of the two moved the score "
+                f"({_options(name, having, band, maximize).removesuffix('.')})."
+            )
         return f"{head}: {_options(name, having, band, maximize)}"
     return f"{head}: {_region(name, having, band, maximize)}"
+
+
+def confounded_with(name: str, ranked: list[FrozenTrial]) -> str | None:
+    """Another searched choice whose options group the finished trials exactly as the
+    options of ``name`` do: a difference between the groups belongs to either."""
+
+    def groups(key: str) -> frozenset[frozenset[int]]:
+        by_option: dict[str, set[int]] = defaultdict(set)
+        for trial in ranked:
+            by_option[repr(trial.params.get(key))].add(trial.number)
+        return frozenset(frozenset(numbers) for numbers in by_option.values())
+
+    mine = groups(name)
+    if len(mine) < 2:
+        return None
+    others = sorted({key for t in ranked for key in t.params} - {name})
+    choices = [
+        key
+        for key in others
+        if all(isinstance(t.distributions.get(key), CategoricalDistribution) for t in ranked)
+    ]
+    return next((key for key in choices if groups(key) == mine), None)
 
 
 def _options(name: str, having: list[FrozenTrial], band: float | None, maximize: bool) -> str:

@@ -10,6 +10,7 @@ a YAML comment that says why.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import re
@@ -29,7 +30,13 @@ from satsweep.config import load_environment, project_root
 from satsweep.errors import UserError
 from satsweep.search.job import SweepJob, load_job
 from satsweep.search.ledger import FinalFit, Noise, judge_gap, load_study
-from satsweep.search.lessons import MIN_FOR_DIRECTION, Region, mattered, param_importances
+from satsweep.search.lessons import (
+    MIN_FOR_DIRECTION,
+    Region,
+    confounded_with,
+    mattered,
+    param_importances,
+)
 from satsweep.search.space import Dimension
 from satsweep.search.storage import open_storage
 
@@ -65,6 +72,15 @@ class NextRound:
     study_name: str
     text: str
     command: str
+    path: Path | None = None  # where it was written, once it is
+
+    def _repr_markdown_(self) -> str:
+        """The file and its command, as a notebook shows them."""
+        where = f"`{self.path}`" if self.path else "not written yet"
+        return (
+            f"**Next round** (study `{self.study_name}`): {where}\n\n"
+            f"```yaml\n{self.text}```\n\nRun it with: `{self.command}`\n"
+        )
 
 
 def next_study_name(study_name: str) -> str:
@@ -199,6 +215,10 @@ def _decide(
             f"{importance or 0.0:.2f}, less than half an equal share)",
         )
     if isinstance(dimension.distribution, CategoricalDistribution):
+        twin = confounded_with(key, having)
+        if twin is not None:
+            why = f"kept: it moved with {twin} in every finished trial; this round tells them apart"
+            return Decision(key, _expression(dimension), None, why)
         return _decide_choice(dimension, having, band, maximize, best)
     return _decide_range(dimension, having, band, maximize, best)
 
@@ -325,7 +345,7 @@ def _render(
         "  - _self_",
         "",
     ]
-    fixed = _nested({d.key: d.value for d in decisions if d.expression is None})
+    fixed = _nested({d.key: _short(d.value) for d in decisions if d.expression is None})
     body = yaml.safe_dump(fixed, sort_keys=False).splitlines() if fixed else []
     why_fixed = {d.key: d.why for d in decisions if d.expression is None}
     sweep = [
@@ -345,6 +365,11 @@ def _render(
     return "\n".join([*header, *comments, *body, "", *sweep]) + "\n"
 
 
+def _short(value: Any) -> Any:
+    """A float to four digits: the file is read by people, and the key did not matter."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
 def _nested(flat: dict[str, Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, value in flat.items():
@@ -361,9 +386,7 @@ def _command(job: SweepJob, name: str) -> str:
     return " ".join(["satsweep sweep", f"sweep={name}", *kept])
 
 
-def write_next_round(
-    study_name: str, overrides: Sequence[str], out: Path | None
-) -> tuple[Path, NextRound]:
+def write_next_round(study_name: str, overrides: Sequence[str], out: Path | None) -> NextRound:
     """Plan the next round of ``study_name`` and write its sweep file (``sweeps/`` by default).
 
     ``overrides`` say where the study and its outputs are, as for ``satsweep compare``.
@@ -387,4 +410,4 @@ def write_next_round(
         raise UserError(
             f"cannot write {target} ({error.strerror or error}): use --out FILE"
         ) from error
-    return target, plan
+    return dataclasses.replace(plan, path=target)
