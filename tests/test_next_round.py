@@ -16,10 +16,12 @@ from satsweep.search.next_round import next_study_name
 from satsweep.search.storage import open_storage
 
 
-def _quick_study(outputs, directions=("maximize",), trials: int = 8) -> optuna.Study:
+def _quick_study(
+    outputs, directions=("maximize",), trials: int = 8, overrides: tuple[str, ...] = ()
+) -> optuna.Study:
     """The quick sweep's job, saved as a launcher saves it, and a study of finished trials
     in its journal where the learning rate matters and nothing else does."""
-    job = prepare_job(["sweep=quick"])
+    job = prepare_job(["sweep=quick", *overrides])
     save_job(job, job_path(job))
     study = optuna.create_study(
         study_name="quick", storage=open_storage(job.base.storage), directions=list(directions)
@@ -114,10 +116,14 @@ def test_the_final_models_diagnosis_adds_its_keys_with_a_reason(outputs, tmp_pat
     assert {"model.dropout", "trainer.augment.mixup"} <= set(job.space_params)
 
 
-def test_too_few_finished_trials_ask_for_twice_the_trials(outputs, tmp_path) -> None:
-    _quick_study(outputs, trials=3)
+def test_too_few_finished_trials_ask_for_twice_the_trials(outputs, tmp_path, capsys) -> None:
+    """The last round's own trial count came from the command line: the next command
+    leaves it out, or it would beat the file's; its other overrides stay."""
+    _quick_study(outputs, trials=3, overrides=("sweep.n_trials=8", "data.image_size=24"))
     out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
     assert run(["next", "quick", "--out", str(out)]) == 0
+    (command,) = [line for line in capsys.readouterr().out.splitlines() if "run it" in line]
+    assert "sweep.n_trials" not in command and "data.image_size=24" in command
     text = out.read_text()
     assert "n_trials: 16        # twice the last round's: 3 finished" in text
     assert "kept: 3 finished trials, too few to judge" in text

@@ -71,8 +71,13 @@ class NextRound:
 
     study_name: str
     text: str
-    command: str
+    overrides: tuple[str, ...]  # what runs it: ``sweep=<round>`` and the last round's others
     path: Path | None = None  # where it was written, once it is
+
+    @property
+    def command(self) -> str:
+        """The shell command that runs the round."""
+        return " ".join(["satsweep sweep", *self.overrides])
 
     def _repr_markdown_(self) -> str:
         """The file and its command, as a notebook shows them."""
@@ -127,7 +132,10 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
     trials = _more_trials(job, len(complete))
     name = next_study_name(study.study_name)
     text = _render(study, job, name, [*decisions, *added], noise, trials, by_hand)
-    return NextRound(name, text, _command(job, name))
+    in_file = {d.key for d in decisions if d.expression is None}
+    in_file |= {"sweep", "sweep.study_name", "sweep.previous"}
+    in_file |= {"sweep.n_trials"} if trials else set()
+    return NextRound(name, text, _overrides(job, name, in_file))
 
 
 def _from_diagnosis(final: FinalFit | None, job: SweepJob) -> tuple[list[Decision], list[str]]:
@@ -381,9 +389,11 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def _command(job: SweepJob, name: str) -> str:
-    kept = [o for o in job.base_overrides if not o.startswith(("sweep=", "sweep.study_name="))]
-    return " ".join(["satsweep sweep", f"sweep={name}", *kept])
+def _overrides(job: SweepJob, name: str, in_file: set[str]) -> tuple[str, ...]:
+    """The last round's command-line overrides, less those the new file sets: on the
+    command line they would win over the file."""
+    kept = [o for o in job.base_overrides if o.split("=", 1)[0].lstrip("+~") not in in_file]
+    return (f"sweep={name}", *kept)
 
 
 def write_next_round(study_name: str, overrides: Sequence[str], out: Path | None) -> NextRound:
