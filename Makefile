@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 OUTPUTS ?= $(or $(SATSWEEP_OUTPUTS),outputs)
 
-.PHONY: setup setup-gpu tensorflow-cuda notebooks train sweep bench bench-quality bench-hpo ui screenshots server test test-fast lint clean
+.PHONY: setup setup-gpu tensorflow-cuda notebooks train sweep bench bench-quality bench-fidelity bench-hpo ui screenshots server test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,9 @@ bench: $(STAMP)  ## satsweep against bare Keras and its alternatives: ratios, ou
 
 bench-quality: $(STAMP)  ## test macro F1 on AID: the floor, the old recipe, the new one, make sweep
 	$(BIN)/python -m satsweep.benchmarks.quality $(ARGS)
+
+bench-fidelity: $(STAMP)  ## do cheap trials rank like the final fit? ARGS="sweep=quick bench.high=[data.image_size=48]"
+	$(BIN)/python -m satsweep.benchmarks.fidelity $(ARGS)
 
 bench-hpo: $(STAMP)  ## Optuna vs KerasTuner on equal budgets: make bench-hpo ARGS="sweep.compare.budget=60"
 	$(BIN)/satsweep compare-backends sweep=quick $(ARGS)

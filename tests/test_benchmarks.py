@@ -78,3 +78,36 @@ def test_bn_lag_scores_every_epoch_both_ways_and_leaves_the_run_as_trained(outpu
     plain = train([*tiny, "trainer.precise_bn_images=0", "tracking.experiment=plain"])
     assert metrics["test_f1_macro"] == plain.metrics["test_f1_macro"]
     assert metrics["final_val_loss"] == plain.metrics["final_val_loss"]
+
+
+def test_the_fidelity_judge_ranks_and_measures_the_regret() -> None:
+    from satsweep.benchmarks.fidelity import Pair, judge
+
+    pairs = [Pair([str(i)], low, high, 1.0, 4.0) for i, (low, high) in
+             enumerate([(0.5, 0.70), (0.4, 0.75), (0.3, 0.60), (0.2, 0.55)])]  # fmt: skip
+    verdict = judge(pairs, maximize=True)
+    assert verdict.spearman == pytest.approx(0.8)  # one swap among four
+    assert verdict.cheap_winner_high == 0.70 and verdict.regret == pytest.approx(0.05)
+
+
+@pytest.mark.slow
+def test_bench_fidelity_trains_each_drawn_config_at_both_fidelities(tmp_path, sweep_args) -> None:
+    """Two configurations of the smoke sweep, on real images, at 16 px and at 24 px."""
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "satsweep.benchmarks.fidelity", *sweep_args),
+            *("bench.configs=2", "bench.high=[data.image_size=24]"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SATSWEEP_OUTPUTS": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "bench" / "fidelity-latest.json").read_text())
+    assert len(record["pairs"]) == 2 and "data.image_size=24" in record["title"]
+    first, second = record["pairs"]
+    assert first["overrides"] != second["overrides"]  # two draws from the space
+    assert all(0.0 <= p["low"] <= 1.0 and 0.0 <= p["high"] <= 1.0 for p in record["pairs"])
+    assert "Spearman's rho" in result.stdout
