@@ -6,7 +6,10 @@ with the rest, while fANOVA splits the objective's variance between the paramete
 which is the question asked here ("how much did this one move the score?"). Every
 claim is held against the sweep's noise band (:class:`~satsweep.search.ledger.Noise`):
 a difference the seeds alone produce is reported as "no difference beyond noise",
-and a sweep whose finished trials all tie claims no winner and no direction.
+one just past the band as "at the edge of the noise" (:func:`~satsweep.search.ledger.judge_gap`),
+and a sweep whose finished trials all tie claims no winner and no direction. A numeric
+parameter's region is judged by the trials inside it against those outside it (its own
+effect), and two choices that split the trials alike are named as confounded.
 """
 
 from __future__ import annotations
