@@ -280,7 +280,8 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     _check_the_noise_band(outputs, study, " ".join(result.stdout.split()))
     # the answer names the trial it retrained and its parameters, beside its own split's floor
     said = " ".join(result.stdout.split())  # rich may wrap long lines
-    final_line = f"final model (of trial {record['trial']}, retrained): test_f1_macro="
+    fidelity = "at 16 px for 4 epochs"  # the final fit's own: smoke's trials run 3
+    final_line = f"final model (of trial {record['trial']} {fidelity}, retrained): test_f1_macro="
     assert final_line in said, result.stdout
     for key, value in study.best_trial.params.items():
         assert (
@@ -321,7 +322,7 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     csv = tmp_path / "board.csv"
     assert run_satsweep("compare", "smoke", "--csv", str(csv)).returncode == 0
     rows = [line.split(",")[:2] for line in csv.read_text().splitlines()[1:]]
-    assert rows[0] == ["final", f"of trial {record['trial']}"], rows
+    assert rows[0] == ["final", f"of trial {record['trial']} at 16 px for 4 epochs"], rows
     assert rows[1] == ["final floor", "final's split"] and rows[-1] == ["floor", "trials' split"]
     assert len(rows) == 5
 

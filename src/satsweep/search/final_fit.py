@@ -81,7 +81,8 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     )
     tracker.end_run(run_id, "FINISHED")
     advice = {finding.rule: list(finding.config_keys) for finding in result.diagnosis}
-    final = FinalFit(trial.number, run_id, _plain(result.metrics), advice)
+    fidelity = f"{cfg.data.image_size} px for {cfg.trainer.epochs} epochs"
+    final = FinalFit(trial.number, run_id, _plain(result.metrics), advice, fidelity)
     study.set_user_attr(FINAL_ATTR, final.__dict__)
     return final
 

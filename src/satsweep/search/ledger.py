@@ -74,6 +74,7 @@ class FinalFit:
     metrics: dict[str, float]
     # the final model's diagnosis: each rule that fired -> the config keys it names
     diagnosis: dict[str, list[str]] = field(default_factory=dict)
+    fidelity: str = ""  # e.g. "48 px for 20 epochs": its scores compare with no trial's
 
     @staticmethod
     def of(study: optuna.Study) -> FinalFit | None:

@@ -130,7 +130,8 @@ def _final_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, An
     retrained = next((t for t in trials if t.number == final.trial), None)
     # A final fit logged result names (final_val_*); the floor keeps the split's own.
     named = {key: final.metrics.get(result_metric(key)) for key in (*objectives, *KEY_METRICS)}
-    row = _summary_row(FINAL_ROW, f"of trial {final.trial}", objectives, named)
+    state = f"of trial {final.trial}" + (f" at {final.fidelity}" if final.fidelity else "")
+    row = _summary_row(FINAL_ROW, state, objectives, named)
     row.update(seconds=final.metrics.get("seconds"), mlflow_run_id=final.run_id)
     row.update(retrained.params if retrained else {})
     own_floor = {
