@@ -116,18 +116,23 @@ def test_the_final_models_diagnosis_adds_its_keys_with_a_reason(outputs, tmp_pat
     assert {"model.dropout", "trainer.augment.mixup"} <= set(job.space_params)
 
 
-def test_too_few_finished_trials_ask_for_twice_the_trials(outputs, tmp_path, capsys) -> None:
-    """The last round's own trial count came from the command line: the next command
-    leaves it out, or it would beat the file's; its other overrides stay."""
-    _quick_study(outputs, trials=3, overrides=("sweep.n_trials=8", "data.image_size=24"))
+def test_too_few_finished_trials_make_the_next_rounds_first_trials_unprunable(
+    outputs, tmp_path, capsys
+) -> None:
+    """quick's median pruner left 3 finished: more trials alone would be pruned too, so the
+    next round's first 4 run to the end, from a new draw. The last round's seed came from
+    the command line: the next command leaves it out, or it would beat the file's."""
+    _quick_study(outputs, trials=3, overrides=("sweep.sampler.seed=3", "data.image_size=24"))
     out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
     assert run(["next", "quick", "--out", str(out)]) == 0
     (command,) = [line for line in capsys.readouterr().out.splitlines() if "run it" in line]
-    assert "sweep.n_trials" not in command and "data.image_size=24" in command
+    assert "sweep.sampler.seed" not in command and "data.image_size=24" in command
     text = out.read_text()
-    assert "n_trials: 16        # twice the last round's: 3 finished" in text
+    assert "n_startup_trials: 4        # the first 4 trials are never pruned" in text
+    assert "seed: 4        # a new draw: seed 3 would repeat" in text
     assert "kept: 3 finished trials, too few to judge" in text
-    job = prepare_job(["sweep=quick_r2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
-    assert job.settings.n_trials == 16 and set(job.space_params) == set(
-        prepare_job(["sweep=quick"]).space_params
-    )
+    conf = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    job = prepare_job(["sweep=quick_r2", conf, "data.image_size=24"])
+    assert job.settings.pruner.options == {"n_startup_trials": 4, "n_warmup_steps": 0}
+    assert job.settings.sampler.seed == 4 and job.settings.n_trials == 8
+    assert set(job.space_params) == set(prepare_job(["sweep=quick"]).space_params)

@@ -4,7 +4,8 @@
 writes a sweep file in the same grammar, to edit or run as it is. Parameters whose
 best region or option leads by more than the noise band are narrowed around it; those
 that showed no difference beyond noise are fixed at the best trial's value and left
-out of the space; with too few finished trials nothing is judged. Every change carries
+out of the space; with too few finished trials nothing is judged, and the next round
+makes its first trials unprunable so that it finishes enough. Every change carries
 a YAML comment that says why.
 """
 
@@ -129,12 +130,12 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
             for d in judged
         ]
     added, by_hand = _from_diagnosis(FinalFit.of(study), job)
-    trials = _more_trials(job, len(complete))
+    settings = _setting_changes(job, len(complete))
     name = next_study_name(study.study_name)
-    text = _render(study, job, name, [*decisions, *added], noise, trials, by_hand)
+    text = _render(study, job, name, [*decisions, *added], noise, settings, by_hand)
     in_file = {d.key for d in decisions if d.expression is None}
     in_file |= {"sweep", "sweep.study_name", "sweep.previous"}
-    in_file |= {"sweep.n_trials"} if trials else set()
+    in_file |= {f"sweep.{change.key}" for change in settings}
     return NextRound(name, text, _overrides(job, name, in_file))
 
 
@@ -183,16 +184,49 @@ def _around(key: str, value: Any) -> str | None:
     return None
 
 
-def _more_trials(job: SweepJob, finished: int) -> tuple[int, str] | None:
-    """Twice the trials when too few finished to judge: the next round's first need
-    (a sweep bounded by time alone keeps its bound)."""
-    if finished >= MIN_FOR_DIRECTION or job.settings.n_trials is None:
-        return None
-    return (
-        2 * job.settings.n_trials,
-        f"twice the last round's: {finished} finished, and a parameter is judged from "
-        f"{MIN_FOR_DIRECTION} finished trials",
-    )
+@dataclass(frozen=True)
+class SettingChange:
+    """A change to the sweep's own settings (a key under ``sweep``), and why."""
+
+    key: str  # e.g. "pruner.options.n_startup_trials"
+    value: Any
+    why: str
+
+
+# Pruners whose ``n_startup_trials`` lets the first trials of a study run to the end.
+STARTUP_PRUNERS = ("median", "percentile")
+
+
+def _setting_changes(job: SweepJob, finished: int) -> list[SettingChange]:
+    """A fresh draw of trials; and, when too few finished to judge, trials that finish."""
+    settings = job.settings
+    changes = []
+    if settings.sampler.seed is not None:
+        changes.append(
+            SettingChange(
+                "sampler.seed",
+                settings.sampler.seed + 1,
+                f"a new draw: seed {settings.sampler.seed} would repeat the last round's "
+                "first trials wherever the space is unchanged",
+            )
+        )
+    if finished >= MIN_FOR_DIRECTION:
+        return changes
+    why = f"the last round finished {finished}, and a parameter is judged from {MIN_FOR_DIRECTION}"
+    if settings.pruner.name in STARTUP_PRUNERS:
+        # more trials alone do not help: a pruner that compares with the few finished
+        # ones prunes nearly every newcomer (quick on Harvey: 16 trials, 2 finished)
+        return [
+            *changes,
+            SettingChange(
+                "pruner.options.n_startup_trials",
+                MIN_FOR_DIRECTION,
+                f"the first {MIN_FOR_DIRECTION} trials are never pruned: {why}",
+            ),
+        ]
+    if settings.n_trials is not None:  # a sweep bounded by time alone keeps its bound
+        changes.append(SettingChange("n_trials", 2 * settings.n_trials, f"twice: {why}"))
+    return changes
 
 
 def _decide(
@@ -336,7 +370,7 @@ def _render(
     name: str,
     decisions: list[Decision],
     noise: Noise | None,
-    trials: tuple[int, str] | None,
+    settings: list[SettingChange],
     by_hand: list[str],
 ) -> str:
     previous = job.file.removeprefix("sweeps/").removesuffix(".yaml")
@@ -360,7 +394,7 @@ def _render(
         "sweep:",
         f"  study_name: {name}",
         f"  previous: {study.study_name}        # this round is judged against it",
-        *([f"  n_trials: {trials[0]}        # {trials[1]}"] if trials else []),
+        *(line for change in settings for line in _setting_lines(change)),
         "  params:",
         *(
             f"    {d.key}: {d.expression if d.expression is not None else 'null'}"
@@ -371,6 +405,14 @@ def _render(
     comments = [f"# {key}: {why}" for key, why in why_fixed.items()]
     comments += [f"# the final model's diagnosis also named {note}" for note in by_hand]
     return "\n".join([*header, *comments, *body, "", *sweep]) + "\n"
+
+
+def _setting_lines(change: SettingChange) -> list[str]:
+    """``pruner.options.n_startup_trials`` as nested YAML lines under ``sweep:``."""
+    *parents, leaf = change.key.split(".")
+    lines = [f"{'  ' * (depth + 1)}{part}:" for depth, part in enumerate(parents)]
+    indent = "  " * (len(parents) + 1)
+    return [*lines, f"{indent}{leaf}: {change.value}        # {change.why}"]
 
 
 def _short(value: Any) -> Any:
