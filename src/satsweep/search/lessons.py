@@ -186,7 +186,8 @@ def _parameter(
     if len(having) < MIN_FOR_DIRECTION:
         return (
             f"{head}: {len(having)} finished trials set it, too few for a direction "
-            f"(raise sweep.n_trials)."
+            f"({MIN_FOR_DIRECTION} needed: `satsweep next` keeps its round's first "
+            f"{MIN_FOR_DIRECTION} from the pruner)."
         )
     if importance is not None and not mattered(importance, searched):
         return f"{head}: did not matter here (less than half an equal share of the importance)."
