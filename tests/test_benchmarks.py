@@ -13,6 +13,18 @@ from satsweep.benchmarks.harness import alternate
 from tests.conftest import REPO
 
 
+def _bench(module: list[str], extra: list[str], outputs) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ...`` as make runs it, its outputs in ``outputs``."""
+    return subprocess.run(
+        [sys.executable, "-m", *module, *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SATSWEEP_OUTPUTS": str(outputs)},
+    )
+
+
 def test_alternate_swaps_the_order_every_repeat() -> None:
     calls: list[str] = []
     a_values, b_values = alternate(
@@ -24,23 +36,10 @@ def test_alternate_swaps_the_order_every_repeat() -> None:
 
 @pytest.mark.slow
 def test_bench_writes_a_table_of_ratios(tmp_path, shared_cache) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "satsweep.benchmarks",
-            "--repeats",
-            "1",
-            "--only",
-            "startup",
-            "cache",
-            "data.max_per_class=10",  # an override after the names is not a name
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "SATSWEEP_OUTPUTS": str(tmp_path)},
+    result = _bench(
+        ["satsweep.benchmarks", "--repeats", "1", "--only", "startup", "cache"],
+        ["data.max_per_class=10"],  # an override after the names is not a name
+        tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "data cache" in result.stdout and "satsweep --help" in result.stdout
@@ -93,16 +92,10 @@ def test_the_fidelity_judge_ranks_and_measures_the_regret() -> None:
 @pytest.mark.slow
 def test_bench_fidelity_trains_each_drawn_config_at_both_fidelities(tmp_path, sweep_args) -> None:
     """Two configurations of the smoke sweep, on real images, at 16 px and at 24 px."""
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "satsweep.benchmarks.fidelity", *sweep_args),
-            *("bench.configs=2", "bench.high=[data.image_size=24]"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "SATSWEEP_OUTPUTS": str(tmp_path)},
+    result = _bench(
+        ["satsweep.benchmarks.fidelity", *sweep_args],
+        ["bench.configs=2", "bench.high=[data.image_size=24]"],
+        tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "bench" / "fidelity-latest.json").read_text())

@@ -17,11 +17,9 @@ falls below the best big score. Every run logs to MLflow as usual (experiment
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -29,7 +27,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from satsweep.benchmarks.harness import machine
+from satsweep.benchmarks.harness import save_record
 from satsweep.quiet import quiet_libraries
 from satsweep.search.job import SweepJob, prepare_job
 from satsweep.search.settings import result_metric
@@ -121,7 +119,13 @@ def main() -> None:
     answer = " ".join([*job.settings.final_fit.overrides, *high])
     title = f"fidelity on {job.base.data.name}: {low} against {answer} ({seconds / 60:.1f} min)"
     _print(pairs, verdict, title)
-    _write(pairs, verdict, title, Path(job.base.paths.outputs) / "bench", seconds)
+    record = {
+        "title": title,
+        "seconds": seconds,
+        "verdict": asdict(verdict),
+        "pairs": [asdict(p) for p in pairs],
+    }
+    save_record(Path(job.base.paths.outputs) / "bench", "fidelity", record)
 
 
 def _print(pairs: list[Pair], verdict: Verdict, title: str) -> None:
@@ -143,21 +147,6 @@ def _print(pairs: list[Pair], verdict: Verdict, title: str) -> None:
         f"{verdict.cheap_winner_high:.4f} at the high fidelity, the best {verdict.best_high:.4f}"
         f" (regret {verdict.regret:.4f})"
     )
-
-
-def _write(pairs: list[Pair], verdict: Verdict, title: str, folder: Path, seconds: float) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {
-        "machine": machine(),
-        "title": title,
-        "seconds": seconds,
-        "verdict": asdict(verdict),
-        "pairs": [asdict(p) for p in pairs],
-    }
-    text = json.dumps(record, indent=2)
-    (folder / f"fidelity-{datetime.now():%Y%m%d-%H%M%S}.json").write_text(text)
-    (folder / "fidelity-latest.json").write_text(text)
-    print(f"wrote {folder / 'fidelity-latest.json'}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -173,6 +174,17 @@ def write(rows: Sequence[Comparison], folder: Path, seconds: float) -> Path:
     path.write_text(text)
     (folder / "latest.json").write_text(text)
     return path
+
+
+def save_record(folder: Path, stem: str, record: dict[str, Any]) -> Path:
+    """``STEM-DATE.json`` and ``STEM-latest.json`` under ``folder``, the machine included."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"machine": machine(), **record}, indent=2)
+    (folder / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}.json").write_text(text)
+    latest = folder / f"{stem}-latest.json"
+    latest.write_text(text)
+    print(f"wrote {latest}")
+    return latest
 
 
 def print_rows(rows: Sequence[Comparison], title: str) -> None:

@@ -15,13 +15,11 @@ The table goes to the terminal and, as JSON, to ``outputs/bench/quality-latest.j
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -32,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from satsweep.baseline import no_learning_floor
-from satsweep.benchmarks.harness import machine, seconds_of
+from satsweep.benchmarks.harness import save_record, seconds_of
 from satsweep.config import load_environment, load_run_config
 from satsweep.data import load_data
 from satsweep.search.ledger import FinalFit
@@ -124,7 +122,8 @@ def main() -> None:
         ]
     seconds = time.perf_counter() - started
     _print(rows, seconds)
-    _write(rows, outputs_root / "bench", seconds)
+    rows_record = [asdict(r) for r in rows]
+    save_record(outputs_root / "bench", "quality", {"seconds": seconds, "rows": rows_record})
 
 
 def _print(rows: list[QualityRow], seconds: float) -> None:
@@ -140,15 +139,6 @@ def _print(rows: list[QualityRow], seconds: float) -> None:
             row.note,
         )
     Console(width=max(160, Console().width)).print(table)
-
-
-def _write(rows: list[QualityRow], folder: Path, seconds: float) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"machine": machine(), "seconds": seconds, "rows": [asdict(r) for r in rows]}
-    text = json.dumps(record, indent=2)
-    (folder / f"quality-{datetime.now():%Y%m%d-%H%M%S}.json").write_text(text)
-    (folder / "quality-latest.json").write_text(text)
-    print(f"wrote {folder / 'quality-latest.json'}")
 
 
 if __name__ == "__main__":
