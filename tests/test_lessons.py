@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
 
-from satsweep.search.ledger import Noise
+from satsweep.search.ledger import NOISE_ATTR, Noise
 from satsweep.search.lessons import sweep_lessons
 
 LR = FloatDistribution(1e-4, 1e-1, log=True)
@@ -107,11 +108,21 @@ def test_a_next_round_says_whether_it_paid_against_the_one_it_follows() -> None:
     before = previous_round(storage, "quick", "val_f1_macro")
     assert before is not None and before.best == 0.52 and before.final_test is None
     said = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.565, 0.575]), before)
-    assert "Against the previous round, study `quick`: best val_f1_macro 0.5200 -> 0.5700" in said
-    assert "(+0.0500): paid" in said
+    assert "Against the previous round, study `quick` (band 0.0100" in said
+    assert "best val_f1_macro 0.5200 -> 0.5700 (+0.0500): paid" in said
     flat = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.47, 0.67]), before)
     assert "no change beyond noise" in flat  # a band of 0.2 swallows the 0.05 gain
     assert previous_round(storage, "nope", "val_f1_macro") is None
+
+    # the last round was noisier: its band, the wider, judges the gain
+    noisy = Noise(trial=1, seeds=[43, 44], values=[0.52, 0.42, 0.62])
+    optuna.load_study(study_name="quick", storage=storage).set_user_attr(
+        NOISE_ATTR, dataclasses.asdict(noisy)
+    )
+    before = previous_round(storage, "quick", "val_f1_macro")
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.565, 0.575]), before)
+    assert "(band 0.2000, the wider of the two rounds')" in said
+    assert "(+0.0500): no change beyond noise" in said
 
 
 def test_a_lead_just_past_the_band_is_called_the_edge_of_the_noise_not_a_winner() -> None:

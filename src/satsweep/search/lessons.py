@@ -45,6 +45,7 @@ class RoundScores:
     study_name: str
     best: float | None
     final_test: float | None
+    band: float | None = None  # its own noise band, where it measured one
 
     @staticmethod
     def of(study: optuna.Study, objective: str) -> RoundScores:
@@ -53,7 +54,8 @@ class RoundScores:
         best = study.best_value if complete and len(study.directions) == 1 else None
         final = FinalFit.of(study)
         test = final.metrics.get(test_metric(objective)) if final else None
-        return RoundScores(study.study_name, best, test)
+        noise = Noise.of(study)
+        return RoundScores(study.study_name, best, test, noise.band if noise else None)
 
 
 def previous_round(storage: BaseStorage, name: str | None, objective: str) -> RoundScores | None:
@@ -114,7 +116,10 @@ def sweep_lessons(
 
 
 def _against(before: RoundScores, now: RoundScores, objective: str, band: float | None) -> str:
-    """Whether this round paid against the one it follows, measure by measure."""
+    """Whether this round paid against the one it follows, measure by measure, held
+    against the wider of the two rounds' bands: both scores carry their round's noise."""
+    bands = [b for b in (band, before.band) if b is not None]
+    band = max(bands) if bands else None
     verdicts = []
     for label, old, new in (
         (f"best {objective}", before.best, now.best),
@@ -131,7 +136,8 @@ def _against(before: RoundScores, now: RoundScores, objective: str, band: float 
         }[judge_gap(change, band)]
         verdicts.append(f"{label} {old:.4f} -> {new:.4f} ({change:+.4f}): {verdict}")
     told = "; ".join(verdicts) or "nothing to compare yet"
-    return f"Against the previous round, study `{before.study_name}`: {told}."
+    against = f" (band {band:.4f}, the wider of the two rounds')" if band is not None else ""
+    return f"Against the previous round, study `{before.study_name}`{against}: {told}."
 
 
 def _winner(ranked: list[FrozenTrial], band: float | None) -> str:
