@@ -188,5 +188,28 @@ def test_two_choices_that_moved_together_are_not_told_apart() -> None:
         )
     said = sweep_lessons(study, "val_f1_macro", _noise([0.52, 0.521, 0.519]))
     (width,) = [line for line in said.splitlines() if line.startswith("- `model.width`")]
-    assert "split the finished trials exactly as `translate`'s do" in width
+    assert "splits the finished trials exactly as `translate` does" in width
     assert "cannot tell which of the two moved the score" in width
+
+
+def test_two_ranges_whose_top_spans_hold_the_same_trials_are_not_told_apart() -> None:
+    """The two best trials had both the highest rates and the highest decay (as on an AID
+    subset on 2026-12-06): the lead of that span belongs to either."""
+    decay = FloatDistribution(1e-4, 1e-1, log=True)
+    study = optuna.create_study(direction="maximize")
+    for lr, wd, value in [(5e-2, 5e-2, 0.80), (4e-2, 3e-2, 0.79), (1e-3, 1e-3, 0.60),
+                          (2e-3, 2e-4, 0.62), (3e-3, 5e-4, 0.61)]:  # fmt: skip
+        study.add_trial(
+            create_trial(
+                params={"optimizer.lr": lr, "optimizer.weight_decay": wd},
+                distributions={"optimizer.lr": LR, "optimizer.weight_decay": decay},
+                value=value,
+            )
+        )
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.80, 0.801, 0.799]))
+    lines = [
+        line
+        for line in said.splitlines()
+        if line.startswith(("- `optimizer.lr`", "- `optimizer.weight_decay`"))
+    ]
+    assert len(lines) == 2 and all("cannot tell which of the two" in line for line in lines)

@@ -197,38 +197,42 @@ def _parameter(
         )
     if importance is not None and not mattered(importance, searched):
         return f"{head}: did not matter here (less than half an equal share of the importance)."
-    if isinstance(having[0].distributions[name], CategoricalDistribution):
-        twin = confounded_with(name, ranked)
-        if twin is not None:
-            return (
-                f"{head}: its options split the finished trials exactly as `{twin}`'s do, so "
-                f"this sweep cannot tell which of the two moved the score "
-                f"({_options(name, having, band, maximize).removesuffix('.')})."
-            )
-        return f"{head}: {_options(name, having, band, maximize)}"
-    return f"{head}: {_region(name, having, band, maximize)}"
+    choice = isinstance(having[0].distributions[name], CategoricalDistribution)
+    describe = _options if choice else _region
+    seen = describe(name, having, band, maximize)
+    twin = confounded_with(name, ranked)
+    if twin is not None:
+        return (
+            f"{head}: it splits the finished trials exactly as `{twin}` does, so this sweep "
+            f"cannot tell which of the two moved the score ({seen.removesuffix('.')})."
+        )
+    return f"{head}: {seen}"
 
 
 def confounded_with(name: str, ranked: list[FrozenTrial]) -> str | None:
-    """Another searched choice whose options group the finished trials exactly as the
-    options of ``name`` do: a difference between the groups belongs to either."""
-
-    def groups(key: str) -> frozenset[frozenset[int]]:
-        by_option: dict[str, set[int]] = defaultdict(set)
-        for trial in ranked:
-            by_option[repr(trial.params.get(key))].add(trial.number)
-        return frozenset(frozenset(numbers) for numbers in by_option.values())
-
-    mine = groups(name)
+    """Another searched parameter that splits the finished trials exactly as ``name`` does
+    (by option for a choice, inside or outside the top trials' span for a range): a
+    difference between the groups belongs to either."""
+    mine = _groups(name, ranked)
     if len(mine) < 2:
         return None
     others = sorted({key for t in ranked for key in t.params} - {name})
-    choices = [
-        key
-        for key in others
-        if all(isinstance(t.distributions.get(key), CategoricalDistribution) for t in ranked)
-    ]
-    return next((key for key in choices if groups(key) == mine), None)
+    return next((key for key in others if _groups(key, ranked) == mine), None)
+
+
+def _groups(key: str, ranked: list[FrozenTrial]) -> frozenset[frozenset[int]]:
+    having = [t for t in ranked if key in t.params]
+    if not having:
+        return frozenset()
+    if isinstance(having[0].distributions[key], CategoricalDistribution):
+        by_option: dict[str, set[int]] = defaultdict(set)
+        for trial in having:
+            by_option[repr(trial.params[key])].add(trial.number)
+        return frozenset(frozenset(numbers) for numbers in by_option.values())
+    region = Region.of(key, having)
+    inside = {t.number for t in having if region.low <= float(t.params[key]) <= region.high}
+    outside = {t.number for t in having} - inside
+    return frozenset(frozenset(group) for group in (inside, outside) if group)
 
 
 def _options(name: str, having: list[FrozenTrial], band: float | None, maximize: bool) -> str:
@@ -287,9 +291,14 @@ class Region:
 def _region(name: str, having: list[FrozenTrial], band: float | None, maximize: bool) -> str:
     region = Region.of(name, having)
     everywhere = sorted(float(t.params[name]) for t in having)
+    span = (
+        f"at {region.low:.3g}"
+        if f"{region.low:.3g}" == f"{region.high:.3g}"
+        else f"between {region.low:.3g} and {region.high:.3g}"
+    )
     where = (
-        f"the top {region.top_count} finished trials lie between {region.low:.3g} and "
-        f"{region.high:.3g} (tried {everywhere[0]:.3g} to {everywhere[-1]:.3g})"
+        f"the top {region.top_count} finished trials lie {span} "
+        f"(tried {everywhere[0]:.3g} to {everywhere[-1]:.3g})"
     )
     gain = region.gain(maximize)
     if gain is None:

@@ -256,11 +256,11 @@ def _decide(
             f"fixed at the best trial's value: it did not matter (importance "
             f"{importance or 0.0:.2f}, less than half an equal share)",
         )
+    twin = confounded_with(key, having)
+    if twin is not None:
+        why = f"kept: it split the finished trials as {twin} did; this round tells them apart"
+        return Decision(key, _expression(dimension), None, why)
     if isinstance(dimension.distribution, CategoricalDistribution):
-        twin = confounded_with(key, having)
-        if twin is not None:
-            why = f"kept: it moved with {twin} in every finished trial; this round tells them apart"
-            return Decision(key, _expression(dimension), None, why)
         return _decide_choice(dimension, having, band, maximize, best)
     return _decide_range(dimension, having, band, maximize, best)
 
