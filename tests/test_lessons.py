@@ -213,3 +213,13 @@ def test_two_ranges_whose_top_spans_hold_the_same_trials_are_not_told_apart() ->
         if line.startswith(("- `optimizer.lr`", "- `optimizer.weight_decay`"))
     ]
     assert len(lines) == 2 and all("cannot tell which of the two" in line for line in lines)
+
+
+def test_a_span_that_scores_below_the_rest_names_no_region() -> None:
+    """The two best trials bracket a poor one: their span does worse than the trials
+    outside it, and that is said, not called noise."""
+    rows = [(1e-2, 16, 0.80), (2e-2, 32, 0.79), (1.5e-2, 16, 0.10), (1e-3, 32, 0.70),
+            (5e-2, 16, 0.70)]  # fmt: skip
+    said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.80, 0.79, 0.81]))
+    (lr,) = [line for line in said.splitlines() if line.startswith("- `optimizer.lr`")]
+    assert "the span does worse than the rest, no region to name" in lr

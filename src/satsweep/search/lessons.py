@@ -308,8 +308,10 @@ def _region(name: str, having: list[FrozenTrial], band: float | None, maximize: 
         f"{region.outside_count} outside it {region.outside:.4f}"
     )
     judged = judge_gap(gain, band)
-    if gain <= 0 or judged == "noise":
+    if judged == "noise":
         return f"{where}, but {against}: no difference beyond noise."
+    if gain < 0:
+        return f"{where}, but {against}: the span does worse than the rest, no region to name."
     if judged == "edge":
         return f"{where}; {against}, at the edge of the noise."
     return f"{where}; {against}."

@@ -318,8 +318,10 @@ def _decide_range(
         return Decision(dimension.key, _expression(dimension), None, f"kept: {seen}")
     seen = f"trials in {span} beat the {region.outside_count} outside it by {gain:+.4f}"
     judged = judge_gap(gain, band)
-    if gain <= 0 or judged == "noise":
+    if judged == "noise":
         return _fixed(dimension, best, seen, band)
+    if gain < 0:  # the span holds weak trials too: no region to narrow to
+        return Decision(dimension.key, _expression(dimension), None, f"kept: {seen}")
     if judged == "edge":
         return _kept_at_edge(dimension, seen, band)
     low, high = _widened(dimension.distribution, region.low, region.high)
