@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -141,9 +142,11 @@ def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
 
 
 @pytest.mark.slow
-def test_reproduce_best_trial_of_a_sweep(outputs, sweep_args) -> None:
+def test_reproduce_best_trial_of_a_sweep_with_two_workers(outputs, sweep_args) -> None:
+    # two workers split the cores; the thread count changes a run's numbers, so each
+    # run records its own and reproduce trains on as many: bit for bit (exit 0)
     args = [*sweep_args, "sweep.n_trials=3", "sweep.pruner.name=none", "sweep.sampler.seed=3"]
-    assert run_satsweep("sweep", *args).returncode == 0
+    assert run_satsweep("sweep", *args, "--workers", "2").returncode == 0
     result = run_satsweep("reproduce", "--study", "smoke", "--best")
     assert result.returncode == 0, result.stdout + result.stderr
     runs = _runs(outputs, "smoke")
@@ -153,7 +156,9 @@ def test_reproduce_best_trial_of_a_sweep(outputs, sweep_args) -> None:
     again = next(r for r in runs if r.data.tags.get("satsweep.reproduces"))
     assert again.data.tags["satsweep.reproduces"] == best
     original = next(r for r in runs if r.info.run_id == best)
-    for key in ("optimizer.name", "optimizer.lr", "model.blocks", "model.filters"):
+    expected_threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert original.data.params["trainer.threads"] == expected_threads
+    for key in ("optimizer.name", "optimizer.lr", "model.blocks", "trainer.threads"):
         assert again.data.params[key] == original.data.params[key]
     assert ("optimizer.momentum" in again.data.params) == (
         "optimizer.momentum" in original.data.params

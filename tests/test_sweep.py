@@ -272,12 +272,18 @@ def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, nam
 def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
     args += ["sweep.noise.repeats=2", "sweep.previous=smoke_r0"]  # a next round, say
-    result = run_satsweep("sweep", *args, "sweep.n_trials=2")
+    result = run_satsweep("sweep", *args, "sweep.n_trials=2", "--workers", "2")
     assert result.returncode == 0, result.stderr + result.stdout
     study = _study(outputs)
     record = study.user_attrs["satsweep_final_fit"]
     assert record["trial"] == study.best_trial.number
     _check_the_noise_band(outputs, study, " ".join(result.stdout.split()))
+    # the workers ran the repeats once the search was over, not the final fit's process
+    workers = {t.user_attrs["satsweep_worker"] for t in study.trials}
+    repeats = {k: v for k, v in study.user_attrs.items() if k.startswith("satsweep_noise_repeat")}
+    assert len(repeats) == 2 and {r["owner"] for r in repeats.values()} <= workers, repeats
+    final_log = (outputs / "sweeps" / "smoke" / "final.log").read_text()
+    assert "epoch 4/4" in final_log and "epoch 3/3" not in final_log  # no 3-epoch repeat
     # the answer names the trial it retrained and its parameters, beside its own split's floor
     said = " ".join(result.stdout.split())  # rich may wrap long lines
     fidelity = "at 16 px for 4 epochs"  # the final fit's own: smoke's trials run 3
@@ -344,8 +350,9 @@ def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None
     assert noise["trial"] == best.number and noise["seeds"] == [43, 44]  # seed 42 + 1, + 2
     assert noise["values"][0] == best.value and len(noise["values"]) == 3
     client, parents, _ = _runs(outputs)
-    repeats = client.search_runs(
-        [parents[0].info.experiment_id], "tags.`satsweep.role` = 'noise'", order_by=["start_time"]
+    repeats = sorted(  # two workers may start them in either order
+        client.search_runs([parents[0].info.experiment_id], "tags.`satsweep.role` = 'noise'"),
+        key=lambda run: int(run.data.params["seed"]),
     )
     assert [r.data.metrics["final_val_f1_macro"] for r in repeats] == noise["values"][1:]
     assert [r.data.params["seed"] for r in repeats] == ["43", "44"]

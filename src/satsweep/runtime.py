@@ -18,22 +18,37 @@ LOG = logging.getLogger(__name__)
 
 
 def configure_threads(threads: int) -> None:
-    """Use ``threads`` intra-op threads (0 = TensorFlow's default: every core)."""
-    if threads <= 0:
+    """Use ``threads`` intra-op threads (0 = TensorFlow's default: every core).
+
+    The count changes a run's numbers (reductions split differently), so a run
+    records it (``trainer.threads``) and its reproduction asks for it here. Pools
+    can be sized only before TensorFlow's runtime starts: a process already running
+    with another count keeps it, and says so.
+    """
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    if threads <= 0 or current == threads:
         return
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
     except RuntimeError:
-        LOG.debug("TensorFlow already started; keeping its thread settings")
+        LOG.warning(
+            "TensorFlow already runs with %s intra-op threads, not trainer.threads=%d: "
+            "the numbers may differ from a run with %d threads (start a new process)",
+            current or "all",
+            threads,
+            threads,
+        )
 
 
-def prepare_run(seed: int, deterministic: bool, precision: str) -> None:
-    """Fresh Keras state, seeded; with ``deterministic``, TF ops are made deterministic too.
+def prepare_run(seed: int, deterministic: bool, precision: str, threads: int) -> None:
+    """Fresh Keras state, seeded, on ``threads`` threads; with ``deterministic``, TF ops are
+    made deterministic too.
 
     ``precision`` is Keras' global dtype policy, set per run because the previous
     run in this process (a sweep's worker) may have used another.
     """
+    configure_threads(threads)
     keras.backend.clear_session(free_memory=True)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(seed)

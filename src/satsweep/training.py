@@ -265,7 +265,7 @@ def fit_and_log(
     """
     started = time.perf_counter()
     log_run_inputs(tracker, run_id, cfg, dataset)
-    prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision)
+    prepare_run(cfg.seed, cfg.trainer.deterministic, cfg.trainer.precision, cfg.trainer.threads)
     trainer = cfg.trainer
     if trainer.batch_size > len(dataset.train):
         LOG.warning(

@@ -74,7 +74,7 @@ def bare_fit(
     run. ``callbacks`` are for the benchmarks' own probes (an epoch timer), not satsweep's.
     """
     trainer = cfg.trainer
-    prepare_run(cfg.seed, trainer.deterministic, trainer.precision)
+    prepare_run(cfg.seed, trainer.deterministic, trainer.precision, trainer.threads)
     model = build_model(cfg.model, dataset.image_shape, dataset.num_classes)
     passes = passes_per_epoch(len(dataset.train), trainer.batch_size, trainer.min_steps_per_epoch)
     steps = steps_per_epoch(len(dataset.train), trainer.batch_size, passes)

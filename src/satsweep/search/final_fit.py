@@ -29,6 +29,7 @@ from satsweep.search.ledger import (
     ROLE_TAG,
     RUN_NAME_TAG,
     FinalFit,
+    chosen_trial,
 )
 from satsweep.search.noise import Noise, measure_noise
 from satsweep.search.runs import FINAL_ROLE, final_run_name, scored_name, sweep_tags
@@ -37,17 +38,6 @@ from satsweep.search.stopping import StopOnRequest, StopRequest
 from satsweep.search.storage import budget_lock, owner_gone, worker_identity
 
 LOG = logging.getLogger(__name__)
-
-
-def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The trial to retrain: the best one (by the first objective on a Pareto front)."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return None
-    if len(study.directions) == 1:
-        return study.best_trial
-    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
-    return min(study.best_trials, key=lambda t: sign * t.values[0])
 
 
 def final_config(job: SweepJob, trial: optuna.trial.FrozenTrial) -> RunConfig:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,21 @@ class SweepJob:
     base: RunConfig  # the base experiment, before any trial's overrides
     sweep_node: dict[str, Any]  # the resolved ``sweep`` node, for the record
     space_params: dict[str, str]  # the space as written: the file's params and the CLI's
+
+    def on_threads(self, threads: int) -> SweepJob:
+        """This job as a process with ``threads`` TensorFlow threads runs it.
+
+        The count changes a run's numbers, so each run's config records it and
+        ``satsweep reproduce`` trains on as many. A count the user chose stays.
+        """
+        if threads <= 0 or self.base.trainer.threads:
+            return self
+        trainer = self.base.trainer.model_copy(update={"threads": threads})
+        return replace(
+            self,
+            base_overrides=(*self.base_overrides, f"trainer.threads={threads}"),
+            base=self.base.model_copy(update={"trainer": trainer}),
+        )
 
     def trial_config(self, trial_overrides: Sequence[str]) -> RunConfig:
         """The config of one trial: the trial's overrides on top of the user's."""

@@ -124,6 +124,17 @@ class Noise:
         return Noise(**record) if record else None
 
 
+def chosen_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The trial to retrain: the best one (by the first objective on a Pareto front)."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return None
+    if len(study.directions) == 1:
+        return study.best_trial
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    return min(study.best_trials, key=lambda t: sign * t.values[0])
+
+
 def tied_with_best(study: optuna.Study, noise: Noise) -> list[int]:
     """The complete trials whose objective lies within the band of the best one's."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

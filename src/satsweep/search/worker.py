@@ -28,6 +28,7 @@ from satsweep.search.gate import wait_at_gate
 from satsweep.search.identity import study_identity
 from satsweep.search.job import JOB_ENV, SweepJob, load_job, prepare_job, save_job
 from satsweep.search.ledger import RAN_ENV
+from satsweep.search.noise import share_repeats
 from satsweep.search.objective import LastTrial, TrialObjective, TrialPlan, too_many_failures
 from satsweep.search.settings import check_worker_count
 from satsweep.search.stopping import StopRequest
@@ -55,6 +56,7 @@ def run_final(job: SweepJob, threads: int) -> None:
     configure_threads(threads)
     stop = StopRequest()
     stop.install()
+    job = job.on_threads(threads)
     run_final_fit(job, attach(job, offline_ok=launched()), stop)
 
 
@@ -138,6 +140,7 @@ def reexecute(job: SweepJob, options: WorkerOptions, seconds_left: float | None)
 def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
     """Run trials until the study has ``n_trials`` finished ones, or ``trials_per_process``."""
     configure_threads(options.threads)
+    job = job.on_threads(options.threads)
     wait_at_gate()  # TensorFlow is imported: wait for the launcher's study and floor
     stop = StopRequest()
     stop.install()  # SIGINT and SIGTERM fail the running trial and end the worker
@@ -189,6 +192,9 @@ def run_worker(job: SweepJob, options: WorkerOptions) -> WorkerExit:
         failures_in_a_row = failures_in_a_row + 1 if ended.failed else 0
         if failures_in_a_row >= settings.max_failures:
             raise too_many_failures(failures_in_a_row, ended.error)
+    left, running = budget.remaining(study)
+    if left <= 0 and not running and settings.final_fit.enabled:
+        share_repeats(job, attached, stop)  # side by side with the other workers' repeats
     if not launched():  # no launcher to write the sweep's record: the last worker does
         from satsweep.search.closing import close_without_launcher
 
