@@ -513,3 +513,24 @@ def test_a_sweep_whose_trials_all_fail_says_why_and_fails(outputs, sweep_args) -
     _, parents, children = _runs(outputs)
     assert [r.info.status for r in parents] == ["FAILED"]
     assert {r.info.status for r in children} == {"FAILED"}
+
+
+@pytest.mark.slow
+def test_a_final_fit_started_early_decodes_its_images_then_waits(outputs, sweep_args) -> None:
+    # the launcher starts the final fit's process when the last trial finishes, so it
+    # imports and decodes while the workers run the seed repeats; a sweep that then ends
+    # without a final fit (workers failed, Ctrl-C) sends it away before it attaches
+    from satsweep.search.crew import EarlyFinal, Starter
+    from satsweep.search.job import prepare_job
+
+    args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
+    job = prepare_job([*args, "sweep.final_fit.overrides=['data.image_size=20']"])
+    early = EarlyFinal(Starter.for_job(job, workers=1))
+    early.start()
+    early.dismiss()
+    process, log = early.process
+    assert process.returncode == 2
+    said = log.read_text()
+    assert "the sweep ended without a final fit" in said, said
+    assert re.search(r"(decoded|loaded) \d+ images", said) and "20px" in said, said
+    assert not (outputs / "mlflow.db").exists()  # it attached to nothing

@@ -44,8 +44,11 @@ class StartGate:
             self._closed = True
 
 
-def wait_at_gate() -> None:
-    """In a launched worker, block until its launcher has set the sweep up.
+SET_UP_FAILED = "the launcher could not set the sweep up (see its output): exiting"
+
+
+def wait_at_gate(refused: str = SET_UP_FAILED) -> None:
+    """In a launched worker, block until its launcher lets it go on; else exit, ``refused``.
 
     The variable is dropped once used: a worker that re-executes itself, or one
     started later, does not wait again.
@@ -59,4 +62,4 @@ def wait_at_gate() -> None:
     finally:
         os.close(fd)
     if not opened:
-        raise UserError("the launcher could not set the sweep up (see its output): exiting")
+        raise UserError(refused)

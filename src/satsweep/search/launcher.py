@@ -27,7 +27,7 @@ from satsweep.data import Dataset
 from satsweep.exploration import log_dataset_report
 from satsweep.links import announce, runs_link, runs_view
 from satsweep.search.attach import Attached, Budget, attach
-from satsweep.search.crew import Crew, Starter, Worker
+from satsweep.search.crew import Crew, EarlyFinal, Starter, Worker
 from satsweep.search.identity import study_identity
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import FAILURE_ATTR, LAUNCHER_ATTR
@@ -197,11 +197,17 @@ class _Supervisor:
         return self.starter.job
 
     def watch(
-        self, processes: list[Worker], title: str, started: float, restart: Restarter | None
+        self,
+        processes: list[Worker],
+        title: str,
+        started: float,
+        restart: Restarter | None,
+        each_poll: Callable[[], None] = lambda: None,
     ) -> None:
         """Show the study's progress until every process has exited (restarting killed ones).
 
         Without a restarter the processes are the final fit's, whose epochs are shown.
+        ``each_poll`` runs at every poll (e.g. to start the final fit's process early).
         """
         settings = self.job.settings
 
@@ -220,6 +226,7 @@ class _Supervisor:
                 if not (running or (restart is not None and restart(processes))):
                     break
                 progress.update(now())
+                each_poll()
                 _pause(processes, POLL_SECONDS)
             progress.update(now())
 
@@ -231,17 +238,21 @@ def _run_workers(
     started = time.monotonic()
     interrupted = False
     final: list[Worker] = []
+    early = EarlyFinal(supervisor.starter)
     try:
         restart = Restarter(job, attached, supervisor.starter.worker, job.settings.max_failures)
-        supervisor.watch(processes, f"sweep {job.settings.study_name}", started, restart)
+        title = f"sweep {job.settings.study_name}"
+        supervisor.watch(processes, title, started, restart, partial(_start_early, early, attached))
         if _search_done(job, attached, processes) and job.settings.final_fit.enabled:
             LOG.info("final fit of the best trial (log: %s)", logs / "final.log")
-            final = [supervisor.starter.final()]
+            final = [early.let_in()]
             processes += final
             supervisor.watch(final, f"final fit {job.settings.study_name}", started, None)
     except KeyboardInterrupt:
         interrupted = True
         _stop(processes)
+    finally:
+        early.dismiss()  # a no-op once let in
     failed_workers = [(p, log) for p, log in processes if p.returncode not in (0, None)]
     for process, log in failed_workers:
         LOG.error(
@@ -281,6 +292,16 @@ def _last_failure(attached: Attached) -> str:
     failed = [t for t in attached.study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
     reason = failed[-1].user_attrs.get(FAILURE_ATTR) if failed else None
     return f"trial {failed[-1].number} failed: {reason}" if reason else "see the worker logs"
+
+
+def _start_early(early: EarlyFinal, attached: Attached) -> None:
+    """Start the final fit's process once every trial has finished and none runs."""
+    settings = early.starter.job.settings
+    if early.process is not None or not settings.final_fit.enabled:
+        return
+    left, running = Budget(settings.n_trials, None).remaining(attached.study)
+    if left <= 0 and not running:
+        early.start()
 
 
 def _search_done(job: SweepJob, attached: Attached, processes: list[Worker]) -> bool:
