@@ -119,10 +119,12 @@ def test_the_final_models_diagnosis_adds_its_keys_with_a_reason(outputs, tmp_pat
 def test_too_few_finished_trials_make_the_next_rounds_first_trials_unprunable(
     outputs, tmp_path, capsys
 ) -> None:
-    """quick's median pruner left 3 finished: more trials alone would be pruned too, so the
-    next round's first 4 run to the end, from a new draw. The last round's seed came from
-    the command line: the next command leaves it out, or it would beat the file's."""
-    _quick_study(outputs, trials=3, overrides=("sweep.sampler.seed=3", "data.image_size=24"))
+    """A median pruner from the second finished trial left 3 finished: more trials alone
+    would be pruned too, so the next round's first 4 run to the end, from a new draw. The
+    last round's seed came from the command line: the next command leaves it out, or it
+    would beat the file's."""
+    early = ("sweep.pruner.options.n_startup_trials=2", "sweep.sampler.seed=3")
+    _quick_study(outputs, trials=3, overrides=(*early, "data.image_size=24"))
     out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
     assert run(["next", "quick", "--out", str(out)]) == 0
     (command,) = [line for line in capsys.readouterr().out.splitlines() if "run it" in line]
@@ -136,3 +138,16 @@ def test_too_few_finished_trials_make_the_next_rounds_first_trials_unprunable(
     assert job.settings.pruner.options == {"n_startup_trials": 4, "n_warmup_steps": 0}
     assert job.settings.sampler.seed == 4 and job.settings.n_trials == 8
     assert set(job.space_params) == set(prepare_job(["sweep=quick"]).space_params)
+
+
+def test_too_few_finished_under_a_pruner_that_already_waits_doubles_the_trials(
+    outputs, tmp_path
+) -> None:
+    """quick's pruner already lets its first 4 trials finish: 3 finished (failures, say)
+    ask for more trials, not for the same pruner setting again."""
+    _quick_study(outputs, trials=3)
+    out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
+    assert run(["next", "quick", "--out", str(out)]) == 0
+    assert "n_startup_trials" not in out.read_text()
+    job = prepare_job(["sweep=quick_r2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
+    assert job.settings.n_trials == 16 and job.settings.pruner.options["n_startup_trials"] == 4

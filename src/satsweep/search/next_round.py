@@ -195,6 +195,7 @@ class SettingChange:
 
 # Pruners whose ``n_startup_trials`` lets the first trials of a study run to the end.
 STARTUP_PRUNERS = ("median", "percentile")
+OPTUNA_STARTUP_DEFAULT = 5  # their n_startup_trials when a sweep file does not set it
 
 
 def _setting_changes(job: SweepJob, finished: int) -> list[SettingChange]:
@@ -213,7 +214,8 @@ def _setting_changes(job: SweepJob, finished: int) -> list[SettingChange]:
     if finished >= MIN_FOR_DIRECTION:
         return changes
     why = f"the last round finished {finished}, and a parameter is judged from {MIN_FOR_DIRECTION}"
-    if settings.pruner.name in STARTUP_PRUNERS:
+    startup = settings.pruner.options.get("n_startup_trials", OPTUNA_STARTUP_DEFAULT)
+    if settings.pruner.name in STARTUP_PRUNERS and startup < MIN_FOR_DIRECTION:
         # more trials alone do not help: a pruner that compares with the few finished
         # ones prunes nearly every newcomer (quick on Harvey: 16 trials, 2 finished)
         return [
