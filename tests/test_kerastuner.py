@@ -119,6 +119,7 @@ def test_the_quick_sweep_under_hyperband_ends_with_its_final_fit(outputs, tiny) 
         "sweep=quick",
         "sweep.backend=kerastuner",
         "sweep.kerastuner.tuner=hyperband",
+        "sweep.workers=1",  # quick's two workers: a KerasTuner oracle runs in one
         *data,
         "trainer.epochs=2",
         "trainer.batch_size=16",  # quick's 64 is more than the 33 training images
