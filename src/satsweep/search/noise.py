@@ -15,7 +15,6 @@ final fit's process gathers them and runs only what is left (:func:`measure_nois
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -35,7 +34,6 @@ from satsweep.training import ArtifactPlan
 LOG = logging.getLogger(__name__)
 NOISE_ROLE = "noise"
 REPEAT_ATTR = "satsweep_noise_repeat"  # study: f"{REPEAT_ATTR}:{trial}:{seed}" -> {owner, value}
-WAIT_POLL_SECONDS = 2.0
 NO_ARTIFACTS = ArtifactPlan(figures=False, model=False)  # a repeat is read for its score
 
 
@@ -86,7 +84,7 @@ def measure_noise(
     """``trial``'s objective under every noise seed: the workers' repeats, then the rest."""
     objective = job.settings.objectives[0]
     seeds = noise_seeds(job)
-    done = _wait_for_repeats(job, attached, trial.number, stop)
+    done = _finished_repeats(attached, job, trial.number)
     values = [float(trial.values[0])]
     for seed in seeds:
         if seed not in done:
@@ -127,34 +125,16 @@ def _abandoned(record: dict[str, Any]) -> bool:
     return record["value"] is None and not record.get("failed") and owner_gone(record["owner"])
 
 
-def _wait_for_repeats(
-    job: SweepJob, attached: Attached, trial: int, stop: StopRequest
-) -> dict[int, float]:
-    """The repeats of ``trial`` done elsewhere, once none is still running in a live process.
-
-    A repeat that failed, or whose process died, is missing from the answer.
-    """
-    me = worker_identity()
-    while True:
-        records = attached.study.user_attrs
-        found = {seed: records.get(_repeat_key(trial, seed)) for seed in noise_seeds(job)}
-        running = [
-            seed
-            for seed, record in found.items()
-            if record is not None
-            and record["value"] is None
-            and not record.get("failed")
-            and not _abandoned(record)
-            and record["owner"] != me
-        ]
-        if not running:
-            return {
-                seed: float(record["value"])
-                for seed, record in found.items()
-                if record is not None and record["value"] is not None
-            }
-        stop.check()
-        time.sleep(WAIT_POLL_SECONDS)
+def _finished_repeats(attached: Attached, job: SweepJob, trial: int) -> dict[int, float]:
+    """The repeats of ``trial`` that workers finished. One still running elsewhere is not
+    waited for: a worker on another host that died would hold the final fit forever."""
+    records = attached.study.user_attrs
+    found = {seed: records.get(_repeat_key(trial, seed)) for seed in noise_seeds(job)}
+    return {
+        seed: float(record["value"])
+        for seed, record in found.items()
+        if record is not None and record["value"] is not None
+    }
 
 
 def _repeat(
