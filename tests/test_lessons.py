@@ -6,9 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
 
+from satsweep.metrics import sampling_sd
 from satsweep.search.ledger import NOISE_ATTR, Noise
 from satsweep.search.lessons import sweep_lessons
 
@@ -223,3 +225,36 @@ def test_a_span_that_scores_below_the_rest_names_no_region() -> None:
     said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.80, 0.79, 0.81]))
     (lr,) = [line for line in said.splitlines() if line.startswith("- `optimizer.lr`")]
     assert "the span does worse than the rest, no region to name" in lr
+
+
+def test_three_seeds_that_agree_by_chance_do_not_shrink_the_band_below_the_split() -> None:
+    """An AID 10-class subset gave sd 0.0008 from three seeds, and a 0.016 gap was called
+    real; 450 validation images cannot resolve that: the band keeps the split's floor."""
+    study = _study([(1e-3, 16, 0.852), (5e-3, 32, 0.868), (2e-2, 16, 0.850), (8e-2, 32, 0.851)])
+    lucky = [0.868, 0.8672, 0.8688]
+    floor = sampling_sd("val_f1_macro", 0.868, 450)
+    assert floor == pytest.approx((0.868 * 0.132 / 450) ** 0.5)
+    noise = Noise(trial=1, seeds=[43, 44], values=lucky, sampling_sd=floor, val_images=450)
+    assert noise.sd < 0.001 and noise.band == pytest.approx(2 * floor)
+    assert "450 validation images" in noise.spread()
+    said = sweep_lessons(study, "val_f1_macro", noise)
+    assert "No winner beyond noise" in said
+    seeds_only = sweep_lessons(study, "val_f1_macro", Noise(1, [43, 44], lucky))
+    assert "No winner beyond noise" not in seeds_only  # what the seeds alone would claim
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "images", "expected"),
+    [
+        ("val_accuracy", 0.5, 100, 0.05),
+        ("final_val_f1_macro", 0.9, 400, 0.015),
+        ("test_roc_auc", 0.5, 25, 0.1),
+        ("val_loss", 0.5, 100, 0.0),  # not a share of images
+        ("seconds", 0.5, 100, 0.0),
+        ("val_accuracy", 0.5, 0, 0.0),  # no count recorded (an older study)
+    ],
+)
+def test_the_split_floor_is_the_binomial_standard_error_of_shares_only(
+    metric: str, value: float, images: int, expected: float
+) -> None:
+    assert sampling_sd(metric, value, images) == pytest.approx(expected)

@@ -158,7 +158,7 @@ def print_sweep_summary(
         params = [c for c in searched if c != "mlflow_run_id" and _cell(final[c]) != "-"]
         console.print(
             f"final model ({final['state']}, retrained): {_scores(final)}"
-            + (f" (seed noise of the search: sd {noise.sd:.4f})" if noise else "")
+            + (f" (noise of the search: {noise.spread()})" if noise else "")
             + " "
             f"({', '.join(f'{c}={_cell(final[c])}' for c in params) or 'no searched parameter'};"
             f" MLflow run {final['mlflow_run_id']})",

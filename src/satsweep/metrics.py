@@ -22,6 +22,23 @@ CALIBRATION_METRICS = ("ece",)  # the error analysis's, on the test split only
 RUN_METRICS = ("params_count", "epochs_run", "seconds", "fit_seconds")
 # Keras reports these after every epoch, so a pruner can watch them.
 EPOCH_METRICS = ("val_loss", "val_accuracy", "val_f1_macro")
+# Scores that count right answers among a split's images, so the split's size bounds
+# how finely they can tell two models apart.
+SHARE_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", *BINARY_METRICS)
+
+
+def sampling_sd(metric: str, value: float, images: int) -> float:
+    """The standard error a split of ``images`` images alone gives ``metric`` at ``value``.
+
+    A score measured on 450 images moves by about sqrt(p(1-p)/450) with the draw of
+    those images: a gap finer than that says more about the split than about the
+    models. Zero for metrics that are not shares of images (loss, seconds) or without
+    a count.
+    """
+    name = metric.removeprefix("final_").removeprefix("val_").removeprefix("test_")
+    if name not in SHARE_METRICS or images <= 0 or not 0.0 <= value <= 1.0:
+        return 0.0
+    return float(np.sqrt(value * (1.0 - value) / images))
 
 
 def objective_names(binary: bool, error_analysis: bool) -> tuple[str, ...]:

@@ -81,7 +81,7 @@ def _answers(study_name: str, noise: Noise | None, lessons: str) -> list[str]:
     """Three bullets: the noise, the lessons' first finding, the next round's command."""
     findings = [line[2:] for line in lessons.splitlines() if line.startswith("- ")]
     real = (
-        f"seed-to-seed sd {noise.sd:.4f}: gaps under {noise.band:.4f} are noise"
+        f"{noise.spread()}: gaps under {noise.band:.4f} are noise"
         if noise
         else "not measured (sweep.noise.repeats=0)"
     )
@@ -100,7 +100,7 @@ def noise_sentence(noise: Noise, objective: str, table: pd.DataFrame) -> str:
     values = ", ".join(f"{value:.4f}" for value in noise.values)
     return (
         f"trial {noise.trial} trained again with seeds {seeds} scored {objective} {values} "
-        f"(sd {noise.sd:.4f}): differences under {noise.band:.4f} are noise. "
+        f"({noise.spread()}): differences under {noise.band:.4f} are noise. "
         + (
             f"Tied with the best: trials {', '.join(str(t) for t in tied)}."
             if len(tied) > 1

@@ -42,6 +42,7 @@ RELINKED_ATTR = "mlflow_relinked_runs"  # study: offline run id -> MLflow run id
 WORKER_ATTR = "satsweep_worker"  # trial: "host:pid" of the process running it, see storage
 FAILURE_ATTR = "failure"  # trial: why it failed
 RSS_ATTR = "worker_peak_rss_mib"  # trial: its worker's peak memory after it
+VAL_IMAGES_ATTR = "satsweep_val_images"  # trial: the validation images its score counts
 
 # --- MLflow tags -------------------------------------------------------------
 RUN_NAME_TAG = "mlflow.runName"  # setting it renames the run in MLflow's store
@@ -106,6 +107,10 @@ class Noise:
     trial: int
     seeds: list[int]
     values: list[float]  # the trial's own value first, then one per repeat
+    # What the validation set's size alone allows (metrics.sampling_sd); 0 when unknown.
+    # Three seeds can agree by chance to 0.001 where 450 images cannot resolve 0.02.
+    sampling_sd: float = 0.0
+    val_images: int = 0
 
     @property
     def sd(self) -> float:
@@ -114,8 +119,16 @@ class Noise:
 
     @property
     def band(self) -> float:
-        """Differences within this are seed noise, not lessons."""
-        return BAND_WIDTH * self.sd
+        """Differences within this are noise, not lessons: of the seeds, or of the split."""
+        return BAND_WIDTH * max(self.sd, self.sampling_sd)
+
+    def spread(self) -> str:
+        """The sd the band comes from, in words: the seeds', or the split's when larger."""
+        seeds = f"seed-to-seed sd {self.sd:.4f}"
+        if self.sampling_sd <= self.sd:
+            return seeds
+        images = f"{self.val_images} validation images"
+        return f"{seeds}, below the {self.sampling_sd:.4f} that {images} allow"
 
     @staticmethod
     def of(study: optuna.Study) -> Noise | None:

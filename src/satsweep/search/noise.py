@@ -15,16 +15,18 @@ final fit's process gathers them and runs only what is left (:func:`measure_nois
 from __future__ import annotations
 
 import logging
+import statistics
 from dataclasses import asdict
 from typing import Any
 
 import optuna
 
+from satsweep.metrics import sampling_sd
 from satsweep.schema import RunConfig
 from satsweep.search.attach import Attached
 from satsweep.search.child_fit import fit_child_run
 from satsweep.search.job import SweepJob
-from satsweep.search.ledger import NOISE_ATTR, ROLE_TAG, Noise, chosen_trial
+from satsweep.search.ledger import NOISE_ATTR, ROLE_TAG, VAL_IMAGES_ATTR, Noise, chosen_trial
 from satsweep.search.runs import sweep_tags
 from satsweep.search.settings import result_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
@@ -91,13 +93,15 @@ def measure_noise(
             stop.check()
             done[seed] = _repeat(job, attached, trial, seed, result_metric(objective), stop)
         values.append(done[seed])
-    noise = Noise(trial.number, seeds, values)
+    images = int(trial.user_attrs.get(VAL_IMAGES_ATTR, 0))
+    resolution = sampling_sd(objective, statistics.fmean(values), images)
+    noise = Noise(trial.number, seeds, values, resolution, images)
     LOG.info(
-        "seed noise of trial %d: %s = %s (sd %.4f)",
+        "seed noise of trial %d: %s = %s (%s)",
         trial.number,
         objective,
         ", ".join(f"{v:.4f}" for v in values),
-        noise.sd,
+        noise.spread(),
     )
     attached.study.set_user_attr(NOISE_ATTR, asdict(noise))
     return noise

@@ -39,6 +39,7 @@ from satsweep.search.ledger import (
     PRUNED_TAG,
     RSS_ATTR,
     RUN_ATTR,
+    VAL_IMAGES_ATTR,
     WORKER_ATTR,
 )
 from satsweep.search.pruning import ExplainedPruningCallback
@@ -176,6 +177,7 @@ class TrialObjective:
     ) -> list[float]:
         cfg = self.job.trial_config(overrides)
         dataset = self.memo.get(cfg.data, lambda: load_data(cfg))
+        trial.set_user_attr(VAL_IMAGES_ATTR, len(dataset.val))
         settings = self.job.settings
         callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop), *plan.callbacks]
         if settings.prunes:

@@ -247,7 +247,11 @@ def _record(job: SweepJob, attached: Attached, dataset: Dataset) -> pd.DataFrame
     if noise is not None:
         tracker.log_metrics(
             parent_run_id,
-            {f"noise_sd_{objectives[0]}": noise.sd, f"noise_band_{objectives[0]}": noise.band},
+            {
+                f"noise_sd_{objectives[0]}": noise.sd,
+                f"noise_sampling_sd_{objectives[0]}": noise.sampling_sd,
+                f"noise_band_{objectives[0]}": noise.band,
+            },
             step=0,
         )
     final = FinalFit.of(study)
