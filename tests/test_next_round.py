@@ -140,14 +140,20 @@ def test_too_few_finished_trials_make_the_next_rounds_first_trials_unprunable(
     assert set(job.space_params) == set(prepare_job(["sweep=quick"]).space_params)
 
 
+@pytest.mark.parametrize(
+    ("pruner", "waits_for"),
+    [((), 4), (("~sweep.pruner.options.n_startup_trials",), None)],  # None: Optuna's 5
+)
 def test_too_few_finished_under_a_pruner_that_already_waits_doubles_the_trials(
-    outputs, tmp_path
+    outputs, tmp_path, pruner, waits_for
 ) -> None:
-    """quick's pruner already lets its first 4 trials finish: 3 finished (failures, say)
-    ask for more trials, not for the same pruner setting again."""
-    _quick_study(outputs, trials=3)
+    """quick's pruner already lets its first 4 trials finish (Optuna's own default, 5,
+    too): 3 finished (failures, say) ask for more trials, not for a pruner setting."""
+    _quick_study(outputs, trials=3, overrides=pruner)
     out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
     assert run(["next", "quick", "--out", str(out)]) == 0
     assert "n_startup_trials" not in out.read_text()
-    job = prepare_job(["sweep=quick_r2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
-    assert job.settings.n_trials == 16 and job.settings.pruner.options["n_startup_trials"] == 4
+    conf = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    job = prepare_job(["sweep=quick_r2", conf, *pruner])
+    assert job.settings.n_trials == 16
+    assert job.settings.pruner.options.get("n_startup_trials") == waits_for

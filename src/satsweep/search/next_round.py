@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import inspect
 import math
 import re
 import statistics
@@ -40,6 +41,7 @@ from satsweep.search.lessons import (
 )
 from satsweep.search.space import Dimension
 from satsweep.search.storage import open_storage
+from satsweep.search.study import PRUNERS
 
 # Keys whose values are fractions: a key the diagnosis names is tried over this range.
 FRACTION_RANGES = {
@@ -195,7 +197,13 @@ class SettingChange:
 
 # Pruners whose ``n_startup_trials`` lets the first trials of a study run to the end.
 STARTUP_PRUNERS = ("median", "percentile")
-OPTUNA_STARTUP_DEFAULT = 5  # their n_startup_trials when a sweep file does not set it
+
+
+def _startup_trials(pruner: str, options: dict[str, Any]) -> int:
+    """The pruner's ``n_startup_trials``: the sweep file's, else Optuna's own default."""
+    if "n_startup_trials" in options:
+        return int(options["n_startup_trials"])
+    return int(inspect.signature(PRUNERS[pruner]).parameters["n_startup_trials"].default)
 
 
 def _setting_changes(job: SweepJob, finished: int) -> list[SettingChange]:
@@ -214,8 +222,10 @@ def _setting_changes(job: SweepJob, finished: int) -> list[SettingChange]:
     if finished >= MIN_FOR_DIRECTION:
         return changes
     why = f"the last round finished {finished}, and a parameter is judged from {MIN_FOR_DIRECTION}"
-    startup = settings.pruner.options.get("n_startup_trials", OPTUNA_STARTUP_DEFAULT)
-    if settings.pruner.name in STARTUP_PRUNERS and startup < MIN_FOR_DIRECTION:
+    pruner = settings.pruner
+    if pruner.name in STARTUP_PRUNERS and _startup_trials(pruner.name, pruner.options) < (
+        MIN_FOR_DIRECTION
+    ):
         # more trials alone do not help: a pruner that compares with the few finished
         # ones prunes nearly every newcomer (quick on Harvey: 16 trials, 2 finished)
         return [
