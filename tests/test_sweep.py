@@ -25,10 +25,11 @@ from tests.conftest import (
     running_after_one_complete,
     start_satsweep,
     wait_for_trials,
+    wait_until,
 )
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-TRACING = Path(__file__).parent / "tracing"  # sitecustomize.py counting Hydra compositions
+TRACING = Path(__file__).parent / "tracing"  # sitecustomize.py: test hooks in child processes
 
 
 def _study(outputs: Path, name: str = "smoke") -> optuna.Study:
@@ -539,3 +540,39 @@ def test_a_final_fit_started_early_decodes_its_images_then_waits(outputs, sweep_
     assert "the sweep ended without a final fit" in said, said
     assert re.search(r"(decoded|loaded) \d+ images", said) and "20px" in said, said
     assert not (outputs / "mlflow.db").exists()  # it attached to nothing
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_a_worker_killed_in_its_seed_repeat_costs_the_sweep_no_answer(
+    outputs, sweep_args, tmp_path, monkeypatch
+) -> None:
+    # every trial has finished when the workers share the seed repeats: one that dies
+    # then leaves its repeat to the final fit's process, which runs it before fitting
+    held = tmp_path / "held-repeat.pid"
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(TRACING), os.environ.get("PYTHONPATH", "")])
+    )
+    monkeypatch.setenv("SATSWEEP_TEST_HOLD_REPEAT", str(held))
+    args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
+    sweep = start_satsweep(
+        "sweep", *args, "sweep.n_trials=2", "sweep.noise.repeats=2", "--workers", "2"
+    )
+    wait_until(
+        lambda: sweep.poll() is not None or (held.exists() and held.read_text()),
+        "a worker to start the first seed repeat",
+    )
+    assert sweep.poll() is None, "the sweep ended before any worker started a repeat"
+    victim = int(held.read_text())
+    os.kill(victim, signal.SIGKILL)
+    output, _ = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, output[-3000:]
+    assert f"exited with {-signal.SIGKILL}" in output  # the launcher says what happened
+    study = _study(outputs)
+    noise = study.user_attrs["satsweep_noise"]
+    assert len(noise["values"]) == 3 and study.user_attrs.get("satsweep_final_fit"), output[-3000:]
+    client, _, _ = _runs(outputs)
+    experiment = client.get_experiment_by_name("smoke").experiment_id
+    repeats = client.search_runs([experiment], "tags.`satsweep.role` = 'noise'")
+    assert sorted(r.data.params["seed"] for r in repeats) == ["43", "44"]
+    assert len(client.search_runs([experiment], "tags.`satsweep.role` = 'final'")) == 1

@@ -1,10 +1,14 @@
-"""Counts Hydra compositions in every satsweep process a test starts.
+"""Test hooks for the satsweep processes a test starts, which it cannot reach otherwise.
 
-A test puts this folder on ``PYTHONPATH`` and names a file in
-``$SATSWEEP_TEST_COMPOSE_TRACE``; each process appends one line per call to
-``hydra.compose``: its pid, its command and what asked for the composition
-(``job``: a sweep's job, ``job-check``: the job checking its space, ``trial``:
-anything else, such as one trial's config). The real ``hydra.compose`` runs.
+A test puts this folder on ``PYTHONPATH`` and sets one of:
+
+- ``$SATSWEEP_TEST_COMPOSE_TRACE``, a file: each process appends one line per call to
+  ``hydra.compose``: its pid, its command and what asked for the composition
+  (``job``: a sweep's job, ``job-check``: the job checking its space, ``trial``:
+  anything else, such as one trial's config). The real ``hydra.compose`` runs.
+- ``$SATSWEEP_TEST_HOLD_REPEAT``, a file: the first process to start a seed repeat
+  creates it, writes its pid there and waits (for the test to kill it, at most 10
+  minutes) instead of training; every other repeat runs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import traceback
 
 TRACE = os.environ.get("SATSWEEP_TEST_COMPOSE_TRACE")
+HOLD_REPEAT = os.environ.get("SATSWEEP_TEST_HOLD_REPEAT")
 
 if TRACE:
     import hydra
@@ -31,3 +36,22 @@ if TRACE:
         return _compose(*args, **kwargs)
 
     hydra.compose = _traced
+
+if HOLD_REPEAT:
+    import threading
+
+    from satsweep.search import noise
+
+    _repeat = noise._repeat
+
+    def _held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            marker = os.open(HOLD_REPEAT, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return _repeat(*args, **kwargs)
+        os.write(marker, str(os.getpid()).encode())
+        os.close(marker)
+        threading.Event().wait(600)
+        raise RuntimeError("held repeat: the test did not kill this process")
+
+    noise._repeat = _held

@@ -305,13 +305,15 @@ def _start_early(early: EarlyFinal, attached: Attached) -> None:
 
 
 def _search_done(job: SweepJob, attached: Attached, processes: list[Worker]) -> bool:
-    """Every worker exited cleanly, having spent the trial budget or ``sweep.timeout``.
+    """The trial budget is spent, or every worker exited cleanly when ``sweep.timeout`` ran out.
 
-    A worker exits cleanly with trials left only when its timeout ran out.
+    A worker that dies after the last trial (during the seed repeats) does not cost the
+    sweep its answer: the final fit's process runs whatever repeat is missing.
     """
+    if Budget(job.settings.n_trials, None).remaining(attached.study)[0] <= 0:
+        return True
     clean = all(process.returncode == 0 for process, _ in processes)
-    spent = Budget(job.settings.n_trials, None).remaining(attached.study)[0] <= 0
-    return clean and (spent or job.settings.n_trials is None or job.settings.timeout is not None)
+    return clean and (job.settings.n_trials is None or job.settings.timeout is not None)
 
 
 def _pause(processes: list[Worker], seconds: float) -> None:
