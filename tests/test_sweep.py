@@ -522,33 +522,13 @@ def test_a_sweep_whose_trials_all_fail_says_why_and_fails(outputs, sweep_args) -
 
 
 @pytest.mark.slow
-def test_a_final_fit_started_early_decodes_its_images_then_waits(outputs, sweep_args) -> None:
-    # the launcher starts the final fit's process when the last trial finishes, so it
-    # imports and decodes while the workers run the seed repeats; a sweep that then ends
-    # without a final fit (workers failed, Ctrl-C) sends it away before it attaches
-    from satsweep.search.crew import EarlyFinal, Starter
-    from satsweep.search.job import prepare_job
-
-    args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
-    job = prepare_job([*args, "sweep.final_fit.overrides=['data.image_size=20']"])
-    early = EarlyFinal(Starter.for_job(job, workers=1))
-    early.start()
-    early.dismiss()
-    process, log = early.process
-    assert process.returncode == 2
-    said = log.read_text()
-    assert "the sweep ended without a final fit" in said, said
-    assert re.search(r"(decoded|loaded) \d+ images", said) and "20px" in said, said
-    assert not (outputs / "mlflow.db").exists()  # it attached to nothing
-
-
-@pytest.mark.slow
 @pytest.mark.faults
-def test_a_worker_killed_in_its_seed_repeat_costs_the_sweep_no_answer(
+def test_the_final_fit_trains_beside_the_repeats_and_outlives_a_worker_killed_in_one(
     outputs, sweep_args, tmp_path, monkeypatch
 ) -> None:
-    # every trial has finished when the workers share the seed repeats: one that dies
-    # then leaves its repeat to the final fit's process, which runs it before fitting
+    # the final fit starts when the last trial finishes and trains while the workers run
+    # the seed repeats; a worker that dies in its repeat leaves it to the final fit's
+    # process, which runs it once its own fit is done: the sweep keeps its answer
     held = tmp_path / "held-repeat.pid"
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join([str(TRACING), os.environ.get("PYTHONPATH", "")])
@@ -562,8 +542,15 @@ def test_a_worker_killed_in_its_seed_repeat_costs_the_sweep_no_answer(
         lambda: sweep.poll() is not None or (held.exists() and held.read_text()),
         "a worker to start the first seed repeat",
     )
-    assert sweep.poll() is None, "the sweep ended before any worker started a repeat"
     victim = int(held.read_text())
+
+    def final_fit_trained() -> bool:
+        progress = _study(outputs).user_attrs.get("satsweep_final_fit_progress") or {}
+        return sweep.poll() is not None or progress.get("epoch") == progress.get("epochs", -1)
+
+    wait_until(final_fit_trained, "the final fit's last epoch while a repeat is held")
+    assert sweep.poll() is None, "the sweep ended while a worker held its repeat"
+    assert "satsweep_noise" not in _study(outputs).user_attrs  # its band waits for the repeats
     os.kill(victim, signal.SIGKILL)
     output, _ = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, output[-3000:]

@@ -116,50 +116,32 @@ class Starter:
             gate=gate,
         )
 
-    def final(self, gate: StartGate | None = None) -> Worker:
+    def final(self) -> Worker:
         """The process that retrains the best trial, with every core."""
         threads = self.job.base.trainer.threads or threads_per_worker(1)
         return start_worker(
-            self.handoff,
-            self.logs / "final.log",
-            "--final-fit",
-            "--threads",
-            str(threads),
-            gate=gate,
+            self.handoff, self.logs / "final.log", "--final-fit", "--threads", str(threads)
         )
 
 
 @dataclass
-class EarlyFinal:
-    """The final fit's process, started as soon as every trial has finished.
+class FinalFitProcess:
+    """The final fit's process, started once.
 
-    It imports TensorFlow and decodes the final fit's images (seconds) while the
-    workers run the seed repeats, then waits at its own gate until they are done.
+    It starts the moment every trial has finished, beside the workers' seed repeats:
+    they train on one thread each, and a fit on two threads leaves a core idle at each
+    of its many small synchronisations, so the repeats cost the final fit less than
+    their own time. A sweep bounded by ``sweep.timeout`` starts it after its workers.
     """
 
     starter: Starter
-    gate: StartGate | None = None
     process: Worker | None = None
 
-    def start(self) -> None:
-        """Start the process, held at a closed gate (once)."""
+    def start(self) -> Worker:
+        """The process, started now unless it already runs."""
         if self.process is None:
-            self.gate = StartGate()
-            self.process = self.starter.final(self.gate)
-
-    def let_in(self) -> Worker:
-        """The final fit's process, let through its gate; started now if it was not."""
-        if self.process is None or self.gate is None:
-            return self.starter.final()
-        self.gate.open(1)
-        self.gate = None  # let in: nothing left to dismiss
+            self.process = self.starter.final()
         return self.process
-
-    def dismiss(self) -> None:
-        """No final fit after all (workers failed, or Ctrl-C): a waiting process exits."""
-        if self.process is not None and self.gate is not None:
-            self.gate.close()
-            self.process[0].wait()
 
 
 @dataclass

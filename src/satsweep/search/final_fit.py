@@ -56,10 +56,8 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     existing = _claim_or_wait(job, attached, trial, stop)
     if existing is not None:
         LOG.info("the final fit of trial %d exists: run %s", trial.number, existing.run_id)
+        _measure_noise_once(job, attached, trial, stop)
         return existing
-    noise = Noise.of(study)
-    if job.settings.noise.repeats and (noise is None or noise.trial != trial.number):
-        measure_noise(job, attached, trial, stop)  # before the answer: it says what is tied
     cfg = final_config(job, trial)
     LOG.info("final fit of trial %d", trial.number)
     name = final_run_name(job.settings.study_name, trial.number)
@@ -73,8 +71,19 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     advice = {finding.rule: list(finding.config_keys) for finding in result.diagnosis}
     fidelity = f"{cfg.data.image_size} px for {cfg.trainer.epochs} epochs"
     final = FinalFit(trial.number, run_id, _plain(result.metrics), advice, fidelity)
+    # the workers ran the repeats beside this fit: gather them (and run what is missing)
+    _measure_noise_once(job, attached, trial, stop)
     study.set_user_attr(FINAL_ATTR, final.__dict__)
     return final
+
+
+def _measure_noise_once(
+    job: SweepJob, attached: Attached, trial: optuna.trial.FrozenTrial, stop: StopRequest
+) -> None:
+    """The trial's noise band, unless the study has it (or the sweep asks for none)."""
+    noise = Noise.of(attached.study)
+    if job.settings.noise.repeats and (noise is None or noise.trial != trial.number):
+        measure_noise(job, attached, trial, stop)
 
 
 class ReportProgress(keras.callbacks.Callback):

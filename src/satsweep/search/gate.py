@@ -47,8 +47,8 @@ class StartGate:
 SET_UP_FAILED = "the launcher could not set the sweep up (see its output): exiting"
 
 
-def wait_at_gate(refused: str = SET_UP_FAILED) -> None:
-    """In a launched worker, block until its launcher lets it go on; else exit, ``refused``.
+def wait_at_gate() -> None:
+    """In a launched worker, block until its launcher lets it go on; else exit in one line.
 
     The variable is dropped once used: a worker that re-executes itself, or one
     started later, does not wait again.
@@ -62,4 +62,4 @@ def wait_at_gate(refused: str = SET_UP_FAILED) -> None:
     finally:
         os.close(fd)
     if not opened:
-        raise UserError(refused)
+        raise UserError(SET_UP_FAILED)

@@ -27,7 +27,7 @@ from satsweep.data import Dataset
 from satsweep.exploration import log_dataset_report
 from satsweep.links import announce, runs_link, runs_view
 from satsweep.search.attach import Attached, Budget, attach
-from satsweep.search.crew import Crew, EarlyFinal, Starter, Worker
+from satsweep.search.crew import Crew, FinalFitProcess, Starter, Worker
 from satsweep.search.identity import study_identity
 from satsweep.search.job import SweepJob
 from satsweep.search.ledger import FAILURE_ATTR, LAUNCHER_ATTR
@@ -238,21 +238,21 @@ def _run_workers(
     started = time.monotonic()
     interrupted = False
     final: list[Worker] = []
-    early = EarlyFinal(supervisor.starter)
+    final_fit = FinalFitProcess(supervisor.starter)
     try:
         restart = Restarter(job, attached, supervisor.starter.worker, job.settings.max_failures)
         title = f"sweep {job.settings.study_name}"
-        supervisor.watch(processes, title, started, restart, partial(_start_early, early, attached))
-        if _search_done(job, attached, processes) and job.settings.final_fit.enabled:
-            LOG.info("final fit of the best trial (log: %s)", logs / "final.log")
-            final = [early.let_in()]
+        early = partial(_start_early, final_fit, attached, logs)
+        supervisor.watch(processes, title, started, restart, early)
+        if final_fit.process is None and _search_done(job, attached, processes):
+            _start_final(final_fit, logs)  # after a timeout: the trials' budget was not spent
+        if final_fit.process is not None:
+            final = [final_fit.process]
             processes += final
             supervisor.watch(final, f"final fit {job.settings.study_name}", started, None)
     except KeyboardInterrupt:
         interrupted = True
-        _stop(processes)
-    finally:
-        early.dismiss()  # a no-op once let in
+        _stop([*processes, *([final_fit.process] if final_fit.process and not final else [])])
     failed_workers = [(p, log) for p, log in processes if p.returncode not in (0, None)]
     for process, log in failed_workers:
         LOG.error(
@@ -294,14 +294,20 @@ def _last_failure(attached: Attached) -> str:
     return f"trial {failed[-1].number} failed: {reason}" if reason else "see the worker logs"
 
 
-def _start_early(early: EarlyFinal, attached: Attached) -> None:
-    """Start the final fit's process once every trial has finished and none runs."""
-    settings = early.starter.job.settings
-    if early.process is not None or not settings.final_fit.enabled:
-        return
-    left, running = Budget(settings.n_trials, None).remaining(attached.study)
-    if left <= 0 and not running:
-        early.start()
+def _start_early(final_fit: FinalFitProcess, attached: Attached, logs: Path) -> None:
+    """Start the final fit once every trial has finished and none runs, beside the repeats."""
+    if final_fit.process is None:
+        left, running = Budget(final_fit.starter.job.settings.n_trials, None).remaining(
+            attached.study
+        )
+        if left <= 0 and not running:
+            _start_final(final_fit, logs)
+
+
+def _start_final(final_fit: FinalFitProcess, logs: Path) -> None:
+    if final_fit.starter.job.settings.final_fit.enabled:
+        LOG.info("final fit of the best trial (log: %s)", logs / "final.log")
+        final_fit.start()
 
 
 def _search_done(job: SweepJob, attached: Attached, processes: list[Worker]) -> bool:

@@ -7,15 +7,17 @@ the search's fidelity. The spread of those scores and the trial's own gives the
 band: trials whose objective is within it of the best are tied, and no lesson is
 drawn from their differences.
 
-When the search ends on several workers, each takes repeats no other has claimed
-(:func:`share_repeats`), so they run side by side on the workers' threads; the
-final fit's process gathers them and runs only what is left (:func:`measure_noise`).
+When the search ends, each worker takes repeats no other has claimed
+(:func:`share_repeats`), so they run side by side on the workers' threads while the
+final fit trains; its process then gathers them and runs only what is left
+(:func:`measure_noise`).
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -30,7 +32,7 @@ from satsweep.search.ledger import NOISE_ATTR, ROLE_TAG, VAL_IMAGES_ATTR, Noise,
 from satsweep.search.runs import sweep_tags
 from satsweep.search.settings import result_metric
 from satsweep.search.stopping import StopOnRequest, StopRequest
-from satsweep.search.storage import budget_lock, owner_gone, worker_identity
+from satsweep.search.storage import budget_lock, on_this_host, owner_gone, worker_identity
 from satsweep.training import ArtifactPlan
 
 LOG = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ def measure_noise(
     """``trial``'s objective under every noise seed: the workers' repeats, then the rest."""
     objective = job.settings.objectives[0]
     seeds = noise_seeds(job)
-    done = _finished_repeats(attached, job, trial.number)
+    done = _finished_repeats(attached, job, trial.number, stop)
     values = [float(trial.values[0])]
     for seed in seeds:
         if seed not in done:
@@ -129,16 +131,33 @@ def _abandoned(record: dict[str, Any]) -> bool:
     return record["value"] is None and not record.get("failed") and owner_gone(record["owner"])
 
 
-def _finished_repeats(attached: Attached, job: SweepJob, trial: int) -> dict[int, float]:
-    """The repeats of ``trial`` that workers finished. One still running elsewhere is not
-    waited for: a worker on another host that died would hold the final fit forever."""
+REPEAT_POLL_SECONDS = 1.0
+
+
+def _finished_repeats(
+    attached: Attached, job: SweepJob, trial: int, stop: StopRequest
+) -> dict[int, float]:
+    """The repeats of ``trial`` that workers finished, after waiting for those that a live
+    process on this host still runs. One claimed on another host is not waited for: a
+    worker there that died would hold the final fit forever; what is missing runs here."""
+    keys = {seed: _repeat_key(trial, seed) for seed in noise_seeds(job)}
+    while any(_running_here(attached.study.user_attrs.get(key)) for key in keys.values()):
+        stop.check()
+        time.sleep(REPEAT_POLL_SECONDS)
     records = attached.study.user_attrs
-    found = {seed: records.get(_repeat_key(trial, seed)) for seed in noise_seeds(job)}
+    found = {seed: records.get(key) for seed, key in keys.items()}
     return {
         seed: float(record["value"])
         for seed, record in found.items()
         if record is not None and record["value"] is not None
     }
+
+
+def _running_here(record: dict[str, Any] | None) -> bool:
+    """A claim without a value, held by a process of this host that still runs."""
+    if record is None or record["value"] is not None or record.get("failed"):
+        return False
+    return on_this_host(record["owner"]) and not owner_gone(record["owner"])
 
 
 def _repeat(

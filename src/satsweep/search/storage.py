@@ -141,6 +141,11 @@ def fail_orphaned_trials(
     return orphaned
 
 
+def on_this_host(identity: str) -> bool:
+    """Whether the process ``host:pid`` (see :func:`worker_identity`) runs on this host."""
+    return identity.rpartition(":")[0] == socket.gethostname()
+
+
 def owner_gone(identity: str) -> bool:
     """Whether the process ``host:pid`` (see :func:`worker_identity`) has ended on this host.
 

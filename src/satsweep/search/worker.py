@@ -24,7 +24,7 @@ from satsweep.errors import UserError
 from satsweep.runtime import configure_threads, settle_between_runs
 from satsweep.search.attach import Budget, attach, reap_dead_trials
 from satsweep.search.crew import LAUNCHER_ENV, worker_command
-from satsweep.search.gate import GATE_ENV, wait_at_gate
+from satsweep.search.gate import wait_at_gate
 from satsweep.search.identity import study_identity
 from satsweep.search.job import JOB_ENV, SweepJob, load_job, prepare_job, save_job
 from satsweep.search.ledger import RAN_ENV
@@ -55,9 +55,6 @@ def run_final(job: SweepJob, threads: int) -> None:
 
     configure_threads(threads)
     job = job.on_threads(threads)
-    if GATE_ENV in os.environ:  # started early: decode the images while the repeats run
-        load_data(job.trial_config(job.settings.final_fit.overrides))
-        wait_at_gate("the sweep ended without a final fit (see its output): exiting")
     stop = StopRequest()
     stop.install()
     run_final_fit(job, attach(job, offline_ok=launched()), stop)
