@@ -128,12 +128,10 @@ def fail_orphaned_trials(
     RUNNING forever. One retry path for both means ``failed_trial_max_retry``
     holds on both. Returns the trials that were failed.
     """
-    host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
     orphaned = []
     for trial in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
-        owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+        if owner_gone(str(trial.user_attrs.get(WORKER_ATTR, ""))):
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
             retry(study, trial)
@@ -151,8 +149,8 @@ def owner_gone(identity: str) -> bool:
 
     A process on another host cannot be seen from here: it counts as alive.
     """
-    host, _, pid = identity.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+    pid = identity.rpartition(":")[2]
+    return on_this_host(identity) and pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:
