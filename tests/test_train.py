@@ -251,4 +251,4 @@ def test_a_stopped_train_closes_its_run(outputs, tiny, sig) -> None:
     assert process.returncode == 130, output[-2000:]
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("satsweep").experiment_id])
-    assert [r.info.status for r in runs] == ["KILLED"]
+    assert [r.info.status for r in runs] == ["KILLED"], output[-3000:]

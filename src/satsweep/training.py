@@ -514,10 +514,10 @@ def train(
     experiment_id = experiment_id or tracker.experiment_id(cfg.tracking.experiment)
     name = run_name or f"{cfg.model.name}-{cfg.optimizer.name}-{cfg.data.name}"
     run_id = tracker.create_run(experiment_id, name, tags=tags or {})
-    tracker.set_tags(run_id, {f"{TAG_PREFIX}reproduce_command": f"satsweep reproduce {run_id}"})
-    link = run_link(cfg.tracking, experiment_id, run_id)
-    announce(f"run {name}", link)
-    try:
+    try:  # from here on, a stop (SIGINT, SIGTERM) at any moment closes the run
+        tracker.set_tags(run_id, {f"{TAG_PREFIX}reproduce_command": f"satsweep reproduce {run_id}"})
+        link = run_link(cfg.tracking, experiment_id, run_id)
+        announce(f"run {name}", link)
         result = fit_and_log(cfg, dataset, tracker, run_id, callbacks, floor=floor, model_name=name)
     except BaseException as error:
         tracker.end_run(run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
