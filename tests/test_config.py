@@ -80,6 +80,8 @@ BAD_OVERRIDES = [
     (["trainer.augment.mixup=-1"], "trainer.augment.mixup"),
     (["trainer.augment.cutmix=-1"], "trainer.augment.cutmix"),
     (["trainer.tta=rot45"], "trainer.tta"),
+    (["tracking.retry_seconds=[1,-2]"], "tracking.retry_seconds"),
+    (["tracking.retry_seconds=5"], "tracking.retry_seconds"),
 ]
 
 

@@ -344,6 +344,8 @@ class TrackingConfig(Strict):
     experiment: SafeName
     log_model: bool
     error_analysis: bool
+    # seconds between attempts of a write the store refused; then it spools or fails
+    retry_seconds: list[Annotated[float, Field(ge=0.0, le=600.0)]]
 
 
 class StorageConfig(Strict):

@@ -46,7 +46,6 @@ NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows, in Mark
 # MLflow 3 opens experiments on its GenAI views unless told they hold model training.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 MAX_PARAMS_PER_BATCH = 100
-RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # backoff between attempts on a transient error
 TRANSIENT_MARKERS = (
     "API request to",
     "Connection refused",
@@ -90,8 +89,8 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, MlflowException) and any(m in str(error) for m in TRANSIENT_MARKERS)
 
 
-def with_retries(call: Callable[[], T], delays: Sequence[float] = RETRY_DELAYS) -> T:
-    """``call()``, retried with backoff on transient errors; raises TrackingUnavailable."""
+def with_retries(call: Callable[[], T], delays: Sequence[float]) -> T:
+    """``call()``, retried after each of ``delays`` on transient errors, or TrackingUnavailable."""
     for delay in (*delays, None):
         try:
             return call()
@@ -179,7 +178,9 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created on first use (two processes may race to create it)."""
         if name not in self._experiments:
-            self._experiments[name] = with_retries(lambda: self._get_or_create(name))
+            self._experiments[name] = with_retries(
+                lambda: self._get_or_create(name), self.cfg.retry_seconds
+            )
         return self._experiments[name]
 
     def _get_or_create(self, name: str) -> str:
@@ -210,7 +211,10 @@ class Tracker:
         """
         try:
             for key, value in tags.items():
-                with_retries(partial(self.client.set_experiment_tag, experiment_id, key, value))
+                with_retries(
+                    partial(self.client.set_experiment_tag, experiment_id, key, value),
+                    self.cfg.retry_seconds,
+                )
         except TrackingUnavailable as error:
             LOG.warning("MLflow store unreachable (%s): experiment tags not updated", error)
 
@@ -229,7 +233,7 @@ class Tracker:
         if parent_run_id in self.offline_runs or (parent_run_id or "").startswith(OFFLINE_PREFIX):
             return self._go_offline(write, None)
         try:
-            return with_retries(lambda: apply(self, write) or "")
+            return with_retries(lambda: apply(self, write) or "", self.cfg.retry_seconds)
         except TrackingUnavailable as error:
             return self._go_offline(write, error)
 
@@ -238,7 +242,7 @@ class Tracker:
             self._spool(write)
             return
         try:
-            with_retries(lambda: apply(self, write))
+            with_retries(lambda: apply(self, write), self.cfg.retry_seconds)
         except TrackingUnavailable as error:
             self._go_offline(write, error)
         except OSError as error:  # a local artifact store: a full disk, a path under a file

@@ -17,7 +17,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 @pytest.mark.faults
 def test_tracking_outage_loses_no_trial(outputs, sweep_args, tmp_path) -> None:
     server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "server-artifacts")
-    tracking = ["tracking=server", f"tracking.uri={server.uri}"]
+    # one short retry: the outage is certain, and each re-executed worker meets it anew
+    tracking = ["tracking=server", f"tracking.uri={server.uri}", "tracking.retry_seconds=[0.1]"]
     args = [*sweep_args, *tracking, "sweep.pruner.name=none", "tracking.log_model=true"]
     # the worker re-executes itself after every trial: the fresh process spools too
     args += ["sweep.trials_per_process=1", "sweep.final_fit.enabled=true"]

@@ -188,7 +188,9 @@ def close_runs_of_ended_trials(
         return
     query = f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"
     try:
-        runs = with_retries(lambda: tracker.client.search_runs([experiment_id], query))
+        runs = with_retries(
+            lambda: tracker.client.search_runs([experiment_id], query), tracker.cfg.retry_seconds
+        )
     except TrackingUnavailable as error:
         LOG.warning("MLflow store unreachable (%s): runs left open are closed later", error)
         return
