@@ -70,11 +70,16 @@ screenshots: $(STAMP)  ## after make sweep: the MLflow UI in headless Chromium, 
 server: $(STAMP)  ## MLflow tracking server on PostgreSQL for many workers
 	$(BIN)/satsweep server --host $(HOST) --port $(PORT)
 
-test: $(STAMP)  ## the full suite, as CI runs it
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Tests run in TEST_WORKERS processes (pytest-xdist); a worker that finishes early takes
+# tests from the other (worksteal). TEST_WORKERS=0 runs them in this process, one at a time.
+TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist worksteal)
 
-test-fast: $(STAMP)  ## the inner loop: every test not marked slow, in about two minutes
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+test: $(STAMP)  ## the full suite, as CI runs it
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the inner loop: every test not marked slow, in about a minute
+	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff, then mypy over src/ (settings in pyproject.toml)
 	$(BIN)/ruff check src tests
