@@ -230,11 +230,18 @@ class TrialObjective:
         return ArtifactPlan(figures=False, model=leads)
 
     def _record_failure(self, run_id: str, error: BaseException, name: str) -> str:
-        """Tag and close the trial's run as failed; returns the one-line reason."""
+        """Tag and close the trial's run as failed; returns the one-line reason.
+
+        The run is closed even when the failure cannot be written down in full: an
+        artifact store that refused the trial's files refuses its traceback too.
+        """
         message = f"{type(error).__name__}: {error}"
-        interrupted = isinstance(error, KeyboardInterrupt)
-        self.tracker.set_tags(run_id, {FAILURE_TAG: redact(message)[:5000]})
-        if not interrupted:
-            self.tracker.log_text(run_id, redact(traceback.format_exc()), "failure/traceback.txt")
+        try:
+            self.tracker.set_tags(run_id, {FAILURE_TAG: redact(message)[:5000]})
+            if not isinstance(error, KeyboardInterrupt):
+                trace = redact(traceback.format_exc())
+                self.tracker.log_text(run_id, trace, "failure/traceback.txt")
+        except UserError as unwritable:
+            LOG.warning("run %s: its failure is not recorded in full (%s)", run_id, unwritable)
         close_trial_run(self.tracker, run_id, "failed", name)
         return message
