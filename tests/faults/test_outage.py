@@ -127,10 +127,34 @@ def test_an_artifact_store_that_cannot_be_written_fails_in_one_line_and_closes_e
     experiment = client.get_experiment_by_name("smoke").experiment_id
     runs = client.search_runs([experiment])
     left = [(r.info.run_name, r.info.status) for r in runs if r.info.status != "FAILED"]
-    assert not left, (left, failed.stderr[-3000:])
+    assert runs and not left, (left, failed.stderr[-3000:])
 
     (outputs / "blocked").unlink()  # the disk is fixed: the same command goes on
     resumed = run_satsweep("sweep", *args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert sum(t.state in FINISHED for t in journal_study(outputs).trials) == 2
     assert "RUNNING" not in {r.info.status for r in client.search_runs([experiment])}
+
+
+def test_a_trial_whose_failure_cannot_be_written_still_closes_its_run(outputs, sweep_args) -> None:
+    """The artifact store refused the trial's files, so it refuses the traceback too: the
+    run is closed FAILED all the same (two workers under load once left five RUNNING)."""
+    from satsweep.search.job import prepare_job
+    from satsweep.search.objective import TrialObjective
+    from satsweep.tracking import Tracker
+
+    outputs.mkdir(parents=True)
+    (outputs / "blocked").write_text("a file where the artifact folder should be")
+    job = prepare_job([*sweep_args, f"tracking.artifact_root={outputs}/blocked/artifacts"])
+    tracker = Tracker(job.base.tracking)
+    experiment = tracker.experiment_id("smoke")
+    parent = tracker.create_run(experiment, "parent", tags={})
+    run_id = tracker.create_run(experiment, "trial", tags={}, parent_run_id=parent)
+    objective = TrialObjective(job, tracker, parent)
+    try:
+        raise OSError("the disk is full")
+    except OSError as error:
+        message = objective._record_failure(run_id, error, "smoke-trial-000 failed")
+    assert message == "OSError: the disk is full"
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.info.run_name == "smoke-trial-000 failed"
