@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_HOOKS = Path(__file__).parent / "tracing"  # sitecustomize.py: hooks in child processes
 WORKER = "satsweep_worker"  # the trial user attr naming the worker process
 # Tiny, fast runs: a few classes, few images, 16 px, 1-2 epochs.
 # What every trial's MLflow run holds, whichever backend proposed the trial; the
@@ -85,6 +86,11 @@ def outputs(
 @pytest.fixture
 def tiny(shared_cache: Path) -> list[str]:
     return [*TINY, f"paths.cache={shared_cache}"]
+
+
+def with_test_hooks() -> str:
+    """``PYTHONPATH`` for a child process that loads the hooks of tests/tracing/sitecustomize.py."""
+    return os.pathsep.join([str(TEST_HOOKS), os.environ.get("PYTHONPATH", "")])
 
 
 def start_satsweep(*args: str) -> subprocess.Popen[str]:

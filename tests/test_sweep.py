@@ -26,10 +26,10 @@ from tests.conftest import (
     start_satsweep,
     wait_for_trials,
     wait_until,
+    with_test_hooks,
 )
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-TRACING = Path(__file__).parent / "tracing"  # sitecustomize.py: test hooks in child processes
 
 
 def _study(outputs: Path, name: str = "smoke") -> optuna.Study:
@@ -55,7 +55,7 @@ def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp
         "--workers",
         "2",
         env={
-            "PYTHONPATH": os.pathsep.join([str(TRACING), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": with_test_hooks(),
             "SATSWEEP_TEST_COMPOSE_TRACE": str(trace),
         },
     )
@@ -530,9 +530,7 @@ def test_the_final_fit_trains_beside_the_repeats_and_outlives_a_worker_killed_in
     # the seed repeats; a worker that dies in its repeat leaves it to the final fit's
     # process, which runs it once its own fit is done: the sweep keeps its answer
     held = tmp_path / "held-repeat.pid"
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join([str(TRACING), os.environ.get("PYTHONPATH", "")])
-    )
+    monkeypatch.setenv("PYTHONPATH", with_test_hooks())
     monkeypatch.setenv("SATSWEEP_TEST_HOLD_REPEAT", str(held))
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
     sweep = start_satsweep(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import re
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from satsweep.cli import run
 from satsweep.runtime import settle_between_runs
-from tests.conftest import REPO, run_satsweep, wait_for_output
+from tests.conftest import REPO, run_satsweep, wait_until, with_test_hooks
 
 
 def _only_run(outputs):
@@ -235,17 +236,29 @@ def test_settling_between_runs_frees_the_last_model_then_freezes_the_survivors()
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stopped_train_closes_its_run(outputs, tiny, sig) -> None:
+def test_a_stopped_train_closes_its_run(outputs, tiny, sig, tmp_path) -> None:
+    # the stop lands right after the run's link is printed (a test hook holds the
+    # process there), where a train that printed before guarding its run left it RUNNING
+    held = tmp_path / "held-after-link.pid"
+    env = {
+        **os.environ,
+        "PYTHONPATH": with_test_hooks(),
+        "SATSWEEP_TEST_HOLD_AFTER_LINK": str(held),
+    }
     # started like a shell's background job: SIGINT ignored until satsweep handles it
     process = subprocess.Popen(
         [sys.executable, "-m", "satsweep", "train", *tiny, "trainer.epochs=200"],
         cwd=REPO,
+        env=env,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
-    wait_for_output(process, "in the MLflow UI")  # the run exists and is training
+    wait_until(
+        lambda: process.poll() is not None or (held.exists() and held.read_text()),
+        "the train to print its run's link",
+    )
     process.send_signal(sig)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output[-2000:]

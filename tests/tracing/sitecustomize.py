@@ -9,6 +9,9 @@ A test puts this folder on ``PYTHONPATH`` and sets one of:
 - ``$SATSWEEP_TEST_HOLD_REPEAT``, a file: the first process to start a seed repeat
   creates it, writes its pid there and waits (for the test to kill it, at most 10
   minutes) instead of training; every other repeat runs.
+- ``$SATSWEEP_TEST_HOLD_AFTER_LINK``, a file: the first run link the process prints
+  (``satsweep.links.announce``) is followed by creating that file, with the pid in it,
+  and a wait (for the test's signal, at most 10 minutes): a stop lands exactly there.
 """
 
 from __future__ import annotations
@@ -19,6 +22,22 @@ import traceback
 
 TRACE = os.environ.get("SATSWEEP_TEST_COMPOSE_TRACE")
 HOLD_REPEAT = os.environ.get("SATSWEEP_TEST_HOLD_REPEAT")
+HOLD_AFTER_LINK = os.environ.get("SATSWEEP_TEST_HOLD_AFTER_LINK")
+
+
+def _hold(marker_path: str) -> bool:
+    """Whether this process is the first to create ``marker_path``; it then holds 10 minutes."""
+    import threading
+
+    try:
+        marker = os.open(marker_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return False
+    os.write(marker, str(os.getpid()).encode())
+    os.close(marker)
+    threading.Event().wait(600)  # a signal's handler interrupts the wait in the main thread
+    return True
+
 
 if TRACE:
     import hydra
@@ -38,20 +57,25 @@ if TRACE:
     hydra.compose = _traced
 
 if HOLD_REPEAT:
-    import threading
-
     from satsweep.search import noise
 
     _repeat = noise._repeat
 
     def _held(*args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            marker = os.open(HOLD_REPEAT, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        except FileExistsError:
+        if not _hold(HOLD_REPEAT):
             return _repeat(*args, **kwargs)
-        os.write(marker, str(os.getpid()).encode())
-        os.close(marker)
-        threading.Event().wait(600)
         raise RuntimeError("held repeat: the test did not kill this process")
 
     noise._repeat = _held
+
+if HOLD_AFTER_LINK:
+    from satsweep import links
+
+    _announce = links.announce
+
+    def _announced(what: str, link: str) -> None:
+        _announce(what, link)
+        if _hold(HOLD_AFTER_LINK):
+            raise RuntimeError("held after the link: the test sent no signal")
+
+    links.announce = _announced
