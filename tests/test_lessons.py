@@ -258,3 +258,14 @@ def test_the_split_floor_is_the_binomial_standard_error_of_shares_only(
     metric: str, value: float, images: int, expected: float
 ) -> None:
     assert sampling_sd(metric, value, images) == pytest.approx(expected)
+
+
+def test_an_option_tried_once_names_no_winner_and_a_lone_outsider_no_region() -> None:
+    """One width-16 trial far below three width-32 ones: the gap may be that trial's rate
+    as much as its width, so no option is named; lr's span has one trial outside it."""
+    rows = [(2.6e-3, 32, 0.5385), (1.8e-3, 16, 0.4268), (2.55e-3, 32, 0.5174), (2.5e-3, 32, 0.5273)]
+    said = sweep_lessons(_study(rows), "val_f1_macro", _noise([0.5385, 0.5258, 0.5451]))
+    (width,) = [line for line in said.splitlines() if line.startswith("- `model.width`")]
+    assert "too few trials per option to compare" in width and "did best" not in width
+    (lr,) = [line for line in said.splitlines() if line.startswith("- `optimizer.lr`")]
+    assert "1 finished trial outside that span, too few to compare with" in lr

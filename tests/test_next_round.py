@@ -157,3 +157,39 @@ def test_too_few_finished_under_a_pruner_that_already_waits_doubles_the_trials(
     job = prepare_job(["sweep=quick_r2", conf, *pruner])
     assert job.settings.n_trials == 16
     assert job.settings.pruner.options.get("n_startup_trials") == waits_for
+
+
+# AID's quick sweep of 2026-12-07: its four finished trials (lr, weight decay, width,
+# translate, label smoothing, val macro F1) and its seed repeats of trial 0
+LONE_WIDTH_16 = [
+    (0.002612, 0.01449, 32, 0.0, 0.1, 0.5385),
+    (0.001803, 0.007343, 16, 0.125, 0.0, 0.4268),
+    (0.002168, 0.0007497, 32, 0.0, 0.0, 0.5174),
+    (0.002493, 0.004135, 32, 0.125, 0.1, 0.5273),
+]
+
+
+def test_an_option_tried_once_or_a_span_with_one_trial_outside_is_not_judged(
+    outputs, tmp_path
+) -> None:
+    """Width 16's one trial also had its own rate, shift and smoothing: its 0.10 gap is
+    not width's, so width stays searched; one trial outside weight decay's span fixes nothing."""
+    study = _quick_study(outputs, trials=0)
+    distributions = {d.key: d.distribution for d in prepare_job(["sweep=quick"]).space.dimensions}
+    keys = list(distributions)  # lr, weight decay, width, translate, label smoothing
+    for *values, score in LONE_WIDTH_16:
+        params = dict(zip(keys, values, strict=True))
+        study.add_trial(create_trial(params=params, distributions=distributions, value=score))
+    noise = Noise(0, [43, 44], [0.5385, 0.5258, 0.5451])
+    study.set_user_attr(NOISE_ATTR, dataclasses.asdict(noise))
+    out = tmp_path / "quick_r2.yaml"
+    assert run(["next", "quick", "--out", str(out)]) == 0
+    searched = {
+        line.split(":")[0].strip(): line
+        for line in out.read_text().splitlines()
+        if line.startswith("    ") and "#" in line
+    }
+    assert "kept: 16 had fewer than 2 finished trials" in searched["model.width"]
+    assert "model.width: choice(16, 32)" in searched["model.width"]
+    assert "1 finished trial outside" in searched["optimizer.weight_decay"]
+    assert "optimizer.weight_decay: tag(log, interval(" in searched["optimizer.weight_decay"]

@@ -9,7 +9,9 @@ a difference the seeds alone produce is reported as "no difference beyond noise"
 one just past the band as "at the edge of the noise" (:func:`~satsweep.search.ledger.judge_gap`),
 and a sweep whose finished trials all tie claims no winner and no direction. A numeric
 parameter's region is judged by the trials inside it against those outside it (its own
-effect), and two choices that split the trials alike are named as confounded.
+effect), and two choices that split the trials alike are named as confounded. A group
+of one trial (an option tried once, a span with one trial outside it) is not compared:
+its gap may belong to any of that trial's other parameters.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from satsweep.search.settings import test_metric
 
 MIN_FOR_DIRECTION = 4  # finished trials needed before a best region or option is named
 TOP_SHARE = 0.25  # "the top quarter of finished trials"
+# finished trials on each side before two groups of trials are compared: a lone trial
+# is one draw of every other parameter too, so its gap may belong to any of them
+MIN_PER_GROUP = 2
 
 
 def mattered(importance: float | None, searched: int) -> bool:
@@ -244,12 +249,20 @@ def _options(name: str, having: list[FrozenTrial], band: float | None, maximize:
     listed = ", ".join(f"{o}: {means[o]:.4f} ({len(by_option[o])})" for o in order)
     if len(order) < 2:
         return f"every finished trial chose {order[0]}: nothing to compare."
-    judged = judge_gap(means[order[0]] - means[order[-1]], band)
+    compared = [o for o in order if len(by_option[o]) >= MIN_PER_GROUP]
+    thin = [o for o in order if o not in compared]
+    if len(compared) < 2:
+        return (
+            f"too few trials per option to compare (mean, trials: {listed}; {MIN_PER_GROUP} "
+            "an option needed: one trial is one draw of every other parameter too)."
+        )
+    listed += f"; {', '.join(thin)}: too few to compare" if thin else ""
+    judged = judge_gap(means[compared[0]] - means[compared[-1]], band)
     if judged == "noise":
         return f"no difference beyond noise between its options (mean, trials: {listed})."
     if judged == "edge":
-        return f"{order[0]} did best, at the edge of the noise (mean, trials: {listed})."
-    return f"{order[0]} did best (mean, trials: {listed})."
+        return f"{compared[0]} did best, at the edge of the noise (mean, trials: {listed})."
+    return f"{compared[0]} did best (mean, trials: {listed})."
 
 
 @dataclass(frozen=True)
@@ -303,6 +316,11 @@ def _region(name: str, having: list[FrozenTrial], band: float | None, maximize: 
     gain = region.gain(maximize)
     if gain is None:
         return f"{where}: no finished trial outside that span to compare with."
+    if region.outside_count < MIN_PER_GROUP:
+        return (
+            f"{where}: {region.outside_count} finished trial outside that span, too few to "
+            f"compare with ({MIN_PER_GROUP} needed)."
+        )
     against = (
         f"trials in that span score {region.inside:.4f} on average, the "
         f"{region.outside_count} outside it {region.outside:.4f}"

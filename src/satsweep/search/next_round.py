@@ -4,7 +4,9 @@
 writes a sweep file in the same grammar, to edit or run as it is. Parameters whose
 best region or option leads by more than the noise band are narrowed around it; those
 that showed no difference beyond noise are fixed at the best trial's value and left
-out of the space; with too few finished trials nothing is judged, and the next round
+out of the space; an option or a side of a span that fewer than two finished trials
+tried is not judged (one trial is one draw of every other parameter as well), so its
+key stays searched; with too few finished trials nothing is judged, and the next round
 makes its first trials unprunable so that it finishes enough. Every change carries
 a YAML comment that says why.
 """
@@ -34,6 +36,7 @@ from satsweep.search.job import SweepJob, load_job
 from satsweep.search.ledger import FinalFit, Noise, judge_gap, load_study
 from satsweep.search.lessons import (
     MIN_FOR_DIRECTION,
+    MIN_PER_GROUP,
     Region,
     confounded_with,
     mattered,
@@ -283,6 +286,13 @@ def _decide_choice(
     by_option: dict[Any, list[float]] = defaultdict(list)
     for trial in having:
         by_option[trial.params[dimension.key]].append(trial.values[0])
+    thin = [o for o in _choices(dimension) if len(by_option.get(o, [])) < MIN_PER_GROUP]
+    if thin:  # an untried or once-tried option has shown nothing yet
+        why = (
+            f"kept: {', '.join(map(str, thin))} had fewer than {MIN_PER_GROUP} finished "
+            "trials, too few to judge"
+        )
+        return Decision(dimension.key, _expression(dimension), None, why)
     means = {option: statistics.fmean(values) for option, values in by_option.items()}
     top = max(means.values()) if maximize else min(means.values())
     spread = max(means.values()) - min(means.values())
@@ -327,6 +337,9 @@ def _decide_range(
     span = f"the top {region.top_count} trials' span ({region.low:.3g} to {region.high:.3g})"
     if gain is None:
         seen = f"{span} holds every finished trial"
+        return Decision(dimension.key, _expression(dimension), None, f"kept: {seen}")
+    if region.outside_count < MIN_PER_GROUP:
+        seen = f"{region.outside_count} finished trial outside {span}, too few to judge"
         return Decision(dimension.key, _expression(dimension), None, f"kept: {seen}")
     seen = f"trials in {span} beat the {region.outside_count} outside it by {gain:+.4f}"
     judged = judge_gap(gain, band)
