@@ -269,3 +269,43 @@ def test_an_option_tried_once_names_no_winner_and_a_lone_outsider_no_region() ->
     assert "too few trials per option to compare" in width and "did best" not in width
     (lr,) = [line for line in said.splitlines() if line.startswith("- `optimizer.lr`")]
     assert "1 finished trial outside that span, too few to compare with" in lr
+
+
+def _pruned_study() -> optuna.Study:
+    """Four finished trials at epoch 1 (median 0.2195, as AID's quick sweep of 2026-12-07)."""
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.MedianPruner(4, n_warmup_steps=0)
+    )
+    for lr, width, value in [(2.6e-3, 32, 0.54), (1.8e-3, 16, 0.43), (2.2e-3, 32, 0.52),
+                             (2.5e-3, 32, 0.53)]:  # fmt: skip
+        first_epoch = {0.54: 0.252, 0.43: 0.159, 0.52: 0.218, 0.53: 0.221}[value]
+        study.add_trial(
+            create_trial(
+                params={"optimizer.lr": lr, "model.width": width},
+                distributions={"optimizer.lr": LR, "model.width": WIDTH},
+                value=value,
+                intermediate_values={0: first_epoch},
+            )
+        )
+    return study
+
+
+@pytest.mark.parametrize(("first_epoch", "within"), [(0.209, True), (0.120, False)])
+def test_a_trial_pruned_by_less_than_its_split_resolves_is_said_to_be_untested(
+    first_epoch: float, within: bool
+) -> None:
+    """0.209 against a median of 0.2195 on 450 images (2 sd: 0.039) is a coin's toss."""
+    from satsweep.search.pruning import ExplainedPruningCallback
+    from satsweep.search.settings import PrunerSettings
+
+    study = _pruned_study()
+    trial = study.ask({"optimizer.lr": LR, "model.width": WIDTH})
+    median = PrunerSettings(name="median", options={"n_startup_trials": 4})
+    callback = ExplainedPruningCallback(trial, "val_f1_macro", median, val_images=450)
+    with pytest.raises(optuna.TrialPruned) as pruned:
+        callback.on_epoch_end(0, {"val_f1_macro": first_epoch})
+    assert "short of 0.2195 (the median of completed trials at that epoch)" in str(pruned.value)
+    assert ("pruned to save time, not shown to be worse" in str(pruned.value)) is within
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.54, 0.53, 0.545]))
+    assert (f"Pruned within the noise: trial(s) {trial.number} fell short" in said) is within

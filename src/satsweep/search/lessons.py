@@ -27,7 +27,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from satsweep.search.ledger import FinalFit, Noise, judge_gap
+from satsweep.search.ledger import PRUNED_SHORT_ATTR, FinalFit, Noise, judge_gap
 from satsweep.search.settings import test_metric
 
 MIN_FOR_DIRECTION = 4  # finished trials needed before a best region or option is named
@@ -99,6 +99,9 @@ def sweep_lessons(
     if previous is not None:
         lines.append(f"- {_against(previous, RoundScores.of(study, objective), objective, band)}")
     lines.append(f"- {_winner(ranked, band)}")
+    pruned = _pruned_within_noise(study)
+    if pruned:
+        lines.append(f"- {pruned}")
     if band is None:
         lines.append(
             "- Without a noise band (sweep.noise.repeats=0) a gap between trials may be the "
@@ -164,6 +167,24 @@ def _winner(ranked: list[FrozenTrial], band: float | None) -> str:
             "more seeds (sweep.noise.repeats) would tell."
         )
     return f"{lead}" + (f", clearly beyond the band of {band:.4f}." if band else ".")
+
+
+def _pruned_within_noise(study: optuna.Study) -> str | None:
+    """The pruned trials that fell short by less than their split resolves, if any: a
+    median of a few trials at an early epoch is a coin's toss for them, not a verdict."""
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        if PRUNED_SHORT_ATTR in t.user_attrs
+    ]
+    if not trials:
+        return None
+    numbers = ", ".join(str(t.number) for t in trials)
+    return (
+        f"Pruned within the noise: trial(s) {numbers} fell short of the pruner's threshold by "
+        "less than the validation split resolves. They were stopped to save time; their "
+        "parameters are untested, not worse."
+    )
 
 
 def param_importances(study: optuna.Study) -> dict[str, float]:

@@ -182,7 +182,9 @@ class TrialObjective:
         callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop), *plan.callbacks]
         if settings.prunes:
             callbacks.append(
-                ExplainedPruningCallback(trial, settings.objectives[0], settings.pruner)
+                ExplainedPruningCallback(
+                    trial, settings.objectives[0], settings.pruner, len(dataset.val)
+                )
             )
         floor_metrics = trial.study.user_attrs.get(FLOOR_ATTR)
         result = fit_and_log(

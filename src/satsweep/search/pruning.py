@@ -3,7 +3,10 @@
 Optuna's Keras callback raises ``TrialPruned("Trial was pruned at epoch 4.")``.
 A user comparing runs in MLflow wants to know against what: for the median and
 percentile pruners the threshold is the percentile of the completed trials'
-values at the same epoch, which this callback recomputes for the record.
+values at the same epoch, which this callback recomputes for the record. A trial
+pruned by less than its validation split resolves (two standard errors) is said to
+be pruned to save time: its parameters were not shown to be worse, and the lessons
+say so too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from optuna_integration import KerasPruningCallback
 
+from satsweep.metrics import sampling_sd
+from satsweep.search.ledger import PRUNED_SHORT_ATTR
 from satsweep.search.settings import PrunerSettings
 
 PERCENTILE_PRUNERS = {"median": 50.0}  # plus "percentile", whose option says
@@ -22,9 +27,12 @@ PERCENTILE_PRUNERS = {"median": 50.0}  # plus "percentile", whose option says
 class ExplainedPruningCallback(KerasPruningCallback):
     """Optuna's Keras pruning callback, raising with a reason fit for the run's record."""
 
-    def __init__(self, trial: optuna.Trial, monitor: str, pruner: PrunerSettings) -> None:
+    def __init__(
+        self, trial: optuna.Trial, monitor: str, pruner: PrunerSettings, val_images: int
+    ) -> None:
         super().__init__(trial, monitor)
         self.pruner = pruner
+        self.val_images = val_images
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         """Report the epoch's objective to Optuna and prune, saying why, when the pruner says so."""
@@ -39,8 +47,17 @@ class ExplainedPruningCallback(KerasPruningCallback):
         said = f"pruned by the {self.pruner.name} pruner after epoch {epoch + 1}: "
         said += f"{self._monitor}={value:.4f}"
         threshold = self.threshold(epoch)
-        if threshold is not None:
-            said += f", short of {threshold:.4f} ({threshold_words(self.pruner)})"
+        if threshold is None:
+            return said
+        said += f", short of {threshold:.4f} ({threshold_words(self.pruner)})"
+        short_by = abs(threshold - value)
+        resolved = 2 * sampling_sd(self._monitor, threshold, self.val_images)
+        if short_by < resolved:
+            self._trial.set_user_attr(PRUNED_SHORT_ATTR, {"by": short_by, "resolved": resolved})
+            said += (
+                f" by {short_by:.4f}, less than the {resolved:.4f} that {self.val_images} "
+                "validation images resolve: pruned to save time, not shown to be worse"
+            )
         return said
 
     def threshold(self, epoch: int) -> float | None:
