@@ -309,3 +309,22 @@ def test_a_trial_pruned_by_less_than_its_split_resolves_is_said_to_be_untested(
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     said = sweep_lessons(study, "val_f1_macro", _noise([0.54, 0.53, 0.545]))
     assert (f"Pruned within the noise: trial(s) {trial.number} fell short" in said) is within
+
+
+def test_fewer_finished_trials_than_parameters_show_no_importance() -> None:
+    """4 trials, 4 parameters: fANOVA's ranking would be its forest's seed, not the data."""
+    unit = FloatDistribution(0.0, 1.0)
+    names = ["a", "b", "c", "d"]
+    study = optuna.create_study(direction="maximize")
+    for row, value in [((0.1, 0.9, 0.3, 0.5), 0.40), ((0.8, 0.2, 0.6, 0.1), 0.60),
+                       ((0.4, 0.5, 0.9, 0.7), 0.50), ((0.9, 0.1, 0.2, 0.3), 0.70)]:  # fmt: skip
+        study.add_trial(
+            create_trial(
+                params=dict(zip(names, row, strict=True)),
+                distributions=dict.fromkeys(names, unit),
+                value=value,
+            )
+        )
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.70, 0.701, 0.699]))
+    assert "Importances (fANOVA) need more finished trials than searched parameters" in said
+    assert "(5 here, 4 finished)" in said and "(importance" not in said

@@ -114,8 +114,10 @@ def sweep_lessons(
             "that differences can exceed the noise."
         )
         return "\n".join(lines) + "\n"
-    # an importance fitted on a handful of trials ranks noise: shown from a few up
-    importances = param_importances(study) if len(complete) >= MIN_FOR_DIRECTION else {}
+    searched = len(_searched(complete, {}))
+    importances = importances_if_enough(study, len(complete), searched)
+    if not importances and len(complete) >= MIN_FOR_DIRECTION:
+        lines.append(f"- {importance_withheld(len(complete), searched)}")
     names = _searched(complete, importances)
     for name in names:
         importance = importances.get(name)
@@ -184,6 +186,30 @@ def _pruned_within_noise(study: optuna.Study) -> str | None:
         f"Pruned within the noise: trial(s) {numbers} fell short of the pruner's threshold by "
         "less than the validation split resolves. They were stopped to save time; their "
         "parameters are untested, not worse."
+    )
+
+
+def needed_for_importance(searched: int) -> int:
+    """Finished trials before fANOVA's importances are told or acted on: more than the
+    parameters searched. On AID's quick sweep (4 finished, 5 parameters) the evaluator's
+    own seed reordered them, all between 0.10 and 0.33 (docs/model-quality.md)."""
+    return max(MIN_FOR_DIRECTION, searched + 1)
+
+
+def importances_if_enough(study: optuna.Study, finished: int, searched: int) -> dict[str, float]:
+    """fANOVA's importances once ``finished`` trials are enough for ``searched`` parameters;
+    {} before: a forest fitted on fewer trials than parameters ranks noise."""
+    if finished < needed_for_importance(searched):
+        return {}
+    return param_importances(study)
+
+
+def importance_withheld(finished: int, searched: int) -> str:
+    """Why no importance is shown, and what that means for the gaps that follow."""
+    return (
+        f"Importances (fANOVA) need more finished trials than searched parameters "
+        f"({needed_for_importance(searched)} here, {finished} finished): not shown, as with "
+        "fewer their ranking is noise; a gap below may belong to another parameter."
     )
 
 

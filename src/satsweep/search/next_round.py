@@ -39,8 +39,10 @@ from satsweep.search.lessons import (
     MIN_PER_GROUP,
     Region,
     confounded_with,
+    importance_withheld,
+    importances_if_enough,
     mattered,
-    param_importances,
+    needed_for_importance,
 )
 from satsweep.search.space import Dimension
 from satsweep.search.storage import open_storage
@@ -117,11 +119,15 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
     ranked = sorted(complete, key=lambda t: t.values[0], reverse=maximize)
     band = noise.band if noise else 0.0
     judged = [d for d in job.space.dimensions if d.condition is None]  # conditional: as written
-    importances = param_importances(study) if len(complete) >= MIN_FOR_DIRECTION else {}
+    importances = importances_if_enough(study, len(complete), len(judged))
     decisions = [
         _decide(dimension, ranked, band, maximize, importances.get(dimension.key), len(judged))
         for dimension in judged
     ]
+    if not importances and len(complete) >= MIN_FOR_DIRECTION:
+        # fewer trials than parameters: any gap may be another parameter's
+        why = "kept: " + importance_withheld(len(complete), len(judged))
+        decisions = [Decision(d.key, _expression(d), None, why) for d in judged]
     if noise is not None and all(abs(t.values[0] - ranked[0].values[0]) <= band for t in ranked):
         # nothing beat the noise: fixing keys at a "best" value would fix them at chance
         decisions = [
@@ -135,7 +141,7 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
             for d in judged
         ]
     added, by_hand = _from_diagnosis(FinalFit.of(study), job)
-    settings = _setting_changes(job, len(complete))
+    settings = _setting_changes(job, len(complete), needed_for_importance(len(judged)))
     name = next_study_name(study.study_name)
     text = _render(study, job, name, [*decisions, *added], noise, settings, by_hand)
     in_file = {d.key for d in decisions if d.expression is None}
@@ -209,8 +215,9 @@ def _startup_trials(pruner: str, options: dict[str, Any]) -> int:
     return int(inspect.signature(PRUNERS[pruner]).parameters["n_startup_trials"].default)
 
 
-def _setting_changes(job: SweepJob, finished: int) -> list[SettingChange]:
-    """A fresh draw of trials; and, when too few finished to judge, trials that finish."""
+def _setting_changes(job: SweepJob, finished: int, needed: int) -> list[SettingChange]:
+    """A fresh draw of trials; and, when too few finished to judge, trials that finish:
+    ``needed`` for the parameters to be told apart."""
     settings = job.settings
     changes = []
     if settings.sampler.seed is not None:
@@ -222,8 +229,13 @@ def _setting_changes(job: SweepJob, finished: int) -> list[SettingChange]:
                 "first trials wherever the space is unchanged",
             )
         )
-    if finished >= MIN_FOR_DIRECTION:
+    if finished >= needed:
         return changes
+    if finished >= MIN_FOR_DIRECTION:
+        if settings.n_trials is None:  # a sweep bounded by time alone keeps its bound
+            return changes
+        why = f"the last round finished {finished}, and its parameters are told apart from {needed}"
+        return [*changes, SettingChange("n_trials", 2 * settings.n_trials, f"twice: {why}")]
     why = f"the last round finished {finished}, and a parameter is judged from {MIN_FOR_DIRECTION}"
     pruner = settings.pruner
     if pruner.name in STARTUP_PRUNERS and _startup_trials(pruner.name, pruner.options) < (
@@ -263,7 +275,11 @@ def _decide(
             None,
             f"kept: {len(having)} finished trials, too few to judge",
         )
-    if not mattered(importance, searched):
+    thin = _thin_options(dimension, having)
+    if thin:  # an untried or once-tried option has shown nothing yet: neither fixed nor dropped
+        why = f"kept: {thin} had fewer than {MIN_PER_GROUP} finished trials, too few to judge"
+        return Decision(key, _expression(dimension), None, why)
+    if importance is not None and not mattered(importance, searched):
         return Decision(
             key,
             None,
@@ -280,19 +296,21 @@ def _decide(
     return _decide_range(dimension, having, band, maximize, best)
 
 
+def _thin_options(dimension: Dimension, having: list[FrozenTrial]) -> str:
+    """A choice's options that fewer than MIN_PER_GROUP finished trials took, as words."""
+    if not isinstance(dimension.distribution, CategoricalDistribution):
+        return ""
+    taken = [t.params[dimension.key] for t in having]
+    thin = [o for o in _choices(dimension) if taken.count(o) < MIN_PER_GROUP]
+    return ", ".join(map(str, thin))
+
+
 def _decide_choice(
     dimension: Dimension, having: list[FrozenTrial], band: float, maximize: bool, best: FrozenTrial
 ) -> Decision:
     by_option: dict[Any, list[float]] = defaultdict(list)
     for trial in having:
         by_option[trial.params[dimension.key]].append(trial.values[0])
-    thin = [o for o in _choices(dimension) if len(by_option.get(o, [])) < MIN_PER_GROUP]
-    if thin:  # an untried or once-tried option has shown nothing yet
-        why = (
-            f"kept: {', '.join(map(str, thin))} had fewer than {MIN_PER_GROUP} finished "
-            "trials, too few to judge"
-        )
-        return Decision(dimension.key, _expression(dimension), None, why)
     means = {option: statistics.fmean(values) for option, values in by_option.items()}
     top = max(means.values()) if maximize else min(means.values())
     spread = max(means.values()) - min(means.values())
