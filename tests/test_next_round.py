@@ -195,7 +195,8 @@ def test_fewer_finished_trials_than_parameters_judge_nothing_and_ask_for_more(
     round runs twice the trials (its pruner already lets the first 4 finish)."""
     searched, text = _searched_lines(outputs, tmp_path, LONE_WIDTH_16)
     assert len(searched) == 5
-    assert all("(6 here, 4 finished)" in line for line in searched.values())
+    assert all("kept: 4 finished trials cannot tell 5 parameters apart (6 needed)" in line
+               for line in searched.values())  # fmt: skip
     assert "model.width: choice(16, 32)" in searched["model.width"]
     assert "n_trials: 16" in text and "told apart from 6" in text
 

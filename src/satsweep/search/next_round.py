@@ -39,7 +39,6 @@ from satsweep.search.lessons import (
     MIN_PER_GROUP,
     Region,
     confounded_with,
-    importance_withheld,
     importances_if_enough,
     mattered,
     needed_for_importance,
@@ -126,7 +125,11 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
     ]
     if not importances and len(complete) >= MIN_FOR_DIRECTION:
         # fewer trials than parameters: any gap may be another parameter's
-        why = "kept: " + importance_withheld(len(complete), len(judged))
+        needed = needed_for_importance(len(judged))
+        why = (
+            f"kept: {len(complete)} finished trials cannot tell {len(judged)} parameters "
+            f"apart ({needed} needed)"
+        )
         decisions = [Decision(d.key, _expression(d), None, why) for d in judged]
     if noise is not None and all(abs(t.values[0] - ranked[0].values[0]) <= band for t in ranked):
         # nothing beat the noise: fixing keys at a "best" value would fix them at chance
