@@ -184,7 +184,7 @@ WRITER = textwrap.dedent(
         spool.record(Write("log_metrics", "offline-w",
                            {"metrics": {"loss": 1.0 / (step + 1)}, "step": step, "timestamp": 0}))
         step += 1
-        time.sleep(0.01)
+        time.sleep(0.1)  # 10 writes a second: each sync has new ones, none drowns in them
     spool.record(Write("end_run", "offline-w", {"status": "FINISHED"}))
     print(step)
     """
