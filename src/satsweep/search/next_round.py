@@ -7,8 +7,9 @@ that showed no difference beyond noise are fixed at the best trial's value and l
 out of the space; an option or a side of a span that fewer than two finished trials
 tried is not judged (one trial is one draw of every other parameter as well), so its
 key stays searched; with too few finished trials nothing is judged, and the next round
-makes its first trials unprunable so that it finishes enough. Every change carries
-a YAML comment that says why.
+makes its first trials unprunable so that it finishes enough (with fewer finished
+trials than parameters, it runs twice the trials). Every change carries a YAML comment
+that says why.
 """
 
 from __future__ import annotations
