@@ -120,7 +120,8 @@ def test_too_few_finished_trials_make_the_next_rounds_first_trials_unprunable(
     outputs, tmp_path, capsys
 ) -> None:
     """A median pruner from the second finished trial left 3 finished: more trials alone
-    would be pruned too, so the next round's first 4 run to the end, from a new draw. The
+    would be pruned too, so the next round's first 6 (one more than the 5 parameters) run
+    to the end, from a new draw. The
     last round's seed came from the command line: the next command leaves it out, or it
     would beat the file's."""
     early = ("sweep.pruner.options.n_startup_trials=2", "sweep.sampler.seed=3")
@@ -130,33 +131,44 @@ def test_too_few_finished_trials_make_the_next_rounds_first_trials_unprunable(
     (command,) = [line for line in capsys.readouterr().out.splitlines() if "run it" in line]
     assert "sweep.sampler.seed" not in command and "data.image_size=24" in command
     text = out.read_text()
-    assert "n_startup_trials: 4        # the first 4 trials are never pruned" in text
+    assert "n_startup_trials: 6        # the first 6 trials are never pruned" in text
     assert "seed: 4        # a new draw: seed 3 would repeat" in text
     assert "kept: 3 finished trials, too few to judge" in text
     conf = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
     job = prepare_job(["sweep=quick_r2", conf, "data.image_size=24"])
-    assert job.settings.pruner.options == {"n_startup_trials": 4, "n_warmup_steps": 0}
+    assert job.settings.pruner.options == {"n_startup_trials": 6, "n_warmup_steps": 0}
     assert job.settings.sampler.seed == 4 and job.settings.n_trials == 8
     assert set(job.space_params) == set(prepare_job(["sweep=quick"]).space_params)
 
 
-@pytest.mark.parametrize(
-    ("pruner", "waits_for"),
-    [((), 4), (("~sweep.pruner.options.n_startup_trials",), None)],  # None: Optuna's 5
-)
 def test_too_few_finished_under_a_pruner_that_already_waits_doubles_the_trials(
-    outputs, tmp_path, pruner, waits_for
+    outputs, tmp_path
 ) -> None:
-    """quick's pruner already lets its first 4 trials finish (Optuna's own default, 5,
-    too): 3 finished (failures, say) ask for more trials, not for a pruner setting."""
-    _quick_study(outputs, trials=3, overrides=pruner)
+    """A pruner that already lets the first 6 trials finish: 3 finished (failures, say)
+    ask for more trials, not for a pruner setting."""
+    waits = ("sweep.pruner.options.n_startup_trials=6",)
+    _quick_study(outputs, trials=3, overrides=waits)
     out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
     assert run(["next", "quick", "--out", str(out)]) == 0
     assert "n_startup_trials" not in out.read_text()
     conf = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
-    job = prepare_job(["sweep=quick_r2", conf, *pruner])
+    job = prepare_job(["sweep=quick_r2", conf, *waits])
     assert job.settings.n_trials == 16
-    assert job.settings.pruner.options.get("n_startup_trials") == waits_for
+    assert job.settings.pruner.options.get("n_startup_trials") == 6
+
+
+def test_a_round_too_short_for_its_unpruned_trials_gets_more_trials(outputs, tmp_path) -> None:
+    """4 trials cannot hold the 6 that must finish: the pruner waits for 6, and 8 run."""
+    _quick_study(
+        outputs,
+        trials=3,
+        overrides=("sweep.pruner.options.n_startup_trials=2", "sweep.n_trials=4"),
+    )
+    out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
+    assert run(["next", "quick", "--out", str(out)]) == 0
+    job = prepare_job(["sweep=quick_r2", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"])
+    assert job.settings.n_trials == 8
+    assert job.settings.pruner.options.get("n_startup_trials") == 6
 
 
 # AID's quick sweep of 2026-12-07: its four finished trials (lr, weight decay, width,
@@ -192,13 +204,14 @@ def test_fewer_finished_trials_than_parameters_judge_nothing_and_ask_for_more(
     outputs, tmp_path
 ) -> None:
     """4 finished trials cannot tell 5 parameters apart: every key stays, and the next
-    round runs twice the trials (its pruner already lets the first 4 finish)."""
+    round lets its first 6 finish."""
     searched, text = _searched_lines(outputs, tmp_path, LONE_WIDTH_16)
     assert len(searched) == 5
     assert all("kept: 4 finished trials cannot tell 5 parameters apart (6 needed)" in line
                for line in searched.values())  # fmt: skip
     assert "model.width: choice(16, 32)" in searched["model.width"]
-    assert "n_trials: 16" in text and "told apart from 6" in text
+    assert "n_startup_trials: 6        # the first 6 trials are never pruned" in text
+    assert "judged from 6" in text and "n_trials:" not in text  # 8 trials hold those 6
 
 
 def test_an_option_tried_once_is_neither_narrowed_away_nor_fixed(outputs, tmp_path) -> None:

@@ -7,9 +7,8 @@ that showed no difference beyond noise are fixed at the best trial's value and l
 out of the space; an option or a side of a span that fewer than two finished trials
 tried is not judged (one trial is one draw of every other parameter as well), so its
 key stays searched; with too few finished trials nothing is judged, and the next round
-makes its first trials unprunable so that it finishes enough (with fewer finished
-trials than parameters, it runs twice the trials). Every change carries a YAML comment
-that says why.
+makes its first trials unprunable (or runs more) so that it finishes more trials than
+there are parameters. Every change carries a YAML comment that says why.
 """
 
 from __future__ import annotations
@@ -235,28 +234,23 @@ def _setting_changes(job: SweepJob, finished: int, needed: int) -> list[SettingC
         )
     if finished >= needed:
         return changes
-    if finished >= MIN_FOR_DIRECTION:
-        if settings.n_trials is None:  # a sweep bounded by time alone keeps its bound
-            return changes
-        why = f"the last round finished {finished}, and its parameters are told apart from {needed}"
-        return [*changes, SettingChange("n_trials", 2 * settings.n_trials, f"twice: {why}")]
-    why = f"the last round finished {finished}, and a parameter is judged from {MIN_FOR_DIRECTION}"
+    why = f"the last round finished {finished}, and its parameters are judged from {needed}"
     pruner = settings.pruner
-    if pruner.name in STARTUP_PRUNERS and _startup_trials(pruner.name, pruner.options) < (
-        MIN_FOR_DIRECTION
-    ):
+    if pruner.name in STARTUP_PRUNERS and _startup_trials(pruner.name, pruner.options) < needed:
         # more trials alone do not help: a pruner that compares with the few finished
         # ones prunes nearly every newcomer (quick on Harvey: 16 trials, 2 finished)
-        return [
-            *changes,
+        changes.append(
             SettingChange(
                 "pruner.options.n_startup_trials",
-                MIN_FOR_DIRECTION,
-                f"the first {MIN_FOR_DIRECTION} trials are never pruned: {why}",
-            ),
-        ]
+                needed,
+                f"the first {needed} trials are never pruned: {why}",
+            )
+        )
+        if settings.n_trials is None or settings.n_trials >= needed:
+            return changes
     if settings.n_trials is not None:  # a sweep bounded by time alone keeps its bound
-        changes.append(SettingChange("n_trials", 2 * settings.n_trials, f"twice: {why}"))
+        more = max(2 * settings.n_trials, needed)
+        changes.append(SettingChange("n_trials", more, f"more trials: {why}"))
     return changes
 
 

@@ -40,23 +40,39 @@ class ExplainedPruningCallback(KerasPruningCallback):
             super().on_epoch_end(epoch, logs)
         except optuna.TrialPruned:
             value = float((logs or {})[self._monitor])
-            raise optuna.TrialPruned(self.reason(epoch, value)) from None
+            threshold = self.threshold(epoch)
+            shortfall = self.within_noise(value, threshold)
+            if shortfall is not None:  # the lessons call such a trial untested, not worse
+                self._trial.set_user_attr(PRUNED_SHORT_ATTR, shortfall)
+            raise optuna.TrialPruned(self.reason(epoch, value, threshold, shortfall)) from None
 
-    def reason(self, epoch: int, value: float) -> str:
+    def within_noise(self, value: float, threshold: float | None) -> dict[str, float] | None:
+        """How far short of ``threshold`` the trial fell, where that is less than two
+        standard errors of its validation split (``by`` and ``resolved``); else None."""
+        if threshold is None:
+            return None
+        short_by = abs(threshold - value)
+        resolved = 2 * sampling_sd(self._monitor, threshold, self.val_images)
+        return {"by": short_by, "resolved": resolved} if short_by < resolved else None
+
+    def reason(
+        self,
+        epoch: int,
+        value: float,
+        threshold: float | None,
+        shortfall: dict[str, float] | None,
+    ) -> str:
         """Why the pruner stopped the trial: its epoch, its value and the threshold it missed."""
         said = f"pruned by the {self.pruner.name} pruner after epoch {epoch + 1}: "
         said += f"{self._monitor}={value:.4f}"
-        threshold = self.threshold(epoch)
         if threshold is None:
             return said
         said += f", short of {threshold:.4f} ({threshold_words(self.pruner)})"
-        short_by = abs(threshold - value)
-        resolved = 2 * sampling_sd(self._monitor, threshold, self.val_images)
-        if short_by < resolved:
-            self._trial.set_user_attr(PRUNED_SHORT_ATTR, {"by": short_by, "resolved": resolved})
+        if shortfall is not None:
             said += (
-                f" by {short_by:.4f}, less than the {resolved:.4f} that {self.val_images} "
-                "validation images resolve: pruned to save time, not shown to be worse"
+                f" by {shortfall['by']:.4f}, less than the {shortfall['resolved']:.4f} that "
+                f"{self.val_images} validation images resolve: pruned to save time, not shown "
+                "to be worse"
             )
         return said
 
