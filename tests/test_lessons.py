@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
 
 from satsweep.metrics import sampling_sd
-from satsweep.search.ledger import NOISE_ATTR, Noise
+from satsweep.search.ledger import FIDELITY_ATTR, FINAL_ATTR, NOISE_ATTR, FinalFit, Noise
 from satsweep.search.lessons import sweep_lessons
 
 LR = FloatDistribution(1e-4, 1e-1, log=True)
@@ -125,6 +125,37 @@ def test_a_next_round_says_whether_it_paid_against_the_one_it_follows() -> None:
     said = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.565, 0.575]), before)
     assert "(band 0.2000, the wider of the two rounds')" in said
     assert "(+0.0500): no change beyond noise" in said
+
+
+def test_a_round_at_another_fidelity_compares_final_models_not_best_trials() -> None:
+    """Trials of twice the epochs score higher whatever their parameters: the best
+    trials of two rounds at different fidelities are not compared, the final models are."""
+    from satsweep.search.lessons import previous_round
+
+    storage = optuna.storages.InMemoryStorage()
+    rounds = (("quick", 0.0, "32 px, 10 epochs, 2100 training images"),
+              ("quick_r2", 0.05, "32 px, 20 epochs, 2100 training images"))  # fmt: skip
+    for name, shift, fidelity in rounds:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        for lr, width, value in [(1e-3, 16, 0.50), (5e-3, 32, 0.52), (2e-2, 16, 0.51)]:
+            study.add_trial(
+                create_trial(
+                    params={"optimizer.lr": lr, "model.width": width},
+                    distributions={"optimizer.lr": LR, "model.width": WIDTH},
+                    value=value + shift,
+                    user_attrs={FIDELITY_ATTR: fidelity},
+                )
+            )
+        final = FinalFit(1, "run", {"test_f1_macro": 0.80 + shift}, {}, "48 px for 20 epochs")
+        study.set_user_attr(FINAL_ATTR, final.__dict__)
+    before = previous_round(storage, "quick", "val_f1_macro")
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.565, 0.575]), before)
+    assert (
+        "best val_f1_macro not compared: its trials ran at 32 px, 10 epochs, 2100 training "
+        "images, now at 32 px, 20 epochs, 2100 training images" in said
+    )
+    assert "best val_f1_macro 0.5200 -> 0.5700" not in said
+    assert "final model test_f1_macro 0.8000 -> 0.8500 (+0.0500): paid" in said
 
 
 def test_a_lead_just_past_the_band_is_called_the_edge_of_the_noise_not_a_winner() -> None:

@@ -217,6 +217,19 @@ def test_fewer_finished_trials_than_parameters_judge_nothing_and_ask_for_more(
 def test_an_option_tried_once_is_neither_narrowed_away_nor_fixed(outputs, tmp_path) -> None:
     """Width 16's one trial also had its own rate, shift and smoothing: its 0.10 gap is
     not width's, so width stays searched, neither narrowed to 32 nor fixed."""
-    searched, _ = _searched_lines(outputs, tmp_path, LONE_WIDTH_16 + TWO_MORE)
+    searched, text = _searched_lines(outputs, tmp_path, LONE_WIDTH_16 + TWO_MORE)
     assert "kept: 16 had fewer than 2 finished trials" in searched["model.width"]
+    assert "Every finished trial tied" not in text  # trials beyond the band: no offer
     assert "model.width: choice(16, 32)" in searched["model.width"]
+
+
+def test_a_round_where_every_trial_tied_is_offered_twice_the_budget(outputs, tmp_path) -> None:
+    """The same round again would tie again: the file offers longer trials or more data,
+    as overrides on its command, and keeps every key searched."""
+    rows = [(*row[:-1], 0.52 + 0.001 * i) for i, row in enumerate(LONE_WIDTH_16 + TWO_MORE)]
+    searched, text = _searched_lines(outputs, tmp_path, rows)
+    assert all("kept: every finished trial is within the noise band" in line
+               for line in searched.values())  # fmt: skip
+    assert "# Every finished trial tied with the best" in text
+    assert "#   trainer.epochs=20    (the trials ran 10 epochs)" in text
+    assert "#   data.max_images=6000    (the trials ran on 3000 images" in text

@@ -362,6 +362,10 @@ def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None
     # the band is never finer than the validation images can resolve
     images = best.user_attrs["satsweep_val_images"]
     assert noise["val_images"] == images > 0
+    # what its score is comparable with: the lessons compare rounds only at one fidelity
+    assert re.fullmatch(
+        r"16 px, \d+ epochs, \d+ training images", best.user_attrs["satsweep_fidelity"]
+    )
     mean = float(np.mean(noise["values"]))
     band = 2 * max(sd, float(np.sqrt(mean * (1 - mean) / images)))
     parent = client.get_run(parents[0].info.run_id)

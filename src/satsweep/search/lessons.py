@@ -16,6 +16,7 @@ its gap may belong to any of that trial's other parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import warnings
@@ -27,7 +28,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from satsweep.search.ledger import PRUNED_SHORT_ATTR, FinalFit, Noise, judge_gap
+from satsweep.search.ledger import FIDELITY_ATTR, PRUNED_SHORT_ATTR, FinalFit, Noise, judge_gap
 from satsweep.search.settings import test_metric
 
 MIN_FOR_DIRECTION = 4  # finished trials needed before a best region or option is named
@@ -51,6 +52,7 @@ class RoundScores:
     best: float | None
     final_test: float | None
     band: float | None = None  # its own noise band, where it measured one
+    fidelity: str | None = None  # its best trial's, where recorded (FIDELITY_ATTR)
 
     @staticmethod
     def of(study: optuna.Study, objective: str) -> RoundScores:
@@ -60,7 +62,8 @@ class RoundScores:
         final = FinalFit.of(study)
         test = final.metrics.get(test_metric(objective)) if final else None
         noise = Noise.of(study)
-        return RoundScores(study.study_name, best, test, noise.band if noise else None)
+        fidelity = study.best_trial.user_attrs.get(FIDELITY_ATTR) if best is not None else None
+        return RoundScores(study.study_name, best, test, noise.band if noise else None, fidelity)
 
 
 def previous_round(storage: BaseStorage, name: str | None, objective: str) -> RoundScores | None:
@@ -131,6 +134,13 @@ def _against(before: RoundScores, now: RoundScores, objective: str, band: float 
     bands = [b for b in (band, before.band) if b is not None]
     band = max(bands) if bands else None
     verdicts = []
+    if before.fidelity and now.fidelity and before.fidelity != now.fidelity:
+        # a longer or larger trial scores higher whatever its parameters
+        verdicts.append(
+            f"best {objective} not compared: its trials ran at {before.fidelity}, "
+            f"now at {now.fidelity}"
+        )
+        before = dataclasses.replace(before, best=None)
     for label, old, new in (
         (f"best {objective}", before.best, now.best),
         (f"final model {test_metric(objective)}", before.final_test, now.final_test),

@@ -131,7 +131,10 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
             f"apart ({needed} needed)"
         )
         decisions = [Decision(d.key, _expression(d), None, why) for d in judged]
-    if noise is not None and all(abs(t.values[0] - ranked[0].values[0]) <= band for t in ranked):
+    all_tied = noise is not None and all(
+        abs(t.values[0] - ranked[0].values[0]) <= band for t in ranked
+    )
+    if all_tied:
         # nothing beat the noise: fixing keys at a "best" value would fix them at chance
         decisions = [
             Decision(
@@ -146,7 +149,8 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
     added, by_hand = _from_diagnosis(FinalFit.of(study), job)
     settings = _setting_changes(job, len(complete), needed_for_importance(len(judged)))
     name = next_study_name(study.study_name)
-    text = _render(study, job, name, [*decisions, *added], noise, settings, by_hand)
+    higher = _higher_fidelity(job) if all_tied else []
+    text = _render(study, job, name, [*decisions, *added], noise, settings, by_hand, higher)
     in_file = {d.key for d in decisions if d.expression is None}
     in_file |= {"sweep", "sweep.study_name", "sweep.previous"}
     in_file |= {f"sweep.{change.key}" for change in settings}
@@ -172,6 +176,31 @@ def _from_diagnosis(final: FinalFit | None, job: SweepJob) -> tuple[list[Decisio
             why = f"added: the final model's diagnosis found {rule}"
             added[key] = Decision(key, expression, None, why)
     return list(added.values()), by_hand
+
+
+def _higher_fidelity(job: SweepJob) -> list[str]:
+    """Overrides that give each trial twice the budget, offered when every trial tied.
+
+    A round whose trials all tied would tie again at the same fidelity; longer trials
+    or more data let real differences grow past the noise. They are offered, not set:
+    a trial then costs about twice as long, and its scores are no longer comparable
+    with this round's (the final models' still are), so the user chooses.
+    """
+    trainer, data = job.base.trainer, job.base.data
+    lines = [
+        "Every finished trial tied with the best: run as written, this round is likely to",
+        "tie again. To let differences exceed the noise, give each trial twice the budget",
+        "with one more override on the command that runs it (a trial then takes about twice",
+        "as long, and its scores are not comparable with the last round's; the final",
+        "models' are):",
+        f"  trainer.epochs={2 * trainer.epochs}    (the trials ran {trainer.epochs} epochs)",
+    ]
+    if data.max_images is not None:
+        lines.append(
+            f"  data.max_images={2 * data.max_images}    (the trials ran on {data.max_images} "
+            "images: more to learn from and to validate on)"
+        )
+    return lines
 
 
 def _current(job: SweepJob, key: str) -> Any:
@@ -415,6 +444,7 @@ def _render(
     noise: Noise | None,
     settings: list[SettingChange],
     by_hand: list[str],
+    advice: list[str],
 ) -> str:
     previous = job.file.removeprefix("sweeps/").removesuffix(".yaml")
     finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
@@ -447,6 +477,7 @@ def _render(
     ]
     comments = [f"# {key}: {why}" for key, why in why_fixed.items()]
     comments += [f"# the final model's diagnosis also named {note}" for note in by_hand]
+    comments += [f"# {line}" for line in advice]
     return "\n".join([*header, *comments, *body, "", *sweep]) + "\n"
 
 

@@ -35,6 +35,7 @@ from satsweep.search.job import SweepJob
 from satsweep.search.ledger import (
     FAILURE_ATTR,
     FAILURE_TAG,
+    FIDELITY_ATTR,
     FLOOR_ATTR,
     PRUNED_TAG,
     RSS_ATTR,
@@ -178,6 +179,11 @@ class TrialObjective:
         cfg = self.job.trial_config(overrides)
         dataset = self.memo.get(cfg.data, lambda: load_data(cfg))
         trial.set_user_attr(VAL_IMAGES_ATTR, len(dataset.val))
+        trial.set_user_attr(
+            FIDELITY_ATTR,
+            f"{cfg.data.image_size} px, {cfg.trainer.epochs} epochs, "
+            f"{len(dataset.train)} training images",
+        )
         settings = self.job.settings
         callbacks: list[keras.callbacks.Callback] = [StopOnRequest(self.stop), *plan.callbacks]
         if settings.prunes:
