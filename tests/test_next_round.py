@@ -182,9 +182,11 @@ LONE_WIDTH_16 = [
 TWO_MORE = [(0.0022, 0.0145, 32, 0.125, 0.0, 0.52), (0.0024, 0.0144, 32, 0.0, 0.1, 0.53)]
 
 
-def _searched_lines(outputs, tmp_path, rows) -> tuple[dict[str, str], str]:
+def _searched_lines(
+    outputs, tmp_path, rows, overrides: tuple[str, ...] = ()
+) -> tuple[dict[str, str], str]:
     """`satsweep next` on a quick study of ``rows``: each searched key's line, and the file."""
-    study = _quick_study(outputs, trials=0)
+    study = _quick_study(outputs, trials=0, overrides=overrides)
     distributions = {d.key: d.distribution for d in prepare_job(["sweep=quick"]).space.dimensions}
     keys = list(distributions)  # lr, weight decay, width, translate, label smoothing
     for *values, score in rows:
@@ -232,4 +234,12 @@ def test_a_round_where_every_trial_tied_is_offered_twice_the_budget(outputs, tmp
                for line in searched.values())  # fmt: skip
     assert "# Every finished trial tied with the best" in text
     assert "#   trainer.epochs=20    (the trials ran 10 epochs)" in text
-    assert "#   data.max_images=6000    (the trials ran on 3000 images" in text
+    assert "#   data.max_images=6000    (the trials drew on 3000 images, this on 6000" in text
+
+
+def test_no_more_data_is_offered_where_the_cap_per_class_holds_it_back(outputs, tmp_path):
+    """With 100 images per class, AID's 30 classes give 3,000 images whatever
+    ``data.max_images`` says: only longer trials are offered."""
+    rows = [(*row[:-1], 0.52 + 0.001 * i) for i, row in enumerate(LONE_WIDTH_16 + TWO_MORE)]
+    _, text = _searched_lines(outputs, tmp_path, rows, ("data.max_per_class=100",))
+    assert "#   trainer.epochs=20" in text and "data.max_images=" not in text

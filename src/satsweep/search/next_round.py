@@ -31,7 +31,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from satsweep.config import load_environment, project_root
+from satsweep.data.catalog import build_catalog
 from satsweep.errors import UserError
+from satsweep.schema import DataConfig
 from satsweep.search.job import SweepJob, load_job
 from satsweep.search.ledger import FinalFit, Noise, judge_gap, load_study
 from satsweep.search.lessons import (
@@ -186,21 +188,35 @@ def _higher_fidelity(job: SweepJob) -> list[str]:
     a trial then costs about twice as long, and its scores are no longer comparable
     with this round's (the final models' still are), so the user chooses.
     """
-    trainer, data = job.base.trainer, job.base.data
-    lines = [
+    epochs = job.base.trainer.epochs
+    more_data = _more_data(job.base.data)
+    return [
         "Every finished trial tied with the best: run as written, this round is likely to",
         "tie again. To let differences exceed the noise, give each trial twice the budget",
         "with one more override on the command that runs it (a trial then takes about twice",
         "as long, and its scores are not comparable with the last round's; the final",
         "models' are):",
-        f"  trainer.epochs={2 * trainer.epochs}    (the trials ran {trainer.epochs} epochs)",
+        f"  trainer.epochs={2 * epochs}    (the trials ran {epochs} epochs)",
+        *([more_data] if more_data else []),
     ]
-    if data.max_images is not None:
-        lines.append(
-            f"  data.max_images={2 * data.max_images}    (the trials ran on {data.max_images} "
-            "images: more to learn from and to validate on)"
-        )
-    return lines
+
+
+def _more_data(data: DataConfig) -> str | None:
+    """``data.max_images`` doubled, where that draws more images (not where the set, or
+    ``max_per_class``, holds no more, nor where this machine cannot read the set)."""
+    if data.max_images is None:
+        return None
+    doubled = data.model_copy(update={"max_images": 2 * data.max_images})
+    try:
+        now, then = (len(build_catalog(cfg).sources) for cfg in (data, doubled))
+    except (UserError, OSError):
+        return None
+    if then <= now:
+        return None
+    return (
+        f"  data.max_images={doubled.max_images}    (the trials drew on {now} images, this on "
+        f"{then}: more to learn from and to validate on)"
+    )
 
 
 def _current(job: SweepJob, key: str) -> Any:
