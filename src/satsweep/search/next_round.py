@@ -8,7 +8,9 @@ out of the space; an option or a side of a span that fewer than two finished tri
 tried is not judged (one trial is one draw of every other parameter as well), so its
 key stays searched; with too few finished trials nothing is judged, and the next round
 makes its first trials unprunable (or runs more) so that it finishes more trials than
-there are parameters. Every change carries a YAML comment that says why.
+there are parameters. When every finished trial tied, the file offers twice the trials'
+budget (more epochs, more data) as overrides: the same round would tie again. Every
+change carries a YAML comment that says why.
 """
 
 from __future__ import annotations
