@@ -105,6 +105,7 @@ def test_a_next_round_says_whether_it_paid_against_the_one_it_follows() -> None:
                     params={"optimizer.lr": lr, "model.width": width},
                     distributions={"optimizer.lr": LR, "model.width": WIDTH},
                     value=value + shift,
+                    user_attrs={FIDELITY_ATTR: "32 px, 10 epochs, 2100 training images"},
                 )
             )
     before = previous_round(storage, "quick", "val_f1_macro")
@@ -156,6 +157,12 @@ def test_a_round_at_another_fidelity_compares_final_models_not_best_trials() -> 
     )
     assert "best val_f1_macro 0.5200 -> 0.5700" not in said
     assert "final model test_f1_macro 0.8000 -> 0.8500 (+0.0500): paid" in said
+
+    # a round from before trials recorded their fidelity may have run at any
+    before = dataclasses.replace(before, fidelity=None)
+    said = sweep_lessons(study, "val_f1_macro", _noise([0.57, 0.565, 0.575]), before)
+    assert "best val_f1_macro not compared: one round's trials did not record" in said
+    assert "0.5200 -> 0.5700" not in said and "0.8000 -> 0.8500 (+0.0500): paid" in said
 
 
 def test_a_lead_just_past_the_band_is_called_the_edge_of_the_noise_not_a_winner() -> None:

@@ -134,12 +134,14 @@ def _against(before: RoundScores, now: RoundScores, objective: str, band: float 
     bands = [b for b in (band, before.band) if b is not None]
     band = max(bands) if bands else None
     verdicts = []
-    if before.fidelity and now.fidelity and before.fidelity != now.fidelity:
+    if before.best is not None and now.best is not None and before.fidelity != now.fidelity:
         # a longer or larger trial scores higher whatever its parameters
-        verdicts.append(
-            f"best {objective} not compared: its trials ran at {before.fidelity}, "
-            f"now at {now.fidelity}"
+        ran = (
+            f"its trials ran at {before.fidelity}, now at {now.fidelity}"
+            if before.fidelity and now.fidelity
+            else "one round's trials did not record their fidelity (an older satsweep)"
         )
+        verdicts.append(f"best {objective} not compared: {ran}")
         before = dataclasses.replace(before, best=None)
     for label, old, new in (
         (f"best {objective}", before.best, now.best),
