@@ -121,9 +121,8 @@ def test_too_few_finished_trials_make_the_next_rounds_first_trials_unprunable(
 ) -> None:
     """A median pruner from the second finished trial left 3 finished: more trials alone
     would be pruned too, so the next round's first 6 (one more than the 5 parameters) run
-    to the end, from a new draw. The
-    last round's seed came from the command line: the next command leaves it out, or it
-    would beat the file's."""
+    to the end, from a new draw. The last round's seed came from the command line: the
+    next command leaves it out, or it would beat the file's."""
     early = ("sweep.pruner.options.n_startup_trials=2", "sweep.sampler.seed=3")
     _quick_study(outputs, trials=3, overrides=(*early, "data.image_size=24"))
     out = tmp_path / "conf" / "sweep" / "quick_r2.yaml"
@@ -243,3 +242,16 @@ def test_no_more_data_is_offered_where_the_cap_per_class_holds_it_back(outputs, 
     rows = [(*row[:-1], 0.52 + 0.001 * i) for i, row in enumerate(LONE_WIDTH_16 + TWO_MORE)]
     _, text = _searched_lines(outputs, tmp_path, rows, ("data.max_per_class=100",))
     assert "#   trainer.epochs=20" in text and "data.max_images=" not in text
+
+
+def test_no_budget_is_offered_on_a_key_the_round_searched(outputs) -> None:
+    """Trials that searched their epochs ran at several: "the trials ran 10 epochs" would
+    be false, and the override would fight the search."""
+    from satsweep.search.next_round import _higher_fidelity
+
+    plain = prepare_job(["sweep=quick"])
+    assert "  trainer.epochs=20    (the trials ran 10 epochs)" in _higher_fidelity(plain)
+    searched = prepare_job(["sweep=quick", "+sweep.params={trainer.epochs: 'choice(10, 20)'}"])
+    offered = _higher_fidelity(searched)
+    assert not any("trainer.epochs=" in line for line in offered)
+    assert any("data.max_images=6000" in line for line in offered)

@@ -190,16 +190,24 @@ def _higher_fidelity(job: SweepJob) -> list[str]:
     a trial then costs about twice as long, and its scores are no longer comparable
     with this round's (the final models' still are), so the user chooses.
     """
+    searched = {d.key for d in job.space.dimensions}  # a searched key varies by trial
     epochs = job.base.trainer.epochs
-    more_data = _more_data(job.base.data)
+    offers = (
+        []
+        if "trainer.epochs" in searched
+        else [f"  trainer.epochs={2 * epochs}    (the trials ran {epochs} epochs)"]
+    )
+    more_data = None if "data.max_images" in searched else _more_data(job.base.data)
+    offers += [more_data] if more_data else []
+    if not offers:
+        return []
     return [
         "Every finished trial tied with the best: run as written, this round is likely to",
         "tie again. To let differences exceed the noise, give each trial twice the budget",
         "with one more override on the command that runs it (a trial then takes about twice",
         "as long, and its scores are not comparable with the last round's; the final",
         "models' are):",
-        f"  trainer.epochs={2 * epochs}    (the trials ran {epochs} epochs)",
-        *([more_data] if more_data else []),
+        *offers,
     ]
 
 
