@@ -182,9 +182,10 @@ TWO_MORE = [(0.0022, 0.0145, 32, 0.125, 0.0, 0.52), (0.0024, 0.0144, 32, 0.0, 0.
 
 
 def _searched_lines(
-    outputs, tmp_path, rows, overrides: tuple[str, ...] = ()
+    outputs, tmp_path, rows, overrides: tuple[str, ...] = (), final: FinalFit | None = None
 ) -> tuple[dict[str, str], str]:
-    """`satsweep next` on a quick study of ``rows``: each searched key's line, and the file."""
+    """`satsweep next` on a quick study of ``rows`` (and its ``final`` fit): each searched
+    key's line, and the file."""
     study = _quick_study(outputs, trials=0, overrides=overrides)
     distributions = {d.key: d.distribution for d in prepare_job(["sweep=quick"]).space.dimensions}
     keys = list(distributions)  # lr, weight decay, width, translate, label smoothing
@@ -193,6 +194,8 @@ def _searched_lines(
         study.add_trial(create_trial(params=params, distributions=distributions, value=score))
     noise = Noise(0, [43, 44], [0.5385, 0.5258, 0.5451])
     study.set_user_attr(NOISE_ATTR, dataclasses.asdict(noise))
+    if final is not None:
+        study.set_user_attr(FINAL_ATTR, dataclasses.asdict(final))
     out = tmp_path / "quick_r2.yaml"
     assert run(["next", "quick", "--out", str(out)]) == 0
     text = out.read_text()
@@ -250,8 +253,20 @@ def test_no_budget_is_offered_on_a_key_the_round_searched(outputs) -> None:
     from satsweep.search.next_round import _higher_fidelity
 
     plain = prepare_job(["sweep=quick"])
-    assert "  trainer.epochs=20    (the trials ran 10 epochs)" in _higher_fidelity(plain)
+    assert "  trainer.epochs=20    (the trials ran 10 epochs)" in _higher_fidelity(plain, set())
     searched = prepare_job(["sweep=quick", "+sweep.params={trainer.epochs: 'choice(10, 20)'}"])
-    offered = _higher_fidelity(searched)
+    offered = _higher_fidelity(searched, set())
     assert not any("trainer.epochs=" in line for line in offered)
     assert any("data.max_images=6000" in line for line in offered)
+
+
+def test_no_budget_is_offered_on_a_key_the_next_round_adds(outputs, tmp_path) -> None:
+    """A tied round whose final model was weak: the next round searches the epochs the
+    diagnosis named, so offering one epoch count on its command would contradict the file."""
+    rows = [(*row[:-1], 0.52 + 0.001 * i) for i, row in enumerate(LONE_WIDTH_16 + TWO_MORE)]
+    final = FinalFit(0, "run", {}, {"weak model": ["trainer.epochs"]})
+    searched, text = _searched_lines(outputs, tmp_path, rows, final=final)
+    assert "added: the final model's diagnosis found weak model" in searched["trainer.epochs"]
+    assert "# Every finished trial tied with the best" in text
+    assert "trainer.epochs=" not in text
+    assert "#   data.max_images=6000" in text

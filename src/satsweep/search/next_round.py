@@ -153,7 +153,7 @@ def plan_next_round(study: optuna.Study, job: SweepJob, noise: Noise | None) -> 
     added, by_hand = _from_diagnosis(FinalFit.of(study), job)
     settings = _setting_changes(job, len(complete), needed_for_importance(len(judged)))
     name = next_study_name(study.study_name)
-    higher = _higher_fidelity(job) if all_tied else []
+    higher = _higher_fidelity(job, {d.key for d in added}) if all_tied else []
     text = _render(study, job, name, [*decisions, *added], noise, settings, by_hand, higher)
     in_file = {d.key for d in decisions if d.expression is None}
     in_file |= {"sweep", "sweep.study_name", "sweep.previous"}
@@ -182,15 +182,17 @@ def _from_diagnosis(final: FinalFit | None, job: SweepJob) -> tuple[list[Decisio
     return list(added.values()), by_hand
 
 
-def _higher_fidelity(job: SweepJob) -> list[str]:
-    """Overrides that give each trial twice the budget, offered when every trial tied.
+def _higher_fidelity(job: SweepJob, added: set[str]) -> list[str]:
+    """Overrides that give each trial twice the budget, offered when every trial tied;
+    none for a key this round searched or the next one ``added`` to its space.
 
     A round whose trials all tied would tie again at the same fidelity; longer trials
     or more data let real differences grow past the noise. They are offered, not set:
     a trial then costs about twice as long, and its scores are no longer comparable
     with this round's (the final models' still are), so the user chooses.
     """
-    searched = {d.key for d in job.space.dimensions}  # a searched key varies by trial
+    # a searched key varies by trial: the offer would misstate it and fight the search
+    searched = {d.key for d in job.space.dimensions} | added
     epochs = job.base.trainer.epochs
     offers = (
         []
