@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 TEST_HOOKS = Path(__file__).parent / "tracing"  # sitecustomize.py: hooks in child processes
 WORKER = "satsweep_worker"  # the trial user attr naming the worker process
+# The warnings Python's default filters hide outside ``__main__``.
+HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 # Tiny, fast runs: a few classes, few images, 16 px, 1-2 epochs.
 # What every trial's MLflow run holds, whichever backend proposed the trial; the
 # sweep's best trial also has FIGURE_ARTIFACTS (sweep.trial_artifacts=leading draws
@@ -168,6 +171,32 @@ def running_after_one_complete(trials: list[optuna.trial.FrozenTrial]) -> bool:
 
 def worker_pid(trial: optuna.trial.FrozenTrial) -> int:
     return int(trial.user_attrs[WORKER].rsplit(":", 1)[1])
+
+
+def run_in_process(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, *args: str
+) -> tuple[int, str, str]:
+    """The CLI's ``run`` in this process, where a child would add only its start-up: the
+    exit code, stdout (with the log records, which the CLI's console prints there) and
+    stderr, as the file descriptors saw them (the libraries' own output too)."""
+    from satsweep.cli import run
+
+    capfd.readouterr()  # what came before is not this command's
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # the CLI's own filters still come first
+        try:
+            code = run(list(args))
+        except SystemExit as stop:  # argparse ends the process itself
+            code = stop.code if isinstance(stop.code, int) else 1
+    out, err = capfd.readouterr()
+    logged = [record.getMessage() for record in caplog.records]
+    shown = [  # what a console script's stderr would show (Python hides these kinds)
+        warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+        for w in caught
+        if not issubclass(w.category, HIDDEN_WARNINGS)
+    ]
+    return code, "\n".join([out, *logged]), err + "".join(shown)
 
 
 def run_satsweep(

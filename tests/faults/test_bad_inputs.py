@@ -1,7 +1,8 @@
 """Every user error is one line on stderr, exit code 2, and no traceback.
 
 The list below is the contract: configs, overrides, sweep files, data folders
-and run ids, each through the real ``satsweep`` command.
+and run ids, each through the CLI's ``run`` in the test's process (a child would
+add only its start-up; the console script's own exit is tested in test_config.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_satsweep
+from tests.conftest import REPO, run_in_process
 
 BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("unknown model", ["train", "model=resnet9000"], "model/resnet9000"),
@@ -129,10 +130,11 @@ BAD_FOLDERS = [
 ]
 
 
-def _assert_one_line_error(result, named: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+def _assert_one_line_error(said: tuple[int, str, str], named: str) -> None:
+    code, _, stderr = said
+    assert code == 2, (code, stderr[-2000:])
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert lines[0].startswith("satsweep: error: ") and named in lines[0], lines[0]
 
@@ -140,16 +142,19 @@ def _assert_one_line_error(result, named: str) -> None:
 @pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.parametrize(("case", "args", "named"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_is_one_line(outputs, case, args, named) -> None:
-    _assert_one_line_error(run_satsweep(*args), named)
+def test_bad_input_is_one_line(outputs, capfd, caplog, case, args, named) -> None:
+    _assert_one_line_error(run_in_process(capfd, caplog, *args), named)
 
 
 @pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.parametrize(("case", "counts", "named"), BAD_FOLDERS, ids=[c[0] for c in BAD_FOLDERS])
-def test_bad_data_folder_is_one_line(outputs, data_dir, tmp_path, case, counts, named) -> None:
+def test_bad_data_folder_is_one_line(
+    outputs, data_dir, tmp_path, capfd, caplog, case, counts, named
+) -> None:
     folder = _folder(tmp_path / "images", data_dir / "aid", counts)
-    _assert_one_line_error(run_satsweep("train", "data=folder", f"data.path={folder}"), named)
+    said = run_in_process(capfd, caplog, "train", "data=folder", f"data.path={folder}")
+    _assert_one_line_error(said, named)
 
 
 HEAVY = ("tensorflow", "keras", "sklearn", "mlflow", "optuna.visualization")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_satsweep
+from tests.conftest import run_in_process
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 FAST = [
@@ -309,21 +309,22 @@ def _fill(text: str, tmp: Path, data: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_hostile_input(outputs, data_dir, tmp_path, case: Case) -> None:
+def test_hostile_input(outputs, data_dir, tmp_path, monkeypatch, capfd, caplog, case: Case) -> None:
     if case.setup is not None:
         case.setup(tmp_path, data_dir)
     args = [_fill(a, tmp_path, data_dir) for a in case.args]
-    env = {k: _fill(v, tmp_path, data_dir) for k, v in case.env.items()}
-    result = run_satsweep(*args, env=env)
-    said = result.stdout + result.stderr
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, _fill(value, tmp_path, data_dir))
+    code, stdout, stderr = run_in_process(capfd, caplog, *args)  # what it says, not how it starts
+    said = stdout + stderr
     assert "Traceback" not in said, said[-3000:]
     assert "--multirun" not in said
     words = _fill(case.words, tmp_path, data_dir)
     if case.warns:
-        assert result.returncode == 0, said[-3000:]
+        assert code == 0, said[-3000:]
         assert words in " ".join(said.split()), said[-3000:]
         return
-    assert result.returncode == 2, said[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert code == 2, said[-3000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("satsweep: error: "), lines
     assert words in lines[0], lines[0]
