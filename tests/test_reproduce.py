@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from satsweep.cli import run
-from tests.conftest import run_satsweep
+from tests.conftest import run_in_process, run_satsweep
 
 
 def _client(outputs: Path) -> MlflowClient:
@@ -87,7 +87,7 @@ def test_reproduce_is_bit_for_bit_with_every_recipe_knob_on(outputs, tiny, capsy
 
 
 @pytest.mark.slow
-def test_reproduce_refuses_changed_data(outputs, tiny, aid_subset, capsys) -> None:
+def test_reproduce_refuses_changed_data(outputs, tiny, aid_subset, capfd, caplog) -> None:
     data = [
         "data=folder",
         f"data.path={aid_subset}",
@@ -100,13 +100,13 @@ def test_reproduce_refuses_changed_data(outputs, tiny, aid_subset, capsys) -> No
     Image.open(victim).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(victim)
 
     outside = f"data.path={aid_subset}"  # outside the data folder: the user must say so
-    refused = run_satsweep("reproduce", run_id, outside)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    lines = [line for line in refused.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "data digest differs" in lines[0], refused.stderr
+    code, _, stderr = run_in_process(capfd, caplog, "reproduce", run_id, outside)
+    assert code == 2 and "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "data digest differs" in lines[0], stderr
 
     code = run(["reproduce", run_id, outside, "--allow-data-change"])
-    output = capsys.readouterr().out
+    output = capfd.readouterr().out
     assert code in (0, 1) and "logged vs reproduced" in output
     assert len(_runs(outputs)) == 2
 
@@ -166,15 +166,14 @@ def test_reproduce_best_trial_of_a_sweep_with_two_workers(outputs, sweep_args) -
 
 
 @pytest.mark.slow
-def test_unknown_or_foreign_runs_are_user_errors(outputs, tiny) -> None:
-    unknown = run_satsweep("reproduce", "0123456789abcdef0123456789abcdef")
-    assert unknown.returncode == 2 and "no MLflow run" in unknown.stderr
-    assert "Traceback" not in unknown.stderr
+def test_unknown_or_foreign_runs_are_user_errors(outputs, tiny, capfd, caplog) -> None:
+    code, _, stderr = run_in_process(capfd, caplog, "reproduce", "0123456789abcdef0123456789abcdef")
+    assert code == 2 and "no MLflow run" in stderr and "Traceback" not in stderr
     client = _client(outputs)
     foreign = client.create_run(
         client.get_experiment_by_name("satsweep").experiment_id
         if client.get_experiment_by_name("satsweep")
         else client.create_experiment("satsweep")
     )
-    result = run_satsweep("reproduce", foreign.info.run_id)
-    assert result.returncode == 2 and "not made by satsweep" in result.stderr
+    code, _, stderr = run_in_process(capfd, caplog, "reproduce", foreign.info.run_id)
+    assert code == 2 and "not made by satsweep" in stderr

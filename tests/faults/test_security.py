@@ -20,7 +20,14 @@ from psycopg import sql
 from satsweep.cli import run
 from satsweep.errors import UserError
 from satsweep.redact import redact
-from tests.conftest import ALIAS_BOMB, REPO, run_satsweep, start_satsweep, wait_until
+from tests.conftest import (
+    ALIAS_BOMB,
+    REPO,
+    run_in_process,
+    run_satsweep,
+    start_satsweep,
+    wait_until,
+)
 from tests.servers import MlflowServer
 
 PASSWORDS = ["s3cr/et", "with space", "p@ss:w0rd", "50%off"]
@@ -66,22 +73,25 @@ def _artifact_dir(client: MlflowClient, run_id: str) -> Path:
 
 def _logged_config(outputs: Path, tiny: list[str]) -> tuple[str, Path]:
     """A real train run's id and its logged config.yaml in the artifact store, to tamper with."""
-    assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
+    assert run(["train", *tiny, "tracking.log_model=false"]) == 0
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     experiment = client.get_experiment_by_name("satsweep").experiment_id
     run_id = client.search_runs([experiment])[0].info.run_id
     return run_id, _artifact_dir(client, run_id) / "config.yaml"
 
 
-def _one_line_error(result: subprocess.CompletedProcess[str], words: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and words in lines[0], result.stderr
+def _one_line_error(said: tuple[int, str, str], words: str) -> None:
+    code, _, stderr = said
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0], stderr
 
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_an_edited_logged_config_cannot_make_satsweep_write(outputs, tiny, tmp_path) -> None:
+def test_an_edited_logged_config_cannot_make_satsweep_write(
+    outputs, tiny, tmp_path, capfd, caplog
+) -> None:
     run_id, config_file = _logged_config(outputs, tiny)
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -99,15 +109,16 @@ def test_an_edited_logged_config_cannot_make_satsweep_write(outputs, tiny, tmp_p
     config_file.write_text(yaml.safe_dump(config))
 
     for command in (["reproduce", run_id], ["train", "--from-run", run_id]):
-        _one_line_error(run_satsweep(*command), "cannot start a download")
+        _one_line_error(run_in_process(capfd, caplog, *command), "cannot start a download")
     config["data"]["download"]["enabled"] = False
     config_file.write_text(yaml.safe_dump(config))
-    _one_line_error(run_satsweep("reproduce", run_id), "outside the data folder")
+    _one_line_error(run_in_process(capfd, caplog, "reproduce", run_id), "outside the data folder")
 
     config["data"]["download"].update(enabled=True, filename=str(tmp_path / "pwned.zip"))
     config_file.write_text(yaml.safe_dump(config))
     consent = ["data.download.enabled=true", f"data.path={victim / '2750'}"]
-    _one_line_error(run_satsweep("reproduce", run_id, *consent), "plain file or folder name")
+    refused = run_in_process(capfd, caplog, "reproduce", run_id, *consent)
+    _one_line_error(refused, "plain file or folder name")
     assert not victim.exists() and not (tmp_path / "pwned.zip").exists()
 
 
@@ -218,14 +229,14 @@ def test_sync_while_a_worker_spools_keeps_every_epoch(outputs, tmp_path) -> None
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_a_truncated_cache_file_is_decoded_again(outputs, tiny) -> None:
-    assert run_satsweep("train", *tiny, "tracking.log_model=false").returncode == 0
+def test_a_truncated_cache_file_is_decoded_again(outputs, tiny, capfd, caplog) -> None:
+    assert run(["train", *tiny, "tracking.log_model=false"]) == 0
     cache = Path(next(o for o in tiny if o.startswith("paths.cache=")).split("=", 1)[1])
     for entry in cache.glob("*-16px.npz"):
         entry.write_bytes(entry.read_bytes()[:1000])
-    again = run_satsweep("train", *tiny, "tracking.log_model=false")
-    assert again.returncode == 0, again.stderr
-    said = again.stdout + again.stderr
+    code, stdout, stderr = run_in_process(capfd, caplog, "train", *tiny, "tracking.log_model=false")
+    assert code == 0, stderr
+    said = stdout + stderr
     assert "damaged" in said and "Traceback" not in said
 
 
