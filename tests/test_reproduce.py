@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from satsweep.cli import run
-from tests.conftest import run_in_process, run_satsweep
+from tests.conftest import run_in_process
 
 
 def _client(outputs: Path) -> MlflowClient:
@@ -139,30 +138,6 @@ def test_train_from_run_changes_only_the_override(outputs, tiny) -> None:
     path = _client(outputs).download_artifacts(derived.info.run_id, "changes.yaml")
     changes = yaml.safe_load(Path(path).read_text())
     assert changes == {"optimizer.lr": {"from": 0.003, "to": 0.01}}
-
-
-@pytest.mark.slow
-def test_reproduce_best_trial_of_a_sweep_with_two_workers(outputs, sweep_args) -> None:
-    # two workers split the cores; the thread count changes a run's numbers, so each
-    # run records its own and reproduce trains on as many: bit for bit (exit 0)
-    args = [*sweep_args, "sweep.n_trials=3", "sweep.pruner.name=none", "sweep.sampler.seed=3"]
-    assert run_satsweep("sweep", *args, "--workers", "2").returncode == 0
-    result = run_satsweep("reproduce", "--study", "smoke", "--best")
-    assert result.returncode == 0, result.stdout + result.stderr
-    runs = _runs(outputs, "smoke")
-    best = next(r for r in runs if r.data.tags.get("satsweep.role") == "sweep").data.tags[
-        "satsweep.best_run_id"
-    ]
-    again = next(r for r in runs if r.data.tags.get("satsweep.reproduces"))
-    assert again.data.tags["satsweep.reproduces"] == best
-    original = next(r for r in runs if r.info.run_id == best)
-    expected_threads = str(max(1, (os.cpu_count() or 1) // 2))
-    assert original.data.params["trainer.threads"] == expected_threads
-    for key in ("optimizer.name", "optimizer.lr", "model.blocks", "trainer.threads"):
-        assert again.data.params[key] == original.data.params[key]
-    assert ("optimizer.momentum" in again.data.params) == (
-        "optimizer.momentum" in original.data.params
-    )
 
 
 @pytest.mark.slow

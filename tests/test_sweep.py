@@ -343,6 +343,19 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     assert rerun.returncode == 0, rerun.stderr
     assert len(client.search_runs([experiment], "tags.`satsweep.role` = 'final'")) == 1
 
+    # the best trial, trained by one of two workers that split the cores, reproduces bit
+    # for bit: its run records the threads it trained on, and reproduce trains on as many
+    best = run_satsweep("reproduce", "--study", "smoke", "--best")
+    assert best.returncode == 0 and "reproduced: max |difference| 0" in best.stdout, best.stderr
+    trial_run = client.get_run(parent.data.tags["satsweep.best_run_id"])
+    assert trial_run.data.params["trainer.threads"] == str(max(1, (os.cpu_count() or 1) // 2))
+    again_runs = client.search_runs(
+        [experiment], f"tags.`satsweep.reproduces` = '{trial_run.info.run_id}'"
+    )
+    assert [r.data.params["trainer.threads"] for r in again_runs] == [
+        trial_run.data.params["trainer.threads"]
+    ]
+
 
 def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None:
     """The band comes from real repeats of the best trial, on its split, with other seeds."""
