@@ -188,7 +188,7 @@ def run_in_process(
         try:
             code = run(list(args))
         except SystemExit as stop:  # argparse ends the process itself
-            code = stop.code if isinstance(stop.code, int) else 1
+            code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
     out, err = capfd.readouterr()
     logged = [record.getMessage() for record in caplog.records]
     shown = [  # what a console script's stderr would show (Python hides these kinds)
