@@ -251,24 +251,44 @@ def _command_lines() -> list[str]:
     return lines
 
 
+def _database_text(url: str) -> str:
+    """Every row of every table of a PostgreSQL database, as text: what a dump would hold."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        tables = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+        return "\n".join(
+            str(row[0])
+            for (table,) in tables
+            for row in connection.execute(
+                sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(table))
+            )
+        )
+
+
 @pytest.mark.slow
 @pytest.mark.faults
 @pytest.mark.postgres
-def test_passwords_stay_out_of_argv_and_logs(outputs, tiny, postgres_databases, tmp_path) -> None:
+def test_passwords_stay_out_of_argv_logs_and_stores(
+    outputs, tiny, postgres_databases, tmp_path
+) -> None:
     # Raw '/' and ' ' in database URLs (SQLAlchemy takes them); encoded in the HTTP one.
-    storage_url = postgres_databases().replace("postgres@", "postgres:st0re/pa ss@")
+    plain_storage, plain_backend = postgres_databases(), postgres_databases()
+    storage_url = plain_storage.replace("postgres@", "postgres:st0re/pa ss@")
     storage_url += "?sslpassword=qu3ry-s3cret"
-    backend = postgres_databases().replace("postgres@", "postgres:b4ckend/pa ss@")
+    backend = plain_backend.replace("postgres@", "postgres:b4ckend/pa ss@")
     server = MlflowServer(backend, tmp_path / "artifacts", through_satsweep=True).start()
     secrets = ("st0re", "b4ckend", "tr4ck", "qu3ry-s3cret")
+    storage = ["storage=postgres", f"storage.url='{storage_url}'", "tracking=server"]
     try:
         tracking_uri = server.uri.replace("://", "://user:tr4ck%2Fpa%20ss@")
         data_and_trainer = [o for o in tiny if not o.startswith("model.")]
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the tracking URL from the environment
         try:  # the storage URL on the command line: the user's own argv shows it, no other
             sweep = start_satsweep(
-                "sweep", "sweep=smoke", *data_and_trainer, "storage=postgres",
-                f"storage.url='{storage_url}'", "tracking=server", "sweep.n_trials=2",
+                "sweep", "sweep=smoke", *data_and_trainer, *storage, "sweep.n_trials=2",
                 "trainer.epochs=1",
             )  # fmt: skip
             seen: set[str] = set()
@@ -277,21 +297,37 @@ def test_passwords_stay_out_of_argv_and_logs(outputs, tiny, postgres_databases, 
                 assert time.monotonic() < deadline, "the sweep did not end within 600 s"
                 seen.update(line for line in _command_lines() if "satsweep sweep" not in line)
                 time.sleep(0.2)
+            console = sweep.communicate()[0]
+            # the commands that read the study print no password either, an error included
+            compared = run_satsweep("compare", "smoke", *storage)
+            missing = run_satsweep("compare", "nope", *storage)
         finally:
             del os.environ["MLFLOW_TRACKING_URI"]
-        console = sweep.communicate()[0]
         assert sweep.returncode == 0, console
+        assert compared.returncode == 0, compared.stderr
+        assert missing.returncode == 2 and "***" in missing.stderr, missing.stderr
         assert any("satsweep worker" in line for line in seen), "no worker was seen running"
         assert any("mlflow" in line for line in seen)
         shown = "".join(seen) + console + server.log.read_text()
-        for path in outputs.rglob("*"):
-            if path.is_file() and path.suffix in (".log", ".yaml", ".txt", ".csv", ".json"):
-                shown += path.read_text(errors="replace")
+        shown += "".join(r.stdout + r.stderr for r in (compared, missing))
+        # every file (worker logs, artifacts) and every row of both databases
+        for folder in (outputs, tmp_path / "artifacts"):
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    shown += path.read_bytes().decode(errors="replace")
+        rows = [_database_text(url) for url in (plain_storage, plain_backend)]
+        assert all("smoke" in text for text in rows)  # the study and the experiment are there
+        shown += "".join(rows)
         for secret in secrets:
             assert secret not in shown, secret
         client = MlflowClient(server.uri)
         runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
-        assert all(secret not in str(r.data.params) for r in runs for secret in secrets)
+        trial = next(r for r in runs if r.data.tags.get("satsweep.role") == "trial")
+        assert not any(key.startswith("storage.") for key in trial.data.params)  # config.yaml only
+        config = client.download_artifacts(trial.info.run_id, "config.yaml", str(tmp_path))
+        logged = yaml.safe_load(Path(config).read_text())["storage"]["url"]
+        assert logged.startswith("postgresql://postgres:***@127.0.0.1:5432/"), logged
+        assert logged.split("?")[0].endswith(plain_storage.rsplit("/", 1)[1]), logged
     finally:
         server.stop()
 
