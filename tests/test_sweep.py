@@ -45,92 +45,6 @@ def _runs(outputs: Path, experiment: str = "smoke"):
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_and_one_parent_run(outputs, sweep_args, tmp_path) -> None:
-    # each worker re-executes itself after every trial, keeping its pid and its log
-    trace = tmp_path / "compositions.tsv"
-    result = run_satsweep(
-        "sweep",
-        *sweep_args,
-        "sweep.trials_per_process=1",
-        "--workers",
-        "2",
-        env={
-            "PYTHONPATH": with_test_hooks(),
-            "SATSWEEP_TEST_COMPOSE_TRACE": str(trace),
-        },
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    logs = [p.read_text() for p in (outputs / "sweeps" / "smoke").glob("worker-*.log")]
-    assert sum(log.count("re-executing the worker") for log in logs) >= 1
-    assert "best trial:" in result.stdout
-
-    # the sweep's job is composed once, by the launcher; workers (re-executed ones
-    # too) load it and compose only each trial's own config
-    compositions = [line.split("\t") for line in trace.read_text().splitlines()]
-    jobs = [(pid, command) for pid, command, kind in compositions if kind == "job"]
-    assert len(jobs) == 1 and jobs[0][1] == "sweep", compositions
-    by_workers = [kind for _, command, kind in compositions if command == "worker"]
-    assert by_workers == ["trial"] * 4, compositions  # one per trial, nothing else
-
-    study = _study(outputs)
-    numbers = [t.number for t in study.trials if t.state in FINISHED]
-    assert sorted(numbers) == [0, 1, 2, 3]
-    workers = {t.user_attrs["satsweep_worker"] for t in study.trials}
-    assert len(workers) == 2  # both processes ran trials
-    points = {tuple(sorted(t.params.items())) for t in study.trials}
-    assert len(points) == len(study.trials)  # workers, and re-executed ones, never repeat
-
-    client, parents, children = _runs(outputs)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    parent = parents[0].info.run_id
-    child_numbers = sorted(int(r.data.tags["satsweep.trial"]) for r in children)
-    assert child_numbers == [0, 1, 2, 3]  # each trial once in MLflow too
-    for child in children:
-        assert child.data.tags["mlflow.parentRunId"] == parent
-        assert child.data.tags["satsweep.backend"] == "optuna"
-        number = int(child.data.tags["satsweep.trial"])
-        assert child.info.run_name.startswith(f"smoke-trial-{number:03d} ")  # and its fate
-        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert artifacts - FIGURE_ARTIFACTS == TRIAL_ARTIFACTS
-    # the same param keys on every trial of one optimizer, so the UI compares them
-    by_optimizer: dict[str, set[frozenset[str]]] = {}
-    for child in children:
-        by_optimizer.setdefault(child.data.params["optimizer.name"], set()).add(
-            frozenset(child.data.params)
-        )
-    assert all(len(keys) == 1 for keys in by_optimizer.values())
-
-    artifacts = {a.path for a in client.list_artifacts(parent)}
-    assert {
-        "leaderboard.csv",
-        "sweep.yaml",
-        "base_config.yaml",
-        "plots",
-        "eda",
-        "best_trial",
-    } <= artifacts
-    assert "eda/eda_report.html" in {a.path for a in client.list_artifacts(parent, "eda")}
-    best_analysis = {a.path for a in client.list_artifacts(parent, "best_trial/error_analysis")}
-    assert "best_trial/error_analysis/misclassified.png" in best_analysis
-    best = {a.path for a in client.list_artifacts(parent, "best_trial")}
-    assert {"best_trial/confusion_matrix.png", "best_trial/config.yaml"} <= best
-    plots = {a.path for a in client.list_artifacts(parent, "plots")}
-    assert {
-        "plots/interactive.html",
-        "plots/optimization_history.png",
-        "plots/intermediate_values.png",
-    } <= plots
-    assert parents[0].data.tags["satsweep.best_run_id"] in {c.info.run_id for c in children}
-
-    csv = tmp_path / "board.csv"
-    compared = run_satsweep("compare", "smoke", "--csv", str(csv))
-    assert compared.returncode == 0, compared.stderr
-    lines = csv.read_text().splitlines()
-    assert lines[0].startswith("trial,state,val_f1_macro") and len(lines) == 6
-    assert lines[-1].startswith("floor,trials' split,")  # 4 trials, then the floor
-
-
-@pytest.mark.slow
 def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -> None:
     result = run_satsweep(
         "sweep", *sweep_args, "sweep.n_trials=5", "sweep.sampler.seed=3", "tracking.log_model=true"
@@ -273,9 +187,19 @@ def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, nam
 def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
     args += ["sweep.noise.repeats=2", "sweep.previous=smoke_r0"]  # a next round, say
-    result = run_satsweep("sweep", *args, "sweep.n_trials=2", "--workers", "2")
+    # two workers that re-execute themselves after every trial, keeping pid and log
+    trace = tmp_path / "compositions.tsv"
+    result = run_satsweep(
+        "sweep",
+        *args,
+        "sweep.trials_per_process=1",
+        "--workers",
+        "2",
+        env={"PYTHONPATH": with_test_hooks(), "SATSWEEP_TEST_COMPOSE_TRACE": str(trace)},
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     study = _study(outputs)
+    _check_two_workers_shared_one_study(outputs, study, trace, result.stdout)
     record = study.user_attrs["satsweep_final_fit"]
     assert record["trial"] == study.best_trial.number
     _check_the_noise_band(outputs, study, " ".join(result.stdout.split()))
@@ -328,10 +252,12 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
 
     csv = tmp_path / "board.csv"
     assert run_satsweep("compare", "smoke", "--csv", str(csv)).returncode == 0
-    rows = [line.split(",")[:2] for line in csv.read_text().splitlines()[1:]]
+    lines = csv.read_text().splitlines()
+    assert lines[0].startswith("trial,state,val_f1_macro")
+    rows = [line.split(",")[:2] for line in lines[1:]]
     assert rows[0] == ["final", f"of trial {record['trial']} at 16 px for 4 epochs"], rows
     assert rows[1] == ["final floor", "final's split"] and rows[-1] == ["floor", "trials' split"]
-    assert len(rows) == 5
+    assert len(rows) == 7  # the final model and its floor, 4 trials, their floor
 
     # long phases show where they are: the final fit's epochs in the launcher's progress,
     # every epoch in the log of a run (here the reproduce of the final model)
@@ -339,7 +265,7 @@ def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     again = run_satsweep("reproduce", "--study", "smoke", "--final")
     assert again.returncode == 0 and "reproduced: max |difference| 0" in again.stdout, again.stderr
     assert re.search(r"epoch 4/4: loss [0-9.]+, val_loss [0-9.]+, val_f1_macro", again.stdout)
-    rerun = run_satsweep("sweep", *args, "sweep.n_trials=2")  # the study is done: no new fit
+    rerun = run_satsweep("sweep", *args)  # the study is done: no new fit
     assert rerun.returncode == 0, rerun.stderr
     assert len(client.search_runs([experiment], "tags.`satsweep.role` = 'final'")) == 1
 
@@ -397,7 +323,7 @@ def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None
         "What next?",
     ]
     assert "seed-to-seed sd" in first[0] and f"under {band:.4f} are noise" in first[0]
-    assert "What mattered (2 trials, " in said  # printed after the leaderboard
+    assert "What mattered (4 trials, " in said  # printed after the leaderboard
     lessons = client.download_artifacts(parent.info.run_id, "lessons.md", str(outputs))
     assert Path(lessons).read_text().startswith("## What mattered")
     assert f"seed noise: trial {best.number} trained again with seeds 43, 44" in said
@@ -408,6 +334,72 @@ def _check_the_noise_band(outputs: Path, study: optuna.Study, said: str) -> None
     )
     marked = board[board["tied"] == "tied"]["trial"].astype(int).tolist()
     assert sorted(marked) == sorted(tied) and best.number in marked
+
+
+def _check_two_workers_shared_one_study(
+    outputs: Path, study: optuna.Study, trace: Path, said: str
+) -> None:
+    """Two workers shared one study and one parent run, each trial once, every artifact."""
+    logs = [p.read_text() for p in (outputs / "sweeps" / "smoke").glob("worker-*.log")]
+    assert sum(log.count("re-executing the worker") for log in logs) >= 1
+    assert "best trial:" in said
+    # the sweep's job is composed once, by the launcher; workers (re-executed ones
+    # too) load it and compose only each run's own config (the final fit's process is a
+    # worker too): 4 trials, 2 seed repeats, 1 final fit, nothing else
+    compositions = [line.split("\t") for line in trace.read_text().splitlines()]
+    jobs = [(pid, command) for pid, command, kind in compositions if kind == "job"]
+    assert len(jobs) == 1 and jobs[0][1] == "sweep", compositions
+    by_workers = [kind for _, command, kind in compositions if command == "worker"]
+    assert by_workers == ["trial"] * 7, compositions
+
+    numbers = [t.number for t in study.trials if t.state in FINISHED]
+    assert sorted(numbers) == [0, 1, 2, 3]
+    workers = {t.user_attrs["satsweep_worker"] for t in study.trials}
+    assert len(workers) == 2  # both processes ran trials
+    points = {tuple(sorted(t.params.items())) for t in study.trials}
+    assert len(points) == len(study.trials)  # workers, and re-executed ones, never repeat
+
+    client, parents, children = _runs(outputs)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    child_numbers = sorted(int(r.data.tags["satsweep.trial"]) for r in children)
+    assert child_numbers == [0, 1, 2, 3]  # each trial once in MLflow too
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent
+        assert child.data.tags["satsweep.backend"] == "optuna"
+        number = int(child.data.tags["satsweep.trial"])
+        assert child.info.run_name.startswith(f"smoke-trial-{number:03d} ")  # and its fate
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert artifacts - FIGURE_ARTIFACTS == TRIAL_ARTIFACTS
+    # the same param keys on every trial of one optimizer, so the UI compares them
+    by_optimizer: dict[str, set[frozenset[str]]] = {}
+    for child in children:
+        by_optimizer.setdefault(child.data.params["optimizer.name"], set()).add(
+            frozenset(child.data.params)
+        )
+    assert all(len(keys) == 1 for keys in by_optimizer.values())
+
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {
+        "leaderboard.csv",
+        "sweep.yaml",
+        "base_config.yaml",
+        "plots",
+        "eda",
+        "best_trial",
+    } <= artifacts
+    assert "eda/eda_report.html" in {a.path for a in client.list_artifacts(parent, "eda")}
+    best_analysis = {a.path for a in client.list_artifacts(parent, "best_trial/error_analysis")}
+    assert "best_trial/error_analysis/misclassified.png" in best_analysis
+    best = {a.path for a in client.list_artifacts(parent, "best_trial")}
+    assert {"best_trial/confusion_matrix.png", "best_trial/config.yaml"} <= best
+    plots = {a.path for a in client.list_artifacts(parent, "plots")}
+    assert {
+        "plots/interactive.html",
+        "plots/optimization_history.png",
+        "plots/intermediate_values.png",
+    } <= plots
+    assert parents[0].data.tags["satsweep.best_run_id"] in {c.info.run_id for c in children}
 
 
 @pytest.mark.parametrize("opened", [True, False])
