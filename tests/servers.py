@@ -45,7 +45,8 @@ class MlflowServer:
 
     def start(self) -> MlflowServer:
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        settings = ServerSettings("127.0.0.1", self.port, self.backend_uri, self.artifacts)
+        # one process serving requests: four would each import MLflow (seconds) on 2 cores
+        settings = ServerSettings("127.0.0.1", self.port, self.backend_uri, self.artifacts, 1)
         environment = settings.environment()
         if self.through_satsweep:  # as a user would: the backend in satsweep's variable
             environment = {**os.environ, "SATSWEEP_MLFLOW_BACKEND": self.backend_uri}

@@ -119,6 +119,8 @@ def test_server_command_prints_the_uri_and_binds_loopback(tmp_path, postgres_dat
             backend,
             "--artifacts-destination",
             str(tmp_path / "a"),
+            "--workers",
+            "2",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -143,6 +145,12 @@ def test_server_command_prints_the_uri_and_binds_loopback(tmp_path, postgres_dat
         ).stdout
         local_addresses = {line.split()[3] for line in listening.splitlines()}
         assert local_addresses == {f"127.0.0.1:{port}"}
+        # two processes serve requests, and MLflow's job runner (GenAI jobs) is off
+        started = subprocess.run(
+            ["ps", "-ww", "--sid", str(process.pid), "-o", "args="], capture_output=True, text=True
+        ).stdout
+        assert started.count("--multiprocessing-fork") == 2, started
+        assert "huey" not in started and "_job_runner" not in started, started
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

@@ -252,6 +252,7 @@ def cmd_server(args: argparse.Namespace) -> int:
             args.port,
             args.backend_store_uri,
             Path(args.artifacts_destination or outputs / "server-artifacts"),
+            args.workers,
         )
     )
     return 0
@@ -408,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="interface to bind (default 127.0.0.1; 0.0.0.0 for a cluster)",
     )
     server.add_argument("--port", type=int, default=5000)
+    server.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="processes serving requests (default 4, as `mlflow server`; 1 on a small machine)",
+    )
     server.add_argument(
         "--backend-store-uri",
         default=os.environ.get("SATSWEEP_MLFLOW_BACKEND", DEFAULT_BACKEND),

@@ -18,6 +18,7 @@ from satsweep.redact import redact
 
 DEFAULT_BACKEND = "postgresql://postgres@127.0.0.1:5432/satsweep_mlflow"
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"  # read by `mlflow server` in place of the flag
+JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class ServerSettings:
     port: int
     backend_store_uri: str
     artifacts_destination: Path
+    workers: int  # processes serving requests: each imports MLflow, seconds on a small machine
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise UserError(
+                f"--workers {self.workers}: the server needs at least 1 process; pass --workers 1"
+            )
 
     @property
     def uri(self) -> str:
@@ -48,11 +56,18 @@ class ServerSettings:
             str(self.port),
             "--artifacts-destination",
             str(self.artifacts_destination),
+            "--workers",
+            str(self.workers),
         ]
 
     def environment(self) -> dict[str, str]:
-        """This process's environment plus the backend store, for ``mlflow server``."""
-        return {**os.environ, BACKEND_ENV: self.backend_store_uri}
+        """This process's environment plus the backend store, for ``mlflow server``.
+
+        MLflow's job execution (GenAI judges and trace rollups, which satsweep never
+        submits) is off unless the environment turns it on: it would start seven more
+        processes, each importing MLflow.
+        """
+        return {JOBS_ENV: "false", **os.environ, BACKEND_ENV: self.backend_store_uri}
 
     def command(self) -> list[str]:
         """The ``mlflow server`` command line; the store's password stays in the environment."""

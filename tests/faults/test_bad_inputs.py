@@ -45,6 +45,7 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
         "~sweep.sampler.options.n_startup_trials",
     ),
     ("zero trials", ["sweep", "sweep=smoke", "sweep.n_trials=0"], "n_trials"),
+    ("a tracking server with no process", ["server", "--workers", "0"], "--workers 0"),
     (
         "kerastuner with two workers",
         ["sweep", "sweep=smoke", "sweep.backend=kerastuner", "--workers", "2"],
