@@ -22,9 +22,7 @@ from tests.conftest import (
     TRIAL_ARTIFACTS,
     journal_study,
     run_satsweep,
-    running_after_one_complete,
     start_satsweep,
-    wait_for_trials,
     wait_until,
     with_test_hooks,
 )
@@ -131,11 +129,21 @@ def test_pruner_stops_bad_trials_early(outputs, sweep_args) -> None:
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> None:
-    # trials of 30 tiny epochs: the interrupt lands while the second one runs
-    args = [*sweep_args, "sweep.pruner.name=none", "trainer.epochs=30"]
+def test_interrupted_sweep_resumes_to_exactly_n_trials(
+    outputs, sweep_args, tmp_path, monkeypatch
+) -> None:
+    # a test hook holds the worker's second trial after its first epoch until the stop
+    # arrives: the interrupt lands inside that trial every time
+    held = tmp_path / "held-fit.pid"
+    args = [*sweep_args, "sweep.pruner.name=none"]
+    monkeypatch.setenv("PYTHONPATH", with_test_hooks())
+    monkeypatch.setenv("SATSWEEP_TEST_HOLD_SECOND_FIT", str(held))
     process = start_satsweep("sweep", *args)
-    wait_for_trials(outputs, process, running_after_one_complete)
+    wait_until(
+        lambda: process.poll() is not None or (held.exists() and held.read_text()),
+        "the worker to hold its second trial after one epoch",
+    )
+    assert process.poll() is None, process.communicate()[0][-3000:]
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=180)
     assert process.returncode == 130, output
@@ -147,6 +155,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(outputs, sweep_args) -> N
     stranded = next(r for r in children if r.data.tags["satsweep.trial_state"] == "failed")
     client.update_run(stranded.info.run_id, status="RUNNING")
 
+    monkeypatch.delenv("SATSWEEP_TEST_HOLD_SECOND_FIT")
     resumed = run_satsweep("sweep", *args)
     assert resumed.returncode == 0, resumed.stderr
     trials = _study(outputs).trials

@@ -12,6 +12,10 @@ A test puts this folder on ``PYTHONPATH`` and sets one of:
 - ``$SATSWEEP_TEST_HOLD_AFTER_LINK``, a file: the first run link the process prints
   (``satsweep.links.announce``) is followed by creating that file, with the pid in it,
   and a wait (for the test's signal, at most 10 minutes): a stop lands exactly there.
+- ``$SATSWEEP_TEST_HOLD_SECOND_FIT``, a file: the first process whose second fit (a
+  worker's second trial) reaches its second epoch creates it, with the pid in it, and
+  waits there until a stop is requested (at most 10 minutes): the stop lands inside
+  that trial, after one epoch of it, every time.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import traceback
 TRACE = os.environ.get("SATSWEEP_TEST_COMPOSE_TRACE")
 HOLD_REPEAT = os.environ.get("SATSWEEP_TEST_HOLD_REPEAT")
 HOLD_AFTER_LINK = os.environ.get("SATSWEEP_TEST_HOLD_AFTER_LINK")
+HOLD_SECOND_FIT = os.environ.get("SATSWEEP_TEST_HOLD_SECOND_FIT")
 
 
 def _hold(marker_path: str) -> bool:
@@ -79,3 +84,30 @@ if HOLD_AFTER_LINK:
             raise RuntimeError("held after the link: the test sent no signal")
 
     links.announce = _announced
+
+if HOLD_SECOND_FIT:
+    import time
+
+    from satsweep.search.stopping import StopOnRequest
+
+    _fits: list[object] = []
+
+    def _count_fit(self, logs=None):  # type: ignore[no-untyped-def]
+        _fits.append(self)
+
+    def _hold_until_stopped(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+        """On the main thread, where the stop's signal handler runs; Keras calls it in order."""
+        if len(_fits) != 2 or epoch != 1:
+            return
+        try:
+            marker = os.open(HOLD_SECOND_FIT, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return
+        os.write(marker, str(os.getpid()).encode())
+        os.close(marker)
+        deadline = time.monotonic() + 600
+        while not self.stop.requested and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    StopOnRequest.on_train_begin = _count_fit
+    StopOnRequest.on_epoch_begin = _hold_until_stopped
