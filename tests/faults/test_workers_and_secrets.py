@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from tests.conftest import (
     start_satsweep,
     wait_for_trials,
     wait_until,
+    with_test_hooks,
     worker_pid,
 )
 
@@ -70,31 +70,45 @@ def _first_trial_or_its_retry(trial) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_a_trial_that_kills_its_worker_is_retried_max_retry_times(outputs, sweep_args) -> None:
-    args = [*sweep_args, "sweep.pruner.name=none", "trainer.epochs=6"]
-    args += ["storage.failed_trial_max_retry=1"]
+def test_a_trial_that_kills_its_worker_is_retried_max_retry_times(
+    outputs, sweep_args, tmp_path, monkeypatch
+) -> None:
+    # a test hook holds every worker about to train trial 0 or its retry: each is
+    # SIGKILLed there, inside the trial, every time
+    held = tmp_path / "held"
+    held.mkdir()
+    monkeypatch.setenv("PYTHONPATH", with_test_hooks())
+    monkeypatch.setenv("SATSWEEP_TEST_HOLD_TRIAL_ZERO", str(held))
+    args = [*sweep_args, "sweep.pruner.name=none", "storage.failed_trial_max_retry=1"]
     sweep = start_satsweep("sweep", *args)
-    killed: set[int] = set()
-    deadline = time.monotonic() + 600
-    while sweep.poll() is None:  # SIGKILL the worker whenever it runs trial 0 or a retry
-        assert time.monotonic() < deadline, "the sweep did not end within 600 s"
-        time.sleep(0.2)
-        try:
-            trials = journal_study(outputs).trials
-        except (KeyError, FileNotFoundError):
-            continue
-        for trial in trials:
-            running = trial.state == TrialState.RUNNING and WORKER in trial.user_attrs
-            if running and _first_trial_or_its_retry(trial) and trial.number not in killed:
-                os.kill(worker_pid(trial), signal.SIGKILL)
-                killed.add(trial.number)
+    killed: list[str] = []
+    for _ in range(2):  # the trial, then its one retry
+        wait_until(
+            lambda: sweep.poll() is not None or len(_held_pids(held)) > len(killed),
+            f"a worker to hold trial 0 or its retry ({len(killed)} killed so far)",
+        )
+        assert sweep.poll() is None, sweep.communicate()[0][-3000:]
+        name, pid = next((n, p) for n, p in _held_pids(held).items() if n not in killed)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(name)
     output = sweep.communicate(timeout=600)[0]
     assert sweep.returncode == 0, output  # killed workers were replaced; the sweep finished
+    assert len(_held_pids(held)) == 2, output  # no second retry was started
     study = journal_study(outputs)
     doomed = [t for t in study.trials if _first_trial_or_its_retry(t)]
-    assert len(killed) == 2 and len(doomed) == 2, output  # the trial, then one retry
+    assert len(doomed) == 2, output  # the trial, then one retry
     assert all(t.state == TrialState.FAIL for t in doomed)
     assert sum(t.state in FINISHED for t in study.trials) == 4
+
+
+def _held_pids(folder: Path) -> dict[str, int]:
+    """The trials held by the hook so far, with the pid of the worker holding each."""
+    pids = {}
+    for marker in folder.glob("trial-*.pid"):
+        text = marker.read_text()
+        if text:  # written just after the file was created
+            pids[marker.name] = int(text)
+    return pids
 
 
 def _gone(pid: int) -> bool:

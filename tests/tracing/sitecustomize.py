@@ -16,6 +16,9 @@ A test puts this folder on ``PYTHONPATH`` and sets one of:
   worker's second trial) reaches its second epoch creates it, with the pid in it, and
   waits there until a stop is requested (at most 10 minutes): the stop lands inside
   that trial, after one epoch of it, every time.
+- ``$SATSWEEP_TEST_HOLD_TRIAL_ZERO``, a folder: a worker about to train trial 0, or a
+  retry of it, writes its pid to ``trial-<number>.pid`` there and waits (for the test
+  to kill it, at most 10 minutes) instead of training.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ TRACE = os.environ.get("SATSWEEP_TEST_COMPOSE_TRACE")
 HOLD_REPEAT = os.environ.get("SATSWEEP_TEST_HOLD_REPEAT")
 HOLD_AFTER_LINK = os.environ.get("SATSWEEP_TEST_HOLD_AFTER_LINK")
 HOLD_SECOND_FIT = os.environ.get("SATSWEEP_TEST_HOLD_SECOND_FIT")
+HOLD_TRIAL_ZERO = os.environ.get("SATSWEEP_TEST_HOLD_TRIAL_ZERO")
 
 
 def _hold(marker_path: str) -> bool:
@@ -111,3 +115,18 @@ if HOLD_SECOND_FIT:
 
     StopOnRequest.on_train_begin = _count_fit
     StopOnRequest.on_epoch_begin = _hold_until_stopped
+
+if HOLD_TRIAL_ZERO:
+    from satsweep.search.objective import TrialObjective
+
+    _train = TrialObjective._train
+
+    def _held_train(self, trial, *args, **kwargs):  # type: ignore[no-untyped-def]
+        frozen = trial.study._storage.get_trial(trial._trial_id)  # its retry's system attrs
+        if trial.number == 0 or frozen.system_attrs.get("failed_trial") == 0:
+            marker = os.path.join(HOLD_TRIAL_ZERO, f"trial-{trial.number}.pid")
+            if _hold(marker):
+                raise RuntimeError("held trial: the test did not kill this worker")
+        return _train(self, trial, *args, **kwargs)
+
+    TrialObjective._train = _held_train
