@@ -11,7 +11,6 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.conftest import (
-    WORKER,
     journal_study,
     run_satsweep,
     running_after_one_complete,
@@ -27,13 +26,19 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_sigkilled_worker_loses_no_trial(outputs, sweep_args) -> None:
+def test_sigkilled_worker_loses_no_trial(outputs, sweep_args, tmp_path, monkeypatch) -> None:
+    # a test hook holds a worker's second trial after one epoch: the kill lands inside it
+    held = tmp_path / "held-fit.pid"
+    monkeypatch.setenv("PYTHONPATH", with_test_hooks())
+    monkeypatch.setenv("SATSWEEP_TEST_HOLD_SECOND_FIT", str(held))
     args = [*sweep_args, "sweep.n_trials=6", "sweep.pruner.name=none", "--workers", "2"]
     sweep = start_satsweep("sweep", *args)
-    trials = wait_for_trials(outputs, sweep, running_after_one_complete)
-    victim = worker_pid(
-        next(t for t in trials if t.state == TrialState.RUNNING and WORKER in t.user_attrs)
+    wait_until(
+        lambda: sweep.poll() is not None or (held.exists() and held.read_text()),
+        "a worker to hold its second trial after one epoch",
     )
+    assert sweep.poll() is None, sweep.communicate()[0][-3000:]
+    victim = int(held.read_text())
     os.kill(victim, signal.SIGKILL)
     output, _ = sweep.communicate(timeout=600)
     if sweep.returncode != 0:  # the rule: re-running the same command finishes the job
