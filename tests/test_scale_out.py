@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import REPO, run_satsweep
+from tests.conftest import REPO, run_satsweep, wait_until, with_test_hooks
 from tests.servers import MlflowServer
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -33,7 +33,7 @@ def _start_worker(args: list[str], log) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_three_workers_on_postgres_with_one_killed(
-    outputs, sweep_args, tmp_path, postgres_databases
+    outputs, sweep_args, tmp_path, postgres_databases, monkeypatch
 ) -> None:
     optuna_url, mlflow_url = postgres_databases(), postgres_databases()
     server = MlflowServer(mlflow_url, tmp_path / "artifacts", through_satsweep=True).start()
@@ -50,25 +50,22 @@ def test_three_workers_on_postgres_with_one_killed(
             "tracking=server",
             f"tracking.uri={server.uri}",
         ]
+        # a test hook holds the first worker to reach its second trial's second epoch:
+        # the kill lands inside a trial, every time
+        held = tmp_path / "held-fit.pid"
+        monkeypatch.setenv("PYTHONPATH", with_test_hooks())
+        monkeypatch.setenv("SATSWEEP_TEST_HOLD_SECOND_FIT", str(held))
         logs = [stack.enter_context(open(tmp_path / f"worker-{i}.log", "w")) for i in range(3)]
         workers = [_start_worker(args, log) for log in logs]
         storage = optuna.storages.RDBStorage(optuna_url)
-        victim = None
-        deadline = time.monotonic() + 300
-        while victim is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-            try:
-                trials = optuna.load_study(study_name="smoke", storage=storage).trials
-            except KeyError:
-                continue
-            running = [
-                t
-                for t in trials
-                if t.state == TrialState.RUNNING and "satsweep_worker" in t.user_attrs
-            ]
-            if any(t.state == TrialState.COMPLETE for t in trials) and running:
-                victim = int(running[0].user_attrs["satsweep_worker"].rsplit(":", 1)[1])
-        assert victim is not None, "no trial ran"
+        wait_until(
+            lambda: (
+                any(w.poll() is not None for w in workers) or (held.exists() and held.read_text())
+            ),
+            "a worker to hold its second trial after one epoch",
+        )
+        assert all(w.poll() is None for w in workers), "a worker ended before the kill"
+        victim = int(held.read_text())
         os.kill(victim, signal.SIGKILL)
         for worker in workers:
             worker.wait(timeout=600)
