@@ -175,6 +175,27 @@ def test_an_image_budget_is_shared_out_over_the_classes(outputs, data_dir) -> No
     assert np.bincount(harvey.labels).tolist() == [1500, 1500]
 
 
+def test_a_training_share_shrinks_only_the_training_split(outputs, tmp_path) -> None:
+    base = ["data.image_size=16", "data.max_per_class=40", "data.classes=[Beach,Forest,Port]"]
+    whole, third, twice = (
+        _load([*base, f"data.train_share={share}"], tmp_path) for share in (1.0, 0.3, 0.3)
+    )
+    assert np.bincount(whole.train.labels).tolist() == [28, 28, 28]
+    assert np.bincount(third.train.labels).tolist() == [9, 9, 9]  # 0.3 of each class, rounded up
+    # judged on the same images as a run on the whole split: the final fit's
+    for name in ("val", "test"):
+        assert (getattr(third, name).sources == getattr(whole, name).sources).all()
+    assert set(third.train.sources) < set(whole.train.sources)
+    assert (third.train.sources == twice.train.sources).all()  # seeded: the same draw again
+    # nested: a larger share keeps every image a smaller one kept
+    half = _load([*base, "data.train_share=0.5"], tmp_path)
+    assert set(third.train.sources) < set(half.train.sources)
+    tiny = _load([*base, "data.train_share=0.001"], tmp_path)
+    assert np.bincount(tiny.train.labels).tolist() == [1, 1, 1]  # every class keeps one
+    other_seed = _load([*base, "data.train_share=0.3", "data.split.seed=7"], tmp_path)
+    assert set(other_seed.train.sources) != set(third.train.sources)
+
+
 def _zip_of_classes(tmp_path: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:

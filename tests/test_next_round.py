@@ -258,6 +258,14 @@ def test_no_budget_is_offered_on_a_key_the_round_searched(outputs) -> None:
     offered = _higher_fidelity(searched, set())
     assert not any("trainer.epochs=" in line for line in offered)
     assert any("data.max_images=6000" in line for line in offered)
+    # trials on a share of the training split are offered twice the share, up to all of it
+    for share, offer in ((0.3, "data.train_share=0.6"), (0.7, "data.train_share=1")):
+        shared = _higher_fidelity(prepare_job(["sweep=quick", f"data.train_share={share}"]), set())
+        assert any(line.startswith(f"  {offer}    ") for line in shared), shared
+        assert not any("data.max_images=" in line for line in shared)
+    swept = "+sweep.params={data.train_share: 'choice(0.3, 0.6)'}"
+    offered = _higher_fidelity(prepare_job(["sweep=quick", "data.train_share=0.3", swept]), set())
+    assert not any("data." in line for line in offered)
 
 
 def test_no_budget_is_offered_on_a_key_the_next_round_adds(outputs, tmp_path) -> None:

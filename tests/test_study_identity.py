@@ -40,6 +40,10 @@ def test_a_study_keeps_its_first_identity(outputs: Path, tiny: list[str]) -> Non
         UserError, match=r"image_shape: \"16x16x3\" -> \"24x24x3\".*sweep\.study_name=quick_aid_2"
     ):
         check_identity(study, _identity(tiny, "data.image_size=24"))
+    # a share of the training split scores otherwise; studies made before it had all of it
+    assert "train_share" not in first
+    with pytest.raises(UserError, match=r"train_share: null -> 0\.5"):
+        check_identity(study, _identity(tiny, "data.train_share=0.5"))
     assert study.user_attrs[IDENTITY_ATTR] == first
 
 

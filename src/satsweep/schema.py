@@ -97,6 +97,9 @@ class DataConfig(Strict):
     # a budget of images spread evenly over the classes: searches cost the same, and
     # validate on as many images, whatever the number of classes
     max_images: PositiveInt | None
+    # a cheaper search that is judged on the final fit's own validation images: the
+    # share of the training split kept (per class, drawn with the split's seed)
+    train_share: Annotated[float, Field(gt=0.0, le=1.0)]
     split: SplitConfig
     download: DownloadConfig | None
     source: str | None  # where to get the dataset, told when it is missing

@@ -31,6 +31,8 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("negative learning rate", ["train", "optimizer.lr=-0.1"], "optimizer.lr"),
     ("split not summing to 1", ["train", "data.split.train=0.5"], "sum to"),
     ("negative ratio", ["train", "data.negative_ratio=-1"], "data.negative_ratio"),
+    ("no training images", ["train", "data.train_share=0"], "data.train_share=0"),
+    ("more than all training images", ["train", "data.train_share=1.5"], "data.train_share"),
     ("malformed override", ["train", "data.classes=[Beach"], "[Beach"),
     ("missing required path", ["train", "data=folder"], "data.path"),
     ("missing dataset", ["train", "data.path=/nonexistent/aid"], "/nonexistent/aid"),

@@ -16,7 +16,7 @@ from satsweep.data.catalog import Catalog, build_catalog
 from satsweep.data.chips import CHIP_CLASSES, chips_digest, decode_chips
 from satsweep.data.decode import decode_catalog, warn_skipped
 from satsweep.data.download import ensure_dataset
-from satsweep.data.splits import Split, stratified_split
+from satsweep.data.splits import Split, stratified_split, training_share
 from satsweep.errors import UserError
 from satsweep.schema import DataConfig, RunConfig
 
@@ -69,6 +69,7 @@ def load_dataset(cfg: DataConfig, cache_dir: Path) -> Dataset:
     if from_cache:
         warn_skipped(arrays.skipped)
     train, val, test = stratified_split(arrays.labels, cfg.split, class_names)
+    train = training_share(train, arrays.labels, cfg.train_share, cfg.split.seed)
     return Dataset(
         name=cfg.name,
         class_names=class_names,

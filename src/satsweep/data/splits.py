@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,23 @@ def stratified_split(
                 "add images of it, raise data.max_per_class or change data.split"
             )
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def training_share(train: np.ndarray, labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """The ``share`` of the training indices a run trains on: per class, at least one each.
+
+    Only the training split shrinks, so a search at a low share is judged on the same
+    validation (and test) images as its final fit at the full share. The draw is
+    seeded, and nested: a larger share keeps every image a smaller one kept.
+    """
+    if share >= 1.0:
+        return train
+    rng = np.random.default_rng(seed)
+    kept = [
+        rng.permutation(members)[: max(1, math.ceil(share * len(members)))]
+        for members in (train[labels[train] == label] for label in np.unique(labels[train]))
+    ]
+    return np.sort(np.concatenate(kept))
 
 
 def _check_enough_per_class(labels: np.ndarray, class_names: tuple[str, ...]) -> None:

@@ -41,6 +41,8 @@ def study_identity(job: SweepJob, dataset: Dataset) -> dict[str, Any]:
         "split": data.split.model_dump(mode="json"),
         "max_per_class": data.max_per_class,
         "max_images": data.max_images,
+        # studies made before data.train_share trained on whole training splits
+        **({"train_share": data.train_share} if data.train_share < 1 else {}),
         "objectives": list(job.settings.objectives),
         "recipe": _flat(recipe),
     }

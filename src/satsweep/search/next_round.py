@@ -199,7 +199,8 @@ def _higher_fidelity(job: SweepJob, added: set[str]) -> list[str]:
         if "trainer.epochs" in searched
         else [f"  trainer.epochs={2 * epochs}    (the trials ran {epochs} epochs)"]
     )
-    more_data = None if "data.max_images" in searched else _more_data(job.base.data)
+    data_keys = {"data.max_images", "data.train_share"}
+    more_data = None if searched & data_keys else _more_data(job.base.data)
     offers += [more_data] if more_data else []
     if not offers:
         return []
@@ -214,8 +215,15 @@ def _higher_fidelity(job: SweepJob, added: set[str]) -> list[str]:
 
 
 def _more_data(data: DataConfig) -> str | None:
-    """``data.max_images`` doubled, where that draws more images (not where the set, or
-    ``max_per_class``, holds no more, nor where this machine cannot read the set)."""
+    """``data.train_share`` doubled (up to all), or else ``data.max_images`` doubled where
+    that draws more images (not where the set, or ``max_per_class``, holds no more, nor
+    where this machine cannot read the set)."""
+    if data.train_share < 1:
+        share = min(1.0, 2 * data.train_share)
+        return (
+            f"  data.train_share={share:g}    (the trials trained on {data.train_share:g} of "
+            "the training split; validation stays the same images)"
+        )
     if data.max_images is None:
         return None
     doubled = data.model_copy(update={"max_images": 2 * data.max_images})
