@@ -76,10 +76,12 @@ def test_reproduce_is_bit_for_bit_with_every_recipe_knob_on(outputs, tiny, capsy
         "trainer.augment.mixup=0.2",
         "trainer.augment.cutmix=1.0",
         "trainer.tta=dihedral",
+        "data.train_share=0.5",  # a fidelity: half of each class's training images
     ]
     assert run(["train", *_no_model(tiny), *knobs]) == 0
     original = _runs(outputs)[0]
     assert original.data.params["trainer.augment.cutmix"] == "1.0"
+    assert original.data.params["data.train_share"] == "0.5"
     assert run(["reproduce", original.info.run_id]) == 0
     output = capsys.readouterr().out
     assert "confusion matrix: identical" in output and "reproduced: max |difference| 0" in output
