@@ -177,7 +177,7 @@ def test_an_image_budget_is_shared_out_over_the_classes(outputs, data_dir) -> No
 
 def test_a_training_share_shrinks_only_the_training_split(outputs, tmp_path) -> None:
     base = ["data.image_size=16", "data.max_per_class=40", "data.classes=[Beach,Forest,Port]"]
-    whole, third, twice = (
+    whole, third, again = (
         _load([*base, f"data.train_share={share}"], tmp_path) for share in (1.0, 0.3, 0.3)
     )
     assert np.bincount(whole.train.labels).tolist() == [28, 28, 28]
@@ -186,7 +186,7 @@ def test_a_training_share_shrinks_only_the_training_split(outputs, tmp_path) -> 
     for name in ("val", "test"):
         assert (getattr(third, name).sources == getattr(whole, name).sources).all()
     assert set(third.train.sources) < set(whole.train.sources)
-    assert (third.train.sources == twice.train.sources).all()  # seeded: the same draw again
+    assert (third.train.sources == again.train.sources).all()  # seeded: the same draw again
     # nested: a larger share keeps every image a smaller one kept
     half = _load([*base, "data.train_share=0.5"], tmp_path)
     assert set(third.train.sources) < set(half.train.sources)
