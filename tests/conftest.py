@@ -73,12 +73,38 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store whose schema MLflow migrated, once for the session.
+
+    A first command on a new store spends about 2 s in MLflow's migrations; tests
+    that are not about that moment start from a copy of this file instead.
+    """
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("migrated") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
 def outputs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_dir: Path, shared_cache: Path
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    shared_cache: Path,
+    migrated_store: Path,
 ) -> Path:
-    """A fresh outputs folder (MLflow store, Optuna journal) for this test."""
+    """A new outputs folder (MLflow store, Optuna journal) for this test.
+
+    Its MLflow store is a copy of :func:`migrated_store`, unless the test is marked
+    ``fresh_store`` (it is about what a first command creates): then the folder is absent.
+    """
     folder = tmp_path / "outputs"
+    if request.node.get_closest_marker("fresh_store") is None:
+        folder.mkdir()
+        shutil.copyfile(migrated_store, folder / "mlflow.db")
     monkeypatch.setenv("SATSWEEP_OUTPUTS", str(folder))
     monkeypatch.setenv("SATSWEEP_DATA_DIR", str(data_dir))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -138,6 +138,7 @@ def test_cli_exit_still_runs_thread_pools_and_exit_handlers(outputs, args, code)
         assert "model/nope" in result.stderr
 
 
+@pytest.mark.fresh_store
 def test_cfg_job_prints_config_without_training(outputs) -> None:
     result = run_satsweep("train", "model=mlp", "--cfg", "job")
     assert result.returncode == 0, result.stderr

@@ -109,8 +109,11 @@ def _register_top_level_groups(overrides: Sequence[str]) -> None:
 _KINDS = {list: "list", int: "number", float: "number", str: "string", bool: "boolean"}
 
 
-def _group_file(path: Path, group: str) -> tuple[DictConfig, str]:
-    """A sweep or experiment file: a mapping under ``# @package _global_``."""
+def _group_file(path: Path, group: str) -> tuple[dict[str, Any], str]:
+    """A sweep or experiment file: a mapping under ``# @package _global_``.
+
+    The mapping stays plain data: the ConfigStore builds the one config node it keeps.
+    """
     origin = f"{TOP_LEVEL_GROUPS[group]}/{path.name}"
     raw = path.read_bytes()
     content = load_yaml(raw, origin)
@@ -127,7 +130,7 @@ def _group_file(path: Path, group: str) -> tuple[DictConfig, str]:
             f"{origin} lacks its first line `# @package _global_` (its keys are top-level "
             "config keys): add it"
         )
-    return OmegaConf.create(content), header[1]
+    return content, header[1]
 
 
 # The environment variables the configs read with ${oc.env:...}.

@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import start_satsweep
 
+pytestmark = pytest.mark.fresh_store  # the outputs folder starts empty: no migrated store
+
 
 def _all_exit_zero(processes: list[subprocess.Popen[str]]) -> None:
     outputs = [process.communicate(timeout=600)[0] for process in processes]

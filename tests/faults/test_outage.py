@@ -114,7 +114,7 @@ def test_nan_trials_fail_and_the_sweep_goes_on(outputs, tiny, tmp_path) -> None:
 def test_an_artifact_store_that_cannot_be_written_fails_in_one_line_and_closes_every_run(
     outputs, sweep_args
 ) -> None:
-    outputs.mkdir(parents=True)
+    outputs.mkdir(parents=True, exist_ok=True)
     (outputs / "blocked").write_text("a file where the artifact folder should be")
     args = [*sweep_args, "sweep.n_trials=2", "trainer.epochs=1", "sweep.pruner.name=none"]
     args.append(f"tracking.artifact_root={outputs}/blocked/artifacts")
@@ -144,7 +144,7 @@ def test_a_trial_whose_failure_cannot_be_written_still_closes_its_run(outputs, s
     from satsweep.search.objective import TrialObjective
     from satsweep.tracking import Tracker
 
-    outputs.mkdir(parents=True)
+    outputs.mkdir(parents=True, exist_ok=True)
     (outputs / "blocked").write_text("a file where the artifact folder should be")
     job = prepare_job([*sweep_args, f"tracking.artifact_root={outputs}/blocked/artifacts"])
     tracker = Tracker(job.base.tracking)

@@ -94,7 +94,7 @@ CASES += [  # ones that need no environment variable
 def _study_with_one_trial(outputs) -> None:
     import optuna
 
-    outputs.mkdir(parents=True)
+    outputs.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(outputs / "optuna.journal"))
     study = optuna.create_study(study_name="s", storage=optuna.storages.JournalStorage(backend))
     study.set_user_attr("satsweep_objectives", ["val_f1_macro"])

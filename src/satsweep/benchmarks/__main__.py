@@ -17,7 +17,6 @@ from pathlib import Path
 
 import optuna
 
-from satsweep.benchmarks import startup, sweeps, training
 from satsweep.benchmarks.harness import Comparison, print_rows, write
 from satsweep.config import load_environment
 
@@ -43,6 +42,9 @@ def main() -> None:
     options = parser.parse_args()
     options.only, overrides = _names_and_overrides(parser, options.only)
     options.overrides += overrides
+    # after the arguments are checked: a typo is told before TensorFlow's import, not after
+    from satsweep.benchmarks import startup, sweeps, training
+
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # in-memory studies are not news
     outputs = Path(load_environment(options.overrides).paths.outputs)
