@@ -127,8 +127,12 @@ def test_the_quick_sweep_under_hyperband_ends_with_its_final_fit(outputs, tiny) 
         "sweep.n_trials=2",
         "sweep.final_fit.overrides=['trainer.epochs=2']",
         "tracking.log_model=false",
+        "data.train_share=0.5",  # kept by the final fit: it is warned of, and named
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    said = " ".join((result.stdout + result.stderr).split())  # rich may wrap long lines
+    assert "add data.train_share=1.0 to sweep.final_fit.overrides" in said, said[-3000:]
+    assert "at 16 px for 2 epochs on 50% of the training images, retrained" in said
     client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("quick").experiment_id])
     roles = sorted(r.data.tags["satsweep.role"] for r in runs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dataclasses
 
 import numpy as np
@@ -266,6 +268,26 @@ def test_no_budget_is_offered_on_a_key_the_round_searched(outputs) -> None:
     swept = "+sweep.params={data.train_share: 'choice(0.3, 0.6)'}"
     offered = _higher_fidelity(prepare_job(["sweep=quick", "data.train_share=0.3", swept]), set())
     assert not any("data." in line for line in offered)
+
+
+def test_a_final_fit_that_keeps_the_trials_share_is_warned_of(outputs, caplog) -> None:
+    """Trials on a share of the training images are cheap; an answer on it is seldom meant."""
+    warning = "add data.train_share=1.0 to sweep.final_fit.overrides"
+    swept = "+sweep.params={data.train_share: 'choice(0.3, 0.6)'}"
+    for overrides in (["data.train_share=0.3"], [swept]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="satsweep"):
+            prepare_job(["sweep=quick", *overrides])
+        assert warning in caplog.text, overrides
+    for overrides in (
+        [],
+        ["data.train_share=0.3", "sweep.final_fit.overrides=['data.train_share=1.0']"],
+        ["data.train_share=0.3", "sweep.final_fit.enabled=false"],
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="satsweep"):
+            prepare_job(["sweep=quick", *overrides])
+        assert warning not in caplog.text, overrides
 
 
 def test_no_budget_is_offered_on_a_key_the_next_round_adds(outputs, tmp_path) -> None:

@@ -70,6 +70,8 @@ def run_final_fit(job: SweepJob, attached: Attached, stop: StopRequest) -> Final
     tracker.end_run(run_id, "FINISHED")
     advice = {finding.rule: list(finding.config_keys) for finding in result.diagnosis}
     fidelity = f"{cfg.data.image_size} px for {cfg.trainer.epochs} epochs"
+    if cfg.data.train_share < 1:  # the trials' cheap fidelity, kept: the answer says so
+        fidelity += f" on {cfg.data.train_share:.0%} of the training images"
     final = FinalFit(trial.number, run_id, _plain(result.metrics), advice, fidelity)
     # the workers ran the repeats beside this fit: gather them (and run what is missing)
     _measure_noise_once(job, attached, trial, stop)

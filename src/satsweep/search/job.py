@@ -13,6 +13,7 @@ sweep again with Hydra. Only each trial's own config is composed per trial.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ from satsweep.schema import RunConfig
 from satsweep.search.settings import SweepSettings
 from satsweep.search.space import Dimension, SearchSpace, parse_space
 from satsweep.search.study import rehearse
+
+LOG = logging.getLogger(__name__)
 
 SWEEP_GROUP = "sweep"
 # The job file holds no password: each string that holds one is replaced by a
@@ -113,6 +116,7 @@ def prepare_job(overrides: Sequence[str]) -> SweepJob:
         file, tuple(overrides), settings, space, tuple(fixed), base, container["sweep"], params
     )
     _check_space(job)
+    _warn_of_a_final_fit_on_a_share(job)
     return job
 
 
@@ -308,6 +312,23 @@ def _check_kerastuner_space(space: SearchSpace, file: str) -> None:
                 f"(int, float, str or bool), not {list(choices or ())}: make them alike or "
                 "use sweep.backend=optuna"
             )
+
+
+def _warn_of_a_final_fit_on_a_share(job: SweepJob) -> None:
+    """A final fit inherits its trial's ``data.train_share``: say so when that is below 1.
+
+    Trials on a share are a cheap fidelity; an answer trained on it is seldom meant.
+    """
+    shared = job.base.data.train_share < 1 or "data.train_share" in job.space_params
+    resets = any(
+        o.lstrip("+~").startswith("data.train_share=") for o in job.settings.final_fit.overrides
+    )
+    if job.settings.final_fit.enabled and shared and not resets:
+        LOG.warning(
+            "the trials train on a share of the training images (data.train_share) and so "
+            "will the final fit: add data.train_share=1.0 to sweep.final_fit.overrides to "
+            "answer with all of them"
+        )
 
 
 def _check_space(job: SweepJob) -> None:
