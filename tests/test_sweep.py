@@ -196,12 +196,13 @@ def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, nam
 def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
     args += ["sweep.noise.repeats=2", "sweep.previous=smoke_r0"]  # a next round, say
-    # two workers that re-execute themselves after every trial, keeping pid and log
+    # two workers that re-execute themselves after two runs, keeping pid and log: six
+    # runs (4 trials, 2 repeats) between two workers give one at least three
     trace = tmp_path / "compositions.tsv"
     result = run_satsweep(
         "sweep",
         *args,
-        "sweep.trials_per_process=1",
+        "sweep.trials_per_process=2",
         "--workers",
         "2",
         env={"PYTHONPATH": with_test_hooks(), "SATSWEEP_TEST_COMPOSE_TRACE": str(trace)},
