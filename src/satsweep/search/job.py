@@ -320,10 +320,10 @@ def _warn_of_a_final_fit_on_a_share(job: SweepJob) -> None:
     Trials on a share are a cheap fidelity; an answer trained on it is seldom meant.
     """
     shared = job.base.data.train_share < 1 or "data.train_share" in job.space_params
-    resets = any(
+    set_for_it = any(
         o.lstrip("+~").startswith("data.train_share=") for o in job.settings.final_fit.overrides
     )
-    if job.settings.final_fit.enabled and shared and not resets:
+    if job.settings.final_fit.enabled and shared and not set_for_it:
         LOG.warning(
             "the trials train on a share of the training images (data.train_share) and so "
             "will the final fit: add data.train_share=1.0 to sweep.final_fit.overrides to "
