@@ -90,6 +90,20 @@ def test_without_a_band_every_difference_is_a_hint_and_few_trials_give_no_direct
     said = sweep_lessons(study, "val_f1_macro", None)
     assert "no noise band measured" in said and "read every difference below as a hint" in said
     assert "3 finished trials set it, too few for a direction" in said
+    momentum = FloatDistribution(0.5, 0.95)  # a conditional parameter, set by one trial
+    study.add_trial(
+        create_trial(
+            params={"optimizer.lr": 1e-2, "model.width": 32, "optimizer.momentum": 0.9},
+            distributions={
+                "optimizer.lr": LR,
+                "model.width": WIDTH,
+                "optimizer.momentum": momentum,
+            },
+            value=0.42,
+        )
+    )
+    said = sweep_lessons(study, "val_f1_macro", None)
+    assert "`optimizer.momentum`: 1 finished trial set it, too few" in said, said
 
 
 def test_a_next_round_says_whether_it_paid_against_the_one_it_follows() -> None:

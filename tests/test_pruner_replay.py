@@ -1,12 +1,15 @@
-"""The pruning study: Optuna's real pruners replayed on recorded learning curves."""
+"""The pruning study: Optuna's real pruners replayed on learning curves.
+
+Reading curves back from a real sweep's records is checked in tests/test_sweep.py
+(`test_conditional_parameters_never_reach_other_choices`), which runs that sweep anyway.
+"""
 
 from __future__ import annotations
 
 import pytest
 from optuna.pruners import MedianPruner, NopPruner
 
-from satsweep.benchmarks.pruners import OUTSIDE_EPOCHS, Curve, judge, recorded_curves, replay
-from tests.conftest import run_satsweep
+from satsweep.benchmarks.pruners import OUTSIDE_EPOCHS, Curve, judge, replay
 
 STRONG = Curve((0.3, 0.5, 0.6), final=0.62, test=0.60)
 WEAK = Curve((0.1, 0.2, 0.3), final=0.31, test=0.35)
@@ -34,15 +37,3 @@ def test_pruning_a_slow_starter_loses_the_best_trial_and_its_test_score() -> Non
     eager = [judge(curves, lambda: MedianPruner(1, 0), 2, 1, seed) for seed in range(8)]
     assert {round(v.best_lost, 2) for v in eager} == {0.0, 0.19}  # 0.81 - 0.62
     assert {round(v.test_lost, 2) for v in eager} == {0.0, 0.19}  # 0.79 - 0.60
-
-
-@pytest.mark.slow
-def test_curves_are_read_back_from_an_unpruned_sweeps_records(outputs, sweep_args) -> None:
-    result = run_satsweep("sweep", *sweep_args, "sweep.pruner.name=none", "sweep.n_trials=3")
-    assert result.returncode == 0, result.stderr
-    curves = recorded_curves(str(outputs), "smoke", "val_f1_macro")
-    assert len(curves) == 3
-    for curve in curves:
-        assert len(curve.values) == 3  # the smoke sweep's epochs, one value each
-        assert all(0.0 <= v <= 1.0 for v in (*curve.values, curve.final, curve.test))
-    assert judge(curves, NopPruner, trials=3, orders=2, seed=0).cost == pytest.approx(1.0)

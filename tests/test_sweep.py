@@ -14,8 +14,10 @@ import optuna
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.pruners import NopPruner
 from optuna.trial import TrialState
 
+from satsweep.benchmarks.pruners import judge, recorded_curves
 from satsweep.search.gate import StartGate
 from tests.conftest import (
     FIGURE_ARTIFACTS,
@@ -92,7 +94,15 @@ def test_conditional_parameters_never_reach_other_choices(outputs, sweep_args) -
         counts = np.bincount(predicted.argmax(axis=1), minlength=confusion.shape[1])
         np.testing.assert_array_equal(counts, confusion.sum(axis=0))
         best_so_far = max(best_so_far, trial.value)
-    assert 0 < leaders < sum(t.state == TrialState.COMPLETE for t in study.trials), leaders
+    complete = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    assert 0 < leaders < complete, leaders
+    # the pruning study reads the complete trials' curves back from these records
+    curves = recorded_curves(str(outputs), "smoke", "val_f1_macro")
+    assert len(curves) == complete
+    for curve in curves:
+        assert len(curve.values) == 3  # the smoke sweep's epochs, one value each
+        assert all(0.0 <= v <= 1.0 for v in (*curve.values, curve.final, curve.test))
+    assert judge(curves, NopPruner, trials=complete, orders=2, seed=0).cost == pytest.approx(1.0)
     # the overhead benchmark sizes its epochs on the trials a seeded sweep will draw:
     # its in-memory draw gives this sweep's trials (TPE's first 4 are random)
     from satsweep.benchmarks.sweeps import drawn_trials

@@ -242,6 +242,10 @@ def _searched(complete: list[FrozenTrial], importances: dict[str, float]) -> lis
     return sorted(names, key=lambda name: -importances.get(name, 0.0))
 
 
+def _finished_trials(count: int) -> str:
+    return f"{count} finished trial" + ("" if count == 1 else "s")
+
+
 def _parameter(
     name: str,
     ranked: list[FrozenTrial],
@@ -255,7 +259,7 @@ def _parameter(
     having = [t for t in ranked if name in t.params]
     if len(having) < MIN_FOR_DIRECTION:
         return (
-            f"{head}: {len(having)} finished trials set it, too few for a direction "
+            f"{head}: {_finished_trials(len(having))} set it, too few for a direction "
             f"({MIN_FOR_DIRECTION} needed: `satsweep next` keeps its round's first "
             f"{MIN_FOR_DIRECTION} from the pruner)."
         )
