@@ -206,6 +206,10 @@ def test_bad_sweep_file_fails_before_training(outputs, tmp_path, sweep_file, nam
 def test_final_fit_is_the_sweeps_answer(outputs, sweep_args, tmp_path) -> None:
     args = [a for a in sweep_args if a != "sweep.final_fit.enabled=false"]
     args += ["sweep.noise.repeats=2", "sweep.previous=smoke_r0"]  # a next round, say
+    # every trial completes: with two workers, whether the median pruner stops trial 3
+    # depends on how many trials finished before its last epoch, i.e. on the machine's
+    # load; with 4 startup trials of 4 it never prunes, yet still records every epoch
+    args += ["sweep.pruner.options.n_startup_trials=4"]
     # two workers that re-execute themselves after two runs, keeping pid and log: six
     # runs (4 trials, 2 repeats) between two workers give one at least three
     trace = tmp_path / "compositions.tsv"
